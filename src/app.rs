@@ -1,0 +1,419 @@
+//! Building the pipeline from a validated config, and the offline commands
+//! (`track`, `eval`, `models fetch`) that the thin binary dispatches to.
+
+use crate::backbone::{Backbone, BackboneSpec, TractBackbone};
+use crate::capture::{self, ImageDirSource};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::face::detector::DetectorParams;
+use crate::face::{YuNet, MAX_POINTS};
+use crate::frame::Frame;
+use crate::geometry::Point;
+use crate::metrics;
+use crate::models::{self, Manifest, ModelKind, SchemeSpec};
+use crate::pipeline::{Faces, Pipeline, PipelineParams, PipelineStats};
+use crate::records::{read_jsonl, FaceRecord, FrameRecord};
+use crate::truth;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The manifest and the paths of the configured models, all verified.
+pub struct Models {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub backbone_path: PathBuf,
+    pub detector_path: PathBuf,
+    pub backbone_spec: BackboneSpec,
+}
+
+impl Models {
+    /// Load the manifest in `cfg.models.dir` and check both model files' sha256.
+    pub fn resolve(cfg: &Config) -> Result<Self> {
+        let dir = &cfg.models.dir;
+        let manifest_path = models::manifest_path(dir);
+        let manifest = Manifest::load(&manifest_path)?;
+        let pick = |name: &str, kind: ModelKind, field: &str| {
+            let e = manifest.model(name).ok_or_else(|| Error::Config {
+                origin: None,
+                problems: vec![format!(
+                    "{field}: no model named {name:?} in {} (have: {})",
+                    manifest_path.display(),
+                    manifest
+                        .models
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )],
+            })?;
+            if e.kind != kind {
+                return Err(Error::Config {
+                    origin: None,
+                    problems: vec![format!(
+                        "{field}: model {name:?} is a {:?}, not a {kind:?}",
+                        e.kind
+                    )],
+                });
+            }
+            let path = dir.join(&e.file);
+            models::verify(&path, &e.sha256)?;
+            Ok((e.clone(), path))
+        };
+        let (be, backbone_path) =
+            pick(&cfg.models.backbone, ModelKind::Backbone, "models.backbone")?;
+        let (_, detector_path) =
+            pick(&cfg.models.detector, ModelKind::Detector, "models.detector")?;
+        let backbone_spec = BackboneSpec::from_entry(&be, &manifest_path)?;
+        if backbone_spec.k > MAX_POINTS {
+            return Err(Error::model(
+                &backbone_path,
+                format!(
+                    "{} landmarks exceed the supported {MAX_POINTS}",
+                    backbone_spec.k
+                ),
+            ));
+        }
+        Ok(Self {
+            manifest,
+            manifest_path,
+            backbone_path,
+            detector_path,
+            backbone_spec,
+        })
+    }
+
+    pub fn scheme(&self) -> &SchemeSpec {
+        self.manifest
+            .scheme(&self.backbone_spec.scheme)
+            .expect("checked by Manifest::load")
+    }
+
+    pub fn load_backbone(&self) -> Result<Box<dyn Backbone>> {
+        Ok(Box::new(TractBackbone::load(
+            &self.backbone_path,
+            self.backbone_spec.clone(),
+        )?))
+    }
+
+    pub fn load_detector(&self, cfg: &Config) -> Result<YuNet> {
+        let entry = self.manifest.model(&cfg.models.detector).expect("resolved");
+        YuNet::load(
+            &self.detector_path,
+            entry,
+            DetectorParams {
+                score_threshold: cfg.detector.score_threshold,
+                nms_iou: cfg.detector.nms_iou,
+                low_light: cfg.detector.low_light,
+            },
+        )
+    }
+
+    pub fn pipeline(&self, cfg: &Config) -> Result<Pipeline> {
+        Ok(Pipeline::new(
+            self.load_backbone()?,
+            self.load_detector(cfg)?,
+            PipelineParams {
+                decoder: cfg.decoder(),
+                tracker: cfg.tracker_params(),
+                low_light: cfg.detector.low_light,
+            },
+        ))
+    }
+}
+
+/// What `track` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrackSummary {
+    pub input: String,
+    pub output: String,
+    pub frames: u64,
+    pub frames_with_face: u64,
+    pub faces_seen: u64,
+    pub mean_score: f32,
+    pub seconds: f64,
+    pub fps: f64,
+    pub decoder: String,
+    pub stats: PipelineStats,
+}
+
+/// Run the pipeline over `input`, writing one JSON line per frame to `output`.
+pub fn track(cfg: &Config, input: &Path, output: &Path) -> Result<TrackSummary> {
+    let models = Models::resolve(cfg)?;
+    let mut pipeline = models.pipeline(cfg)?;
+    let scheme = models.backbone_spec.scheme.clone();
+    // Image directories name each frame's file, so `eval` can match dlib XML by name.
+    let names: Option<Vec<String>> = if input.is_dir() {
+        let s = ImageDirSource::open(input, capture::DEFAULT_FPS)?;
+        Some(
+            (0..)
+                .map_while(|i| {
+                    s.file(i).map(|p| {
+                        p.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .to_string()
+                    })
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let mut source = capture::open(input)?;
+    log::info!("tracking {}", source.info().description);
+    let out_file = std::fs::File::create(output).map_err(|e| Error::io(output, e))?;
+    let mut out = std::io::BufWriter::new(out_file);
+    let mut frame = Frame::default();
+    let mut faces = Faces::new();
+    let (mut n_faces, mut score_sum) = (0u64, 0f64);
+    let start = Instant::now();
+    while let Some(meta) = source.next_frame(&mut frame)? {
+        pipeline.process(&frame, &mut faces)?;
+        let rec = FrameRecord {
+            frame: meta.index,
+            time_s: (meta.time_s * 1e6).round() / 1e6,
+            file: names
+                .as_ref()
+                .and_then(|n| n.get(meta.index as usize).cloned()),
+            faces: faces
+                .iter()
+                .map(|f| FaceRecord::from_obs(f, &scheme))
+                .collect(),
+        };
+        n_faces += faces.len() as u64;
+        score_sum += faces.iter().map(|f| f.score as f64).sum::<f64>();
+        serde_json::to_writer(&mut out, &rec).map_err(|e| Error::io(output, e.into()))?;
+        out.write_all(b"\n").map_err(|e| Error::io(output, e))?;
+    }
+    out.flush().map_err(|e| Error::io(output, e))?;
+    let secs = start.elapsed().as_secs_f64();
+    let stats = pipeline.stats();
+    Ok(TrackSummary {
+        input: input.display().to_string(),
+        output: output.display().to_string(),
+        frames: stats.frames,
+        frames_with_face: stats.frames_with_face,
+        faces_seen: n_faces,
+        mean_score: if n_faces > 0 {
+            (score_sum / n_faces as f64) as f32
+        } else {
+            0.0
+        },
+        seconds: secs,
+        fps: stats.frames as f64 / secs.max(1e-9),
+        decoder: cfg.decoder.method.clone(),
+        stats,
+    })
+}
+
+/// `eval` results.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EvalReport {
+    /// Faces with truth.
+    pub samples: usize,
+    /// Faces with truth for which no prediction overlapped.
+    pub missed: usize,
+    pub nme_iod: f32,
+    pub nme_box: f32,
+    pub nrmse: f32,
+    pub auc_0_1: f32,
+    pub fr_0_1: f32,
+    pub mcv_pct: f32,
+    pub mav: f32,
+    pub jitter: f32,
+    /// Points compared per face (after scheme mapping).
+    pub points: usize,
+}
+
+/// Compare predictions with truth. `schemes` come from the manifest.
+pub fn eval(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Result<EvalReport> {
+    let preds = read_jsonl(pred_path)?;
+    let truth = truth::load(gt_path)?;
+    if preds.is_empty() {
+        return Err(Error::data(pred_path, "no frames"));
+    }
+    // Match truth frames to predicted frames: by file name when both have one, else by index.
+    let by_name = truth.iter().all(|t| t.file.is_some()) && preds.iter().all(|p| p.file.is_some());
+    if !by_name && truth.len() != preds.len() && truth.len() > 1 {
+        return Err(Error::data(
+            gt_path,
+            format!(
+                "has {} frames but {} has {}",
+                truth.len(),
+                pred_path.display(),
+                preds.len()
+            ),
+        ));
+    }
+    let mut report = EvalReport::default();
+    let mut errors = Vec::new();
+    let (mut nb, mut nr) = (Vec::new(), Vec::new());
+    // Per face id: the sequence of (pred, truth) for stability metrics over consecutive frames.
+    let mut seq_pred: Vec<Vec<Point>> = Vec::new();
+    let mut seq_truth: Vec<Vec<Point>> = Vec::new();
+    let mut eye = [36, 45];
+    for (ti, t) in truth.iter().enumerate() {
+        let p = if by_name {
+            let stem = |s: &str| {
+                Path::new(s)
+                    .file_stem()
+                    .map(|x| x.to_string_lossy().to_string())
+            };
+            preds.iter().find(|p| {
+                stem(p.file.as_deref().unwrap_or("")) == stem(t.file.as_deref().unwrap_or(""))
+            })
+        } else {
+            preds.get(ti)
+        };
+        for gt in &t.faces {
+            if gt.iter().any(|q| !q.x.is_finite()) {
+                continue;
+            }
+            report.samples += 1;
+            let gt_box = crate::geometry::BBox::around(gt).unwrap_or_default();
+            let best = p.and_then(|p| {
+                p.faces
+                    .iter()
+                    .map(|f| (f.bbox().iou(&gt_box), f))
+                    .filter(|(iou, _)| *iou > 0.3)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, f)| f)
+            });
+            let Some(face) = best else {
+                report.missed += 1;
+                errors.push(f32::NAN);
+                continue;
+            };
+            let (pp, gg, corners) = map_schemes(face, gt, manifest, pred_path)?;
+            eye = corners;
+            let d = metrics::iod(&gg, corners);
+            errors.push(metrics::nme(&pp, &gg, d));
+            nb.push(metrics::nme(&pp, &gg, metrics::box_size(&gg)));
+            nr.push(metrics::nrmse(&pp, &gg, d));
+            report.points = pp.len();
+            if truth.len() > 1 && t.faces.len() == 1 {
+                seq_pred.push(pp);
+                seq_truth.push(gg);
+            }
+        }
+    }
+    let mean = |v: &[f32]| {
+        let f: Vec<f32> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        f.iter().sum::<f32>() / f.len().max(1) as f32
+    };
+    report.nme_iod = mean(&errors);
+    report.nme_box = mean(&nb);
+    report.nrmse = mean(&nr);
+    (report.auc_0_1, report.fr_0_1) = metrics::auc_fr(&errors, 0.1);
+    let track = metrics::Track {
+        pred: &seq_pred,
+        truth: Some(&seq_truth),
+        eye_corners: eye,
+    };
+    report.mcv_pct = metrics::cvar(&track);
+    report.mav = metrics::avar(&track);
+    report.jitter = metrics::jitter(&track);
+    Ok(report)
+}
+
+/// Bring a predicted face and a truth face into one scheme (the prediction's).
+fn map_schemes(
+    face: &FaceRecord,
+    gt: &[Point],
+    manifest: &Manifest,
+    pred_path: &Path,
+) -> Result<(Vec<Point>, Vec<Point>, [usize; 2])> {
+    let pred = face.points();
+    let scheme = manifest.scheme(&face.scheme).ok_or_else(|| {
+        Error::data(
+            pred_path,
+            format!("unknown landmark scheme {:?}", face.scheme),
+        )
+    })?;
+    if pred.len() != scheme.points {
+        return Err(Error::data(
+            pred_path,
+            format!(
+                "face has {} points but scheme {} has {}",
+                pred.len(),
+                face.scheme,
+                scheme.points
+            ),
+        ));
+    }
+    let gg = if gt.len() == scheme.points {
+        gt.to_vec()
+    } else if gt.len() == 68 {
+        scheme.to_ibug68.iter().map(|&i| gt[i]).collect()
+    } else {
+        return Err(Error::data(
+            pred_path,
+            format!(
+                "truth has {} points; expected {} ({}) or 68 (iBUG)",
+                gt.len(),
+                scheme.points,
+                face.scheme
+            ),
+        ));
+    };
+    Ok((pred, gg, scheme.eye_corners))
+}
+
+/// Print an eval report as an aligned table.
+pub fn format_report(r: &EvalReport) -> String {
+    let f = |v: f32| {
+        if v.is_finite() {
+            format!("{v:.4}")
+        } else {
+            "-".into()
+        }
+    };
+    format!(
+        "metric        value\n\
+         samples       {}\n\
+         missed        {}\n\
+         NME (IOD)     {}\n\
+         NME (box)     {}\n\
+         NRMSE (IOD)   {}\n\
+         AUC@0.1       {}\n\
+         FR@0.1        {}\n\
+         MCV (%)       {}\n\
+         MAV           {}\n\
+         jitter        {}\n",
+        r.samples,
+        r.missed,
+        f(r.nme_iod),
+        f(r.nme_box),
+        f(r.nrmse),
+        f(r.auc_0_1),
+        f(r.fr_0_1),
+        f(r.mcv_pct),
+        f(r.mav),
+        f(r.jitter)
+    )
+}
+
+/// Fetch every model (and with `data`, every data file) named in the manifest.
+pub fn fetch_all(
+    models_dir: &Path,
+    data_dir: Option<&Path>,
+    source: &models::Source,
+    progress: bool,
+) -> Result<Vec<(String, models::Fetched)>> {
+    let manifest_path = models::manifest_path(models_dir);
+    let manifest = Manifest::load(&manifest_path)?;
+    let mut done = Vec::new();
+    for m in &manifest.models {
+        done.push((
+            m.name.clone(),
+            models::fetch(&m.asset(), models_dir, source, progress)?,
+        ));
+    }
+    if let Some(d) = data_dir {
+        for a in &manifest.data {
+            done.push((a.name.clone(), models::fetch(a, d, source, progress)?));
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,110 @@
+//! Heatmap backbones: a frozen network that maps a face crop to `[1, C, H, W]` outputs,
+//! of which `K` channels are landmark heatmaps (and optionally `2K` sub-cell offsets).
+//!
+//! [`Backbone`] is the runtime-neutral interface. [`TractBackbone`] runs any ONNX model
+//! on the CPU; the libtorch (CUDA) implementation lives behind the `torch` feature.
+//! The libtorch implementation will sit behind the `torch` cargo feature.
+
+mod tract;
+
+pub use self::tract::TractBackbone;
+
+use crate::error::{Error, Result};
+use crate::frame::Normalize;
+use crate::models::{Align, ChannelOrder, ModelEntry, OffsetSpec};
+use std::path::Path;
+
+/// Everything the pipeline needs to know about a backbone, taken from the manifest.
+#[derive(Debug, Clone)]
+pub struct BackboneSpec {
+    pub name: String,
+    pub input_w: usize,
+    pub input_h: usize,
+    pub normalize: Normalize,
+    /// Output tensor `[C, H, W]` (batch 1).
+    pub out_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub heatmap_first: usize,
+    pub k: usize,
+    pub offsets: Option<OffsetSpec>,
+    pub align: Align,
+    pub scheme: String,
+    pub crop_expand: [f32; 2],
+}
+
+impl BackboneSpec {
+    /// Build from a manifest entry; `path` names the manifest in errors.
+    pub fn from_entry(e: &ModelEntry, manifest: &Path) -> Result<Self> {
+        let bad = |r: &str| Error::Manifest {
+            path: manifest.into(),
+            reason: format!("model {}: {r}", e.name),
+        };
+        let o =
+            e.io.output
+                .ok_or_else(|| bad("io.output is required for a backbone"))?;
+        let h =
+            e.io.heatmaps
+                .ok_or_else(|| bad("io.heatmaps is required for a backbone"))?;
+        let i = &e.io.input;
+        Ok(Self {
+            name: e.name.clone(),
+            input_w: i.width,
+            input_h: i.height,
+            normalize: Normalize {
+                scale: i.scale,
+                mean: i.mean,
+                std: i.std,
+                bgr: i.channels == ChannelOrder::Bgr,
+            },
+            out_c: o.channels,
+            out_h: o.height,
+            out_w: o.width,
+            heatmap_first: h.first,
+            k: h.count,
+            offsets: e.io.offsets,
+            align: e.io.align.unwrap_or(Align::Centers),
+            scheme: e
+                .io
+                .scheme
+                .clone()
+                .ok_or_else(|| bad("io.scheme is required for a backbone"))?,
+            crop_expand: e.io.crop_expand.unwrap_or([0.1, 0.125]),
+        })
+    }
+
+    /// Floats in one input raster.
+    pub fn input_len(&self) -> usize {
+        3 * self.input_w * self.input_h
+    }
+    /// Floats in one output tensor.
+    pub fn output_len(&self) -> usize {
+        self.out_c * self.out_h * self.out_w
+    }
+
+    /// Heatmap coordinate (column, row; continuous) → model-input pixel coordinate.
+    pub fn heatmap_to_input(&self, hx: f32, hy: f32) -> (f32, f32) {
+        match self.align {
+            Align::Corners => (
+                hx * (self.input_w - 1) as f32 / (self.out_w - 1) as f32,
+                hy * (self.input_h - 1) as f32 / (self.out_h - 1) as f32,
+            ),
+            Align::Centers => {
+                let (sx, sy) = (
+                    self.input_w as f32 / self.out_w as f32,
+                    self.input_h as f32 / self.out_h as f32,
+                );
+                ((hx + 0.5) * sx - 0.5, (hy + 0.5) * sy - 0.5)
+            }
+        }
+    }
+}
+
+/// A frozen heatmap network.
+pub trait Backbone: Send {
+    fn spec(&self) -> &BackboneSpec;
+    /// The input raster to fill before [`Backbone::run`] (planar `3 × H × W`).
+    fn input_mut(&mut self) -> &mut [f32];
+    /// Run on the current input and copy the `[C, H, W]` output into `out`.
+    fn run(&mut self, out: &mut [f32]) -> Result<()>;
+}

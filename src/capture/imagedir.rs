@@ -1,0 +1,87 @@
+//! A directory of still images (PNG, JPEG, PNM), read in file-name order.
+
+use super::{FrameMeta, FrameSource, SourceInfo};
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "ppm", "pgm", "pnm"];
+
+/// Frames from image files; all must have the size of the first.
+pub struct ImageDirSource {
+    files: Vec<PathBuf>,
+    info: SourceInfo,
+    next: usize,
+}
+
+/// Whether a path looks like an image this source reads.
+pub fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// Decode one image file into RGB.
+pub fn read_image(path: &Path) -> Result<Frame> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::input(path, format!("unreadable image: {e}")))?;
+    Ok(Frame::from_rgb_image(&img.to_rgb8()))
+}
+
+impl ImageDirSource {
+    pub fn open(dir: &Path, fps: f64) -> Result<Self> {
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let mut files = Vec::new();
+        for e in rd {
+            let p = e.map_err(|e| Error::io(dir, e))?.path();
+            if p.is_file() && is_image(&p) {
+                files.push(p);
+            }
+        }
+        files.sort();
+        let Some(first) = files.first() else {
+            return Err(Error::input(
+                dir,
+                format!("no image files ({}) in directory", EXTENSIONS.join(", ")),
+            ));
+        };
+        let f = read_image(first)?;
+        Ok(Self {
+            info: SourceInfo {
+                width: f.width,
+                height: f.height,
+                fps: Some(fps),
+                description: format!("{} images in {}", files.len(), dir.display()),
+            },
+            files,
+            next: 0,
+        })
+    }
+
+    /// The file behind frame `index`.
+    pub fn file(&self, index: usize) -> Option<&Path> {
+        self.files.get(index).map(|p| p.as_path())
+    }
+}
+
+impl FrameSource for ImageDirSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<Option<FrameMeta>> {
+        let Some(path) = self.files.get(self.next) else {
+            return Ok(None);
+        };
+        *frame = read_image(path)?;
+        let meta = FrameMeta {
+            index: self.next as u64,
+            time_s: self.next as f64 / self.info.fps.unwrap_or(super::DEFAULT_FPS),
+        };
+        self.next += 1;
+        Ok(Some(meta))
+    }
+}

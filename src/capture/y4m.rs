@@ -1,0 +1,356 @@
+//! YUV4MPEG2 reader: 8-bit 4:2:0 (all chroma sitings), 4:2:2, 4:4:4 and mono.
+
+use super::{FrameMeta, FrameSource, SourceInfo};
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chroma {
+    C420,
+    C422,
+    C444,
+    Mono,
+}
+
+/// Reads Y4M from a file or a pipe, converting each frame to RGB (Rec.601).
+pub struct Y4mSource {
+    reader: Box<dyn BufRead + Send>,
+    path: PathBuf,
+    info: SourceInfo,
+    chroma: Chroma,
+    full_range: bool,
+    raw: Vec<u8>,
+    index: u64,
+}
+
+impl Y4mSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::from_reader(Box::new(BufReader::with_capacity(1 << 20, f)), path)
+    }
+
+    /// Parse the stream header from any reader; `path` names the stream in errors.
+    pub fn from_reader(mut reader: Box<dyn BufRead + Send>, path: &Path) -> Result<Self> {
+        let mut line = Vec::new();
+        reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(path, e))?;
+        let header = std::str::from_utf8(&line)
+            .map_err(|_| Error::input(path, "not a Y4M file (header is not text)"))?
+            .trim_end();
+        let mut tokens = header.split(' ');
+        if tokens.next() != Some("YUV4MPEG2") {
+            return Err(Error::input(
+                path,
+                "not a Y4M file (missing YUV4MPEG2 signature)",
+            ));
+        }
+        let (mut w, mut h, mut fps, mut chroma, mut full_range) =
+            (0usize, 0usize, None, Chroma::C420, false);
+        for t in tokens.filter(|t| !t.is_empty()) {
+            let (tag, val) = t.split_at(1);
+            match tag {
+                "W" => w = val.parse().map_err(|_| Error::input(path, format!("bad width {val:?} in Y4M header")))?,
+                "H" => h = val.parse().map_err(|_| Error::input(path, format!("bad height {val:?} in Y4M header")))?,
+                "F" => {
+                    let (n, d) = val.split_once(':').unwrap_or((val, "1"));
+                    let (n, d): (f64, f64) = (n.parse().unwrap_or(0.0), d.parse().unwrap_or(0.0));
+                    if n > 0.0 && d > 0.0 {
+                        fps = Some(n / d);
+                    }
+                }
+                "C" => {
+                    chroma = match val {
+                        "420" | "420jpeg" | "420paldv" | "420mpeg2" => Chroma::C420,
+                        "422" => Chroma::C422,
+                        "444" => Chroma::C444,
+                        "mono" => Chroma::Mono,
+                        other => {
+                            return Err(Error::input(
+                                path,
+                                format!("unsupported Y4M colour space C{other} (8-bit 420, 422, 444 and mono are supported)"),
+                            ))
+                        }
+                    }
+                }
+                "I" if val != "p" && val != "?" => {
+                    log::warn!("{}: interlaced Y4M (I{val}) is read as progressive", path.display());
+                }
+                "X" if val.eq_ignore_ascii_case("COLORRANGE=FULL") => full_range = true,
+                _ => {}
+            }
+        }
+        if w == 0 || h == 0 {
+            return Err(Error::input(path, "Y4M header has no valid W and H"));
+        }
+        if w > 16384 || h > 16384 {
+            return Err(Error::input(
+                path,
+                format!("Y4M frame size {w}x{h} is larger than 16384"),
+            ));
+        }
+        let (cw, ch) = chroma_dims(chroma, w, h);
+        let raw = vec![0u8; w * h + 2 * cw * ch];
+        Ok(Self {
+            reader,
+            path: path.to_path_buf(),
+            info: SourceInfo {
+                width: w,
+                height: h,
+                fps,
+                description: format!("y4m {} ({w}x{h}, {chroma:?})", path.display()),
+            },
+            chroma,
+            full_range,
+            raw,
+            index: 0,
+        })
+    }
+}
+
+fn chroma_dims(c: Chroma, w: usize, h: usize) -> (usize, usize) {
+    match c {
+        Chroma::C420 => (w.div_ceil(2), h.div_ceil(2)),
+        Chroma::C422 => (w.div_ceil(2), h),
+        Chroma::C444 => (w, h),
+        Chroma::Mono => (0, 0),
+    }
+}
+
+impl FrameSource for Y4mSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<Option<FrameMeta>> {
+        // Frame header: "FRAME" + optional parameters + '\n'. Read byte-wise without allocating.
+        let mut head = [0u8; 5];
+        let mut got = 0;
+        while got < 5 {
+            match self.reader.read(&mut head[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(Error::input(
+                        &self.path,
+                        format!("truncated Y4M: frame {} header is cut short", self.index),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+        }
+        if &head != b"FRAME" {
+            return Err(Error::input(
+                &self.path,
+                format!(
+                    "corrupt Y4M: frame {} does not start with FRAME",
+                    self.index
+                ),
+            ));
+        }
+        let mut b = [0u8; 1];
+        loop {
+            match self.reader.read(&mut b) {
+                Ok(0) => {
+                    return Err(Error::input(
+                        &self.path,
+                        format!("truncated Y4M: frame {} header is cut short", self.index),
+                    ))
+                }
+                Ok(_) if b[0] == b'\n' => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+        }
+        let mut filled = 0;
+        while filled < self.raw.len() {
+            match self.reader.read(&mut self.raw[filled..]) {
+                Ok(0) => {
+                    return Err(Error::input(
+                        &self.path,
+                        format!(
+                            "truncated Y4M: frame {} has {filled} of {} bytes",
+                            self.index,
+                            self.raw.len()
+                        ),
+                    ))
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+        }
+        let (w, h) = (self.info.width, self.info.height);
+        frame.reshape(w, h);
+        yuv_to_rgb(
+            &self.raw,
+            self.chroma,
+            self.full_range,
+            w,
+            h,
+            &mut frame.data,
+        );
+        let meta = FrameMeta {
+            index: self.index,
+            time_s: self.index as f64 / self.info.fps.unwrap_or(super::DEFAULT_FPS),
+        };
+        self.index += 1;
+        Ok(Some(meta))
+    }
+}
+
+/// Rec.601 YCbCr → RGB, nearest-neighbour chroma (chroma siting differences are sub-pixel).
+fn yuv_to_rgb(raw: &[u8], chroma: Chroma, full: bool, w: usize, h: usize, rgb: &mut [u8]) {
+    let (cw, chh) = chroma_dims(chroma, w, h);
+    let (yp, rest) = raw.split_at(w * h);
+    let (up, vp) = rest.split_at(cw * chh);
+    // Fixed-point coefficients (×1024).
+    let (ys, yo) = if full { (1024, 0) } else { (1192, 16) };
+    let (rv, gu, gv, bu) = if full {
+        (1436, 352, 731, 1815)
+    } else {
+        (1634, 401, 833, 2066)
+    };
+    for y in 0..h {
+        let cy = match chroma {
+            Chroma::C420 => y / 2,
+            _ => y,
+        };
+        for x in 0..w {
+            let l = (yp[y * w + x] as i32 - yo) * ys;
+            let (u, v) = match chroma {
+                Chroma::Mono => (0, 0),
+                Chroma::C444 => (up[cy * cw + x] as i32 - 128, vp[cy * cw + x] as i32 - 128),
+                _ => (
+                    up[cy * cw + x / 2] as i32 - 128,
+                    vp[cy * cw + x / 2] as i32 - 128,
+                ),
+            };
+            let o = (y * w + x) * 3;
+            rgb[o] = ((l + rv * v + 512) >> 10).clamp(0, 255) as u8;
+            rgb[o + 1] = ((l - gu * u - gv * v + 512) >> 10).clamp(0, 255) as u8;
+            rgb[o + 2] = ((l + bu * u + 512) >> 10).clamp(0, 255) as u8;
+        }
+    }
+}
+
+/// Write frames as Y4M 4:4:4 (lossless for RGB round trips within rounding) or mono.
+pub fn write_y4m_444(
+    out: &mut impl std::io::Write,
+    frames: &[Frame],
+    fps_num: u32,
+    fps_den: u32,
+) -> std::io::Result<()> {
+    let (w, h) = (frames[0].width, frames[0].height);
+    writeln!(
+        out,
+        "YUV4MPEG2 W{w} H{h} F{fps_num}:{fps_den} Ip A1:1 C444 XCOLORRANGE=FULL"
+    )?;
+    let mut planes = vec![0u8; 3 * w * h];
+    for f in frames {
+        out.write_all(b"FRAME\n")?;
+        for i in 0..w * h {
+            let (r, g, b) = (
+                f.data[3 * i] as f32,
+                f.data[3 * i + 1] as f32,
+                f.data[3 * i + 2] as f32,
+            );
+            planes[i] = (0.299 * r + 0.587 * g + 0.114 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+            planes[w * h + i] = (128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+            planes[2 * w * h + i] = (128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+        }
+        out.write_all(&planes)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn src(bytes: Vec<u8>) -> Result<Y4mSource> {
+        Y4mSource::from_reader(Box::new(Cursor::new(bytes)), Path::new("mem.y4m"))
+    }
+
+    #[test]
+    fn mono_grey_levels_map_to_rgb() {
+        let mut b = b"YUV4MPEG2 W2 H1 F25:1 Cmono\nFRAME\n".to_vec();
+        b.extend_from_slice(&[16, 235]);
+        let mut s = src(b).unwrap();
+        let mut f = Frame::default();
+        let m = s.next_frame(&mut f).unwrap().unwrap();
+        assert_eq!(m.index, 0);
+        assert_eq!(f.data, vec![0, 0, 0, 255, 255, 255]);
+        assert!(s.next_frame(&mut f).unwrap().is_none());
+        assert_eq!(s.info().fps, Some(25.0));
+    }
+
+    #[test]
+    fn c420_red_block() {
+        // Studio-range pure red: Y=81, Cb=90, Cr=240.
+        let mut b = b"YUV4MPEG2 W2 H2 F30:1 C420jpeg\nFRAME\n".to_vec();
+        b.extend_from_slice(&[81, 81, 81, 81, 90, 240]);
+        let mut s = src(b).unwrap();
+        let mut f = Frame::default();
+        s.next_frame(&mut f).unwrap();
+        let p = f.pixel(1, 1);
+        assert!(p[0] >= 250 && p[1] <= 5 && p[2] <= 5, "{p:?}");
+    }
+
+    #[test]
+    fn c444_round_trip_through_writer() {
+        let mut f = Frame::new(3, 2);
+        for (i, v) in f.data.iter_mut().enumerate() {
+            *v = (i * 37 % 256) as u8;
+        }
+        let mut buf = Vec::new();
+        write_y4m_444(&mut buf, &[f.clone()], 30, 1).unwrap();
+        let mut s = src(buf).unwrap();
+        let mut g = Frame::default();
+        s.next_frame(&mut g).unwrap();
+        for (a, b) in f.data.iter().zip(&g.data) {
+            assert!((*a as i32 - *b as i32).abs() <= 2, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_naming_the_frame() {
+        let mut b = b"YUV4MPEG2 W4 H4 F30:1 C420\nFRAME\n".to_vec();
+        b.extend_from_slice(&[0; 24]);
+        b.extend_from_slice(b"FRAME\n");
+        b.extend_from_slice(&[0; 10]);
+        let mut s = src(b).unwrap();
+        let mut f = Frame::default();
+        s.next_frame(&mut f).unwrap();
+        let e = s.next_frame(&mut f).err().unwrap().to_string();
+        assert!(
+            e.contains("mem.y4m") && e.contains("frame 1") && e.contains("10 of 24"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_non_y4m_and_high_bit_depth() {
+        assert!(src(b"RIFF....".to_vec())
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("not a Y4M"));
+        let e = src(b"YUV4MPEG2 W4 H4 C420p10\n".to_vec())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("C420p10"), "{e}");
+    }
+}

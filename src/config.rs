@@ -1,0 +1,493 @@
+//! Configuration: raw YAML → [`Config`] (validated).
+//!
+//! Loading collects **every** problem before failing: unknown keys anywhere (checked
+//! against the built-in defaults), type errors per section, and out-of-range values,
+//! each named by its dotted path. `--set a.b=value` overrides are applied to the YAML
+//! tree before validation, so they are checked exactly like the file.
+
+use crate::decode::{Decoder, DECODER_NAMES};
+use crate::error::{Error, Result};
+use crate::face::tracker::TrackerParams;
+use crate::face::MAX_FACES;
+use crate::pdc::{HeatmapNorm, Pdc};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+use std::path::{Path, PathBuf};
+
+/// Which models to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Directory holding `manifest.yaml` and the fetched model files.
+    pub dir: PathBuf,
+    /// Backbone name in the manifest.
+    pub backbone: String,
+    /// Face detector name in the manifest.
+    pub detector: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models"),
+            backbone: "openseeface-lm0".into(),
+            detector: "yunet-n-320".into(),
+        }
+    }
+}
+
+/// Face detection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Minimum YuNet score, `sqrt(cls·obj)`. Lower than OpenCV's 0.9 because every new
+    /// face must also pass the landmark check (`tracker.accept_confidence`).
+    pub score_threshold: f32,
+    /// Non-maximum suppression IoU.
+    pub nms_iou: f32,
+    /// Run the detector every N frames to pick up new faces (and whenever no face is tracked).
+    pub interval: u32,
+    /// Stretch the contrast of dark frames before detection and landmarking.
+    pub low_light: bool,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            score_threshold: 0.5,
+            nms_iou: 0.3,
+            interval: 10,
+            low_light: true,
+        }
+    }
+}
+
+/// Face tracking.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerConfig {
+    /// Most faces tracked at once (at most 8).
+    pub max_faces: usize,
+    /// Mean landmark confidence a new face needs to get a track.
+    pub accept_confidence: f32,
+    /// A track whose mean landmark confidence drops below this is lost.
+    pub lost_confidence: f32,
+    /// Crop edges follow the landmarks only when they move more than this fraction of the box.
+    pub crop_deadband: f32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        let t = TrackerParams::default();
+        Self {
+            max_faces: t.max_faces,
+            accept_confidence: t.accept_confidence,
+            lost_confidence: t.lost_confidence,
+            crop_deadband: t.crop_deadband,
+        }
+    }
+}
+
+/// PDC parameters (paper Algorithm 1 plus our explicit normalisation and window).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PdcConfig {
+    /// Θ_PDC: heatmap values below it (after normalisation) are ignored. Paper: 0.2.
+    pub threshold: f32,
+    /// Heatmap normalisation before thresholding: none, peak or min-max.
+    pub norm: HeatmapNorm,
+    /// Cells within this distance of the peak count; null for the whole heatmap.
+    pub window: Option<usize>,
+    /// Refine each cell by the model's sub-cell offset (when the model has offsets).
+    pub use_offsets: bool,
+}
+
+impl Default for PdcConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.2,
+            norm: HeatmapNorm::Peak,
+            window: Some(2),
+            use_offsets: true,
+        }
+    }
+}
+
+/// Heatmap decoding.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecoderConfig {
+    /// argmax, offset, pdc or soft-argmax.
+    pub method: String,
+    pub pdc: PdcConfig,
+    /// Soft-argmax temperature β.
+    pub softargmax_beta: f32,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        Self {
+            method: "pdc".into(),
+            pdc: PdcConfig::default(),
+            softargmax_beta: crate::decode::DEFAULT_SOFTMAX_BETA,
+        }
+    }
+}
+
+/// Temporal stabilisation of the landmarks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StabilizerConfig {
+    /// none (more methods come with the ConvLSTM stabilizer).
+    pub method: String,
+}
+
+impl Default for StabilizerConfig {
+    fn default() -> Self {
+        Self {
+            method: "none".into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub models: ModelsConfig,
+    pub detector: DetectorConfig,
+    pub tracker: TrackerConfig,
+    pub decoder: DecoderConfig,
+    pub stabilizer: StabilizerConfig,
+}
+
+impl Config {
+    /// Load `path` (or the defaults when `None`), apply `--set` overrides, validate.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let mut tree = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+                if text.trim().is_empty() {
+                    Value::Mapping(Default::default())
+                } else {
+                    serde_yaml::from_str::<Value>(&text).map_err(|e| Error::Config {
+                        origin: Some(p.into()),
+                        problems: vec![format!("not valid YAML: {e}")],
+                    })?
+                }
+            }
+            None => Value::Mapping(Default::default()),
+        };
+        let mut problems = Vec::new();
+        for o in overrides {
+            if let Err(e) = apply_override(&mut tree, o) {
+                problems.push(e);
+            }
+        }
+        let origin = path.map(Path::to_path_buf);
+        match Self::from_tree(tree, problems) {
+            Ok(c) => Ok(c),
+            Err(problems) => Err(Error::Config { origin, problems }),
+        }
+    }
+
+    /// Parse from a YAML string (tests, `validate`).
+    pub fn from_yaml(text: &str) -> Result<Self> {
+        let tree: Value = serde_yaml::from_str(text).map_err(|e| Error::Config {
+            origin: None,
+            problems: vec![format!("not valid YAML: {e}")],
+        })?;
+        Self::from_tree(tree, Vec::new()).map_err(|problems| Error::Config {
+            origin: None,
+            problems,
+        })
+    }
+
+    fn from_tree(tree: Value, mut problems: Vec<String>) -> std::result::Result<Self, Vec<String>> {
+        let defaults = serde_yaml::to_value(Config::default()).expect("defaults serialise");
+        let mut tree = tree;
+        if !tree.is_mapping() {
+            return Err(vec!["the top level must be a mapping of sections".into()]);
+        }
+        // Report unknown keys with their full path and prune them, so the rest of their
+        // section is still type- and range-checked.
+        prune_unknown_keys(&mut tree, &defaults, "", &mut problems);
+        let map = tree.as_mapping().expect("checked above");
+        // Deserialise section by section so one bad section does not hide the others.
+        let mut cfg = Config::default();
+        macro_rules! section {
+            ($name:literal, $field:ident) => {
+                if let Some(v) = map.get($name) {
+                    if let Some(s) = section($name, v, &mut problems) {
+                        cfg.$field = s;
+                    }
+                }
+            };
+        }
+        section!("models", models);
+        section!("detector", detector);
+        section!("tracker", tracker);
+        section!("decoder", decoder);
+        section!("stabilizer", stabilizer);
+        cfg.check(&mut problems);
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn check(&self, p: &mut Vec<String>) {
+        let mut range = |name: &str, v: f32, lo: f32, hi: f32| {
+            if !(lo..=hi).contains(&v) {
+                p.push(format!("{name}: {v} is out of range [{lo}, {hi}]"));
+            }
+        };
+        range(
+            "detector.score_threshold",
+            self.detector.score_threshold,
+            0.01,
+            1.0,
+        );
+        range("detector.nms_iou", self.detector.nms_iou, 0.0, 1.0);
+        range(
+            "tracker.accept_confidence",
+            self.tracker.accept_confidence,
+            0.0,
+            1.0,
+        );
+        range(
+            "tracker.lost_confidence",
+            self.tracker.lost_confidence,
+            0.0,
+            1.0,
+        );
+        range(
+            "tracker.crop_deadband",
+            self.tracker.crop_deadband,
+            0.0,
+            0.2,
+        );
+        range(
+            "decoder.pdc.threshold",
+            self.decoder.pdc.threshold,
+            0.0,
+            1.0,
+        );
+        range(
+            "decoder.softargmax_beta",
+            self.decoder.softargmax_beta,
+            0.0,
+            1000.0,
+        );
+        if self.detector.interval == 0 {
+            p.push("detector.interval: must be at least 1".into());
+        }
+        if self.tracker.max_faces == 0 || self.tracker.max_faces > MAX_FACES {
+            p.push(format!(
+                "tracker.max_faces: {} is out of range [1, {MAX_FACES}]",
+                self.tracker.max_faces
+            ));
+        }
+        if self.tracker.lost_confidence > self.tracker.accept_confidence {
+            p.push(format!(
+                "tracker.lost_confidence ({}) must not exceed tracker.accept_confidence ({})",
+                self.tracker.lost_confidence, self.tracker.accept_confidence
+            ));
+        }
+        if !DECODER_NAMES.contains(&self.decoder.method.as_str()) {
+            p.push(format!(
+                "decoder.method: unknown decoder {:?} (one of {})",
+                self.decoder.method,
+                DECODER_NAMES.join(", ")
+            ));
+        }
+        if self.stabilizer.method != "none" {
+            p.push(format!(
+                "stabilizer.method: unknown stabilizer {:?} (this build has: none)",
+                self.stabilizer.method
+            ));
+        }
+    }
+
+    /// The decoder this config selects.
+    pub fn decoder(&self) -> Decoder {
+        let d = &self.decoder;
+        let pdc = Pdc {
+            threshold: d.pdc.threshold,
+            norm: d.pdc.norm,
+            window: d.pdc.window,
+            use_offsets: d.pdc.use_offsets,
+        };
+        match Decoder::from_name(&d.method, pdc) {
+            Some(Decoder::SoftArgmax { .. }) => Decoder::SoftArgmax {
+                beta: d.softargmax_beta,
+            },
+            Some(x) => x,
+            None => Decoder::Pdc(pdc),
+        }
+    }
+
+    pub fn tracker_params(&self) -> TrackerParams {
+        TrackerParams {
+            detect_interval: self.detector.interval,
+            max_faces: self.tracker.max_faces,
+            accept_confidence: self.tracker.accept_confidence,
+            lost_confidence: self.tracker.lost_confidence,
+            crop_deadband: self.tracker.crop_deadband,
+        }
+    }
+
+    /// The commented default configuration.
+    pub fn default_yaml() -> &'static str {
+        include_str!("../config/steadyface.yaml")
+    }
+}
+
+/// Deserialise one section; on failure, name each offending key by its path.
+fn section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    v: &Value,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match serde_yaml::from_value::<T>(v.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let mut named = false;
+            if let Value::Mapping(m) = v {
+                // Every other field has a default, so a one-key mapping isolates each error.
+                for (k, sub) in m {
+                    let mut one = serde_yaml::Mapping::new();
+                    one.insert(k.clone(), sub.clone());
+                    if let Err(e) = serde_yaml::from_value::<T>(Value::Mapping(one)) {
+                        problems.push(format!("{name}.{}: {e}", k.as_str().unwrap_or("?")));
+                        named = true;
+                    }
+                }
+            }
+            if !named {
+                problems.push(format!("{name}: {e}"));
+            }
+            None
+        }
+    }
+}
+
+/// Report and remove keys of `v` that the defaults do not have, by dotted path.
+fn prune_unknown_keys(v: &mut Value, defaults: &Value, path: &str, out: &mut Vec<String>) {
+    if let (Value::Mapping(m), Value::Mapping(d)) = (v, defaults) {
+        let mut unknown = Vec::new();
+        for (k, sub) in m.iter_mut() {
+            let key = k
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{k:?}"));
+            let full = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match d.get(k) {
+                Some(dsub) => prune_unknown_keys(sub, dsub, &full, out),
+                None => {
+                    let known: Vec<_> = d.keys().filter_map(|k| k.as_str()).collect();
+                    out.push(format!(
+                        "{full}: unknown field (known here: {})",
+                        known.join(", ")
+                    ));
+                    unknown.push(k.clone());
+                }
+            }
+        }
+        for k in unknown {
+            m.remove(&k);
+        }
+    }
+}
+
+/// Apply `a.b.c=value` to the tree; the value is parsed as YAML (so numbers stay numbers).
+fn apply_override(tree: &mut Value, spec: &str) -> std::result::Result<(), String> {
+    let (path, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--set {spec:?}: expected key.path=value"))?;
+    let value: Value =
+        serde_yaml::from_str(raw).map_err(|e| format!("--set {path}: bad value {raw:?}: {e}"))?;
+    let mut cur = tree;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            return Err(format!("--set {spec:?}: empty key in path"));
+        }
+        if !cur.is_mapping() {
+            *cur = Value::Mapping(Default::default());
+        }
+        let m = cur.as_mapping_mut().expect("just made a mapping");
+        let k = Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            m.insert(k, value);
+            return Ok(());
+        }
+        cur = m.entry(k).or_insert(Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_config_equals_built_in_defaults() {
+        assert_eq!(
+            Config::from_yaml(Config::default_yaml()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path() {
+        let e = Config::from_yaml(
+            "detector:\n  score_threshold: 2.0\n  colour: red\ntracker:\n  max_faces: many\ndecoder:\n  method: magic\nbogus: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "detector.score_threshold: 2",
+            "detector.colour: unknown field",
+            "tracker:",
+            "max_faces",
+            "decoder.method",
+            "magic",
+            "bogus: unknown field",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn set_overrides_are_validated_like_the_file() {
+        let c = Config::load(
+            None,
+            &["decoder.method=offset".into(), "detector.interval=3".into()],
+        )
+        .unwrap();
+        assert_eq!(c.decoder.method, "offset");
+        assert_eq!(c.detector.interval, 3);
+        let e = Config::load(
+            None,
+            &[
+                "detector.interval=0".into(),
+                "nosuch.key=1".into(),
+                "broken".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("detector.interval: must be at least 1")
+                && e.contains("nosuch: unknown field")
+                && e.contains("--set \"broken\""),
+            "{e}"
+        );
+    }
+}

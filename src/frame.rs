@@ -1,0 +1,300 @@
+//! RGB frames and the resampling that feeds every model ("convert" and "crop" stages).
+//!
+//! Frames are 8-bit interleaved RGB. Models take planar `f32` (NCHW) rasters; the
+//! per-channel normalisation `(f(v)·scale − mean) / std` is folded into a 256-entry
+//! lookup table per channel, so contrast stretching for low light costs nothing extra
+//! per pixel and the per-frame path allocates nothing.
+
+use crate::geometry::BBox;
+
+/// An 8-bit RGB image, row-major, 3 bytes per pixel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frame {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl Frame {
+    pub fn new(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            data: vec![0; width * height * 3],
+        }
+    }
+    /// Reshape in place, reusing the allocation when it is big enough.
+    pub fn reshape(&mut self, width: usize, height: usize) {
+        self.width = width;
+        self.height = height;
+        self.data.resize(width * height * 3, 0);
+    }
+    #[inline]
+    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+    /// Rec.601 luma histogram, used for exposure decisions.
+    pub fn luma_histogram(&self, hist: &mut [u32; 256]) {
+        hist.fill(0);
+        // Every other pixel on every other row is plenty for exposure statistics.
+        for y in (0..self.height).step_by(2) {
+            let row = &self.data[y * self.width * 3..(y + 1) * self.width * 3];
+            for px in row.chunks_exact(6) {
+                let l = (77 * px[0] as u32 + 150 * px[1] as u32 + 29 * px[2] as u32) >> 8;
+                hist[l as usize] += 1;
+            }
+        }
+    }
+    pub fn from_rgb_image(img: &image::RgbImage) -> Self {
+        Self {
+            width: img.width() as usize,
+            height: img.height() as usize,
+            data: img.as_raw().clone(),
+        }
+    }
+}
+
+/// How a model wants its input values: `(v·scale − mean[c]) / std[c]`, in RGB or BGR order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub bgr: bool,
+}
+
+/// Per-channel lookup from an 8-bit value to the model's input value.
+#[derive(Clone)]
+pub struct InputLut {
+    lut: [[f32; 256]; 3],
+}
+
+impl InputLut {
+    /// Plain normalisation.
+    pub fn new(norm: &Normalize) -> Self {
+        Self::with_levels(norm, 0.0, 1.0, 1.0)
+    }
+
+    /// Normalisation after a levels adjustment `v' = 255·clamp((v − black)·gain / 255)^gamma`.
+    ///
+    /// `black = 0, gain = 1, gamma = 1` is the identity.
+    pub fn with_levels(norm: &Normalize, black: f32, gain: f32, gamma: f32) -> Self {
+        let mut lut = [[0f32; 256]; 3];
+        for v in 0..256 {
+            let s = (((v as f32 - black) * gain / 255.0).clamp(0.0, 1.0)).powf(gamma) * 255.0;
+            for (c, table) in lut.iter_mut().enumerate() {
+                // Output channel c reads source channel src_c (RGB or BGR order); the LUT is
+                // indexed by output channel so mean/std line up with what the model expects.
+                table[v] = (s * norm.scale - norm.mean[c]) / norm.std[c];
+            }
+        }
+        Self { lut }
+    }
+}
+
+/// How to sample the source: border handling, colour, and smoothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub border: Border,
+    /// Replace colour by Rec.601 luma in every channel. Dark frames carry most of their
+    /// sensor noise in chroma; driver-monitoring cameras are often NIR/mono anyway.
+    pub mono: bool,
+    /// Smallest averaging footprint per output pixel, in source pixels. When upscaling,
+    /// a footprint above 1 acts as a box blur (denoising amplified dark frames).
+    pub min_footprint: f32,
+}
+
+impl Sampling {
+    pub const fn plain(border: Border) -> Self {
+        Self {
+            border,
+            mono: false,
+            min_footprint: 0.0,
+        }
+    }
+}
+
+/// What to sample outside the image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Border {
+    /// Repeat the edge pixel (crops that stick out of the frame).
+    Clamp,
+    /// A constant 8-bit grey level (letterbox padding).
+    Constant(u8),
+}
+
+/// Resample the image region `src` into a planar `3 × out_h × out_w` raster.
+///
+/// Output pixel `(i, j)` is centred on `src.x0 + (i + 0.5)·sx` (see
+/// [`crate::geometry::CropTransform`]). It averages a grid of bilinear samples spread
+/// over a footprint of `max(sx, min_footprint)` source pixels, so shrinking does not alias
+/// small detail away (eyes at 1080p) and a footprint above 1 smooths noise.
+#[allow(clippy::too_many_arguments)]
+pub fn resample_planar(
+    frame: &Frame,
+    src: BBox,
+    out_w: usize,
+    out_h: usize,
+    norm: &Normalize,
+    lut: &InputLut,
+    sampling: Sampling,
+    out: &mut [f32],
+) {
+    debug_assert!(out.len() >= 3 * out_w * out_h);
+    let border = sampling.border;
+    let sx = src.width() / out_w as f32;
+    let sy = src.height() / out_h as f32;
+    let (fx_len, fy_len) = (
+        sx.abs().max(sampling.min_footprint),
+        sy.abs().max(sampling.min_footprint),
+    );
+    let nx = (fx_len.ceil() as usize).clamp(1, 4);
+    let ny = (fy_len.ceil() as usize).clamp(1, 4);
+    let inv = 1.0 / (nx * ny) as f32;
+    let plane = out_w * out_h;
+    let order: [usize; 3] = if norm.bgr { [2, 1, 0] } else { [0, 1, 2] };
+    let w = frame.width as isize;
+    let h = frame.height as isize;
+    let mono = sampling.mono;
+    let fetch = |x: isize, y: isize| -> [u8; 3] {
+        let p = if x >= 0 && y >= 0 && x < w && y < h {
+            frame.pixel(x as usize, y as usize)
+        } else {
+            match border {
+                Border::Clamp => {
+                    frame.pixel(x.clamp(0, w - 1) as usize, y.clamp(0, h - 1) as usize)
+                }
+                Border::Constant(v) => [v; 3],
+            }
+        };
+        if mono {
+            let l = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
+            [l; 3]
+        } else {
+            p
+        }
+    };
+    for j in 0..out_h {
+        for i in 0..out_w {
+            let mut acc = [0f32; 3];
+            for sj in 0..ny {
+                // Sub-sample centres spread evenly over the output pixel's footprint.
+                let y =
+                    src.y0 + (j as f32 + 0.5) * sy + ((sj as f32 + 0.5) / ny as f32 - 0.5) * fy_len;
+                let y0 = y.floor();
+                let fy = y - y0;
+                let yi = y0 as isize;
+                for si in 0..nx {
+                    let x = src.x0
+                        + (i as f32 + 0.5) * sx
+                        + ((si as f32 + 0.5) / nx as f32 - 0.5) * fx_len;
+                    let x0 = x.floor();
+                    let fx = x - x0;
+                    let xi = x0 as isize;
+                    let p00 = fetch(xi, yi);
+                    let p10 = fetch(xi + 1, yi);
+                    let p01 = fetch(xi, yi + 1);
+                    let p11 = fetch(xi + 1, yi + 1);
+                    for c in 0..3 {
+                        let t = &lut.lut[c];
+                        let s = order[c];
+                        let top = t[p00[s] as usize] * (1.0 - fx) + t[p10[s] as usize] * fx;
+                        let bot = t[p01[s] as usize] * (1.0 - fx) + t[p11[s] as usize] * fx;
+                        acc[c] += top * (1.0 - fy) + bot * fy;
+                    }
+                }
+            }
+            let k = j * out_w + i;
+            out[k] = acc[0] * inv;
+            out[plane + k] = acc[1] * inv;
+            out[2 * plane + k] = acc[2] * inv;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDENT: Normalize = Normalize {
+        scale: 1.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        bgr: false,
+    };
+
+    #[test]
+    fn identity_crop_reproduces_pixels() {
+        let mut f = Frame::new(4, 3);
+        for (i, v) in f.data.iter_mut().enumerate() {
+            *v = (i * 7 % 251) as u8;
+        }
+        let lut = InputLut::new(&IDENT);
+        let mut out = vec![0.0; 3 * 4 * 3];
+        // The full image in pixel-centre coordinates spans [-0.5, W-0.5].
+        resample_planar(
+            &f,
+            BBox::new(-0.5, -0.5, 3.5, 2.5),
+            4,
+            3,
+            &IDENT,
+            &lut,
+            Sampling::plain(Border::Clamp),
+            &mut out,
+        );
+        for y in 0..3 {
+            for x in 0..4 {
+                let p = f.pixel(x, y);
+                for c in 0..3 {
+                    assert!((out[c * 12 + y * 4 + x] - p[c] as f32).abs() < 1e-4);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bgr_and_normalisation_apply() {
+        let mut f = Frame::new(1, 1);
+        f.data.copy_from_slice(&[10, 20, 30]);
+        let norm = Normalize {
+            scale: 1.0 / 255.0,
+            mean: [0.5, 0.5, 0.5],
+            std: [0.5, 0.5, 0.5],
+            bgr: true,
+        };
+        let lut = InputLut::new(&norm);
+        let mut out = vec![0.0; 3];
+        resample_planar(
+            &f,
+            BBox::new(-0.5, -0.5, 0.5, 0.5),
+            1,
+            1,
+            &norm,
+            &lut,
+            Sampling::plain(Border::Clamp),
+            &mut out,
+        );
+        let expect = |v: f32| (v / 255.0 - 0.5) / 0.5;
+        assert!((out[0] - expect(30.0)).abs() < 1e-5);
+        assert!((out[2] - expect(10.0)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn constant_border_pads_outside() {
+        let f = Frame::new(2, 2);
+        let lut = InputLut::new(&IDENT);
+        let mut out = vec![0.0; 3 * 4];
+        resample_planar(
+            &f,
+            BBox::new(9.5, 9.5, 11.5, 11.5),
+            2,
+            2,
+            &IDENT,
+            &lut,
+            Sampling::plain(Border::Constant(100)),
+            &mut out,
+        );
+        assert!(out.iter().all(|&v| (v - 100.0).abs() < 1e-4));
+    }
+}

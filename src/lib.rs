@@ -1,0 +1,40 @@
+//! # steadyface
+//!
+//! Stable facial landmarks from a camera, after *A Backbone Replaceable Fine-tuning
+//! Framework for Stable Face Alignment*: a frozen heatmap backbone, a temporal stage on
+//! its heatmaps, and PDC decoding (Algorithm 1), with the paper's stability metrics.
+//!
+//! # Layout
+//! - [`config`]: YAML → validated [`config::Config`]; every error at once, by path.
+//! - [`models`]: the models/data manifest, sha256 checks, and the fetch step.
+//! - [`capture`]: [`capture::FrameSource`] and the offline sources (Y4M, image
+//!   directories, ffmpeg).
+//! - [`frame`], [`geometry`]: RGB frames, resampling into model inputs, the
+//!   pixel-centre coordinate convention and the crop transform.
+//! - [`runtime`]: an ONNX graph under tract, shared by the models.
+//! - [`backbone`]: the [`backbone::Backbone`] trait and its tract implementation.
+//! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking.
+//! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
+//! - [`pipeline`]: the per-frame path shared by every front end.
+//! - [`metrics`]: NME, NRMSE, AUC/FR, MCV (Eq. 9–10), MAV (Eq. 11), jitter.
+//! - [`truth`], [`records`]: ground-truth formats and the landmark JSONL record.
+//! - [`app`]: the `track`, `eval` and `models fetch` commands.
+
+pub mod app;
+pub mod backbone;
+pub mod capture;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod face;
+pub mod frame;
+pub mod geometry;
+pub mod metrics;
+pub mod models;
+pub mod pdc;
+pub mod pipeline;
+pub mod records;
+pub mod runtime;
+pub mod truth;
+
+pub use error::{Error, Result};

@@ -1,0 +1,300 @@
+//! The per-frame landmark pipeline shared by `track`, `bench` and the daemon:
+//! exposure → detection (amortised) → crop → backbone → decode → track bookkeeping.
+//!
+//! Every buffer is allocated once in [`Pipeline::new`]; [`Pipeline::process`] fills a
+//! caller-owned, fixed-capacity result list.
+
+use crate::backbone::{Backbone, BackboneSpec};
+use crate::decode::Decoder;
+use crate::error::Result;
+use crate::face::detector::{Detection, DetectorParams, MAX_DETECTIONS};
+use crate::face::exposure::Levels;
+use crate::face::tracker::landmark_box_from_detection;
+use crate::face::{FaceObs, Tracker, TrackerParams, YuNet, MAX_FACES, MAX_POINTS};
+use crate::frame::{resample_planar, Border, Frame, InputLut, Sampling};
+use crate::geometry::{BBox, CropTransform, Point};
+
+/// Counters a caller reports at the end of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PipelineStats {
+    pub frames: u64,
+    pub frames_with_face: u64,
+    pub detector_runs: u64,
+    pub backbone_runs: u64,
+    pub tracks_started: u64,
+    pub tracks_lost: u64,
+    /// Detections the landmark check rejected (false positives, or faces too dark to trust).
+    pub detections_rejected: u64,
+    /// Scene cuts (or frame-size changes) that reset every track.
+    pub scene_cuts: u64,
+    /// Frames on which exposure correction was applied.
+    pub low_light_frames: u64,
+}
+
+/// Pipeline settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineParams {
+    pub decoder: Decoder,
+    pub tracker: TrackerParams,
+    /// Apply exposure correction to the landmark crops too (not only to detection).
+    pub low_light: bool,
+}
+
+pub type Faces = heapless::Vec<FaceObs, MAX_FACES>;
+
+pub struct Pipeline {
+    backbone: Box<dyn Backbone>,
+    detector: YuNet,
+    spec: BackboneSpec,
+    params: PipelineParams,
+    tracker: Tracker,
+    heat: Vec<f32>,
+    dets: heapless::Vec<Detection, MAX_DETECTIONS>,
+    stats: PipelineStats,
+    index: u64,
+    /// Luma thumbnail of the previous frame, for scene-cut detection.
+    thumb: [u8; THUMB_W * THUMB_H],
+    thumb_dims: (usize, usize),
+}
+
+const THUMB_W: usize = 32;
+const THUMB_H: usize = 24;
+/// Mean absolute luma change (of 255) between thumbnails above which the scene has cut
+/// (camera switched, image directory of unrelated photos). Head motion and lighting
+/// changes in a cabin stay far below it; a cut resets every track so no id jumps faces.
+const SCENE_CUT_MAD: u32 = 40;
+
+/// Downsample luma into a fixed thumbnail (point samples are enough for change detection).
+fn thumbnail(frame: &Frame, out: &mut [u8; THUMB_W * THUMB_H]) {
+    for ty in 0..THUMB_H {
+        let y = (ty * 2 + 1) * frame.height / (THUMB_H * 2);
+        for tx in 0..THUMB_W {
+            let x = (tx * 2 + 1) * frame.width / (THUMB_W * 2);
+            let p = frame.pixel(x.min(frame.width - 1), y.min(frame.height - 1));
+            out[ty * THUMB_W + tx] =
+                ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
+        }
+    }
+}
+
+impl Pipeline {
+    pub fn new(backbone: Box<dyn Backbone>, detector: YuNet, params: PipelineParams) -> Self {
+        let spec = backbone.spec().clone();
+        Self {
+            heat: vec![0.0; spec.output_len()],
+            backbone,
+            detector,
+            spec,
+            tracker: Tracker::new(params.tracker),
+            params,
+            dets: heapless::Vec::new(),
+            stats: PipelineStats::default(),
+            index: 0,
+            thumb: [0; THUMB_W * THUMB_H],
+            thumb_dims: (0, 0),
+        }
+    }
+
+    pub fn spec(&self) -> &BackboneSpec {
+        &self.spec
+    }
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            tracks_started: self.tracker.started,
+            tracks_lost: self.tracker.lost,
+            ..self.stats
+        }
+    }
+    pub fn detector_params(&self) -> DetectorParams {
+        self.detector.params()
+    }
+    /// The most recent raw backbone output (`[C, H, W]`) of the last landmark run.
+    pub fn last_heatmaps(&self) -> &[f32] {
+        &self.heat
+    }
+
+    /// Forget all tracks (scene cut, camera reopened).
+    pub fn reset(&mut self) {
+        self.tracker.reset();
+    }
+
+    fn detect_scene_cut(&mut self, frame: &Frame) {
+        let mut t = [0u8; THUMB_W * THUMB_H];
+        thumbnail(frame, &mut t);
+        let dims = (frame.width, frame.height);
+        if self.index > 0 {
+            let mad = t
+                .iter()
+                .zip(&self.thumb)
+                .map(|(a, b)| a.abs_diff(*b) as u32)
+                .sum::<u32>()
+                / t.len() as u32;
+            if (dims != self.thumb_dims || mad > SCENE_CUT_MAD) && !self.tracker.tracks.is_empty() {
+                log::debug!("scene cut at frame {} (luma change {mad})", self.index);
+                self.stats.scene_cuts += 1;
+                self.tracker.reset();
+            }
+        }
+        self.thumb = t;
+        self.thumb_dims = dims;
+    }
+
+    /// Run the backbone on the crop around landmark box `lm_box` and decode it.
+    fn landmarks(
+        &mut self,
+        frame: &Frame,
+        lut: &InputLut,
+        sampling: Sampling,
+        lm_box: BBox,
+        obs: &mut FaceObs,
+    ) -> Result<()> {
+        let s = &self.spec;
+        let crop = lm_box.expand(s.crop_expand[0], s.crop_expand[1]);
+        let ct = CropTransform::new(crop, s.input_w, s.input_h);
+        let (w, h, norm) = (s.input_w, s.input_h, s.normalize);
+        resample_planar(
+            frame,
+            crop,
+            w,
+            h,
+            &norm,
+            lut,
+            sampling,
+            self.backbone.input_mut(),
+        );
+        self.backbone.run(&mut self.heat)?;
+        self.stats.backbone_runs += 1;
+        let k = self.spec.k;
+        obs.points.clear();
+        obs.conf.clear();
+        // k <= MAX_POINTS is checked when the pipeline is built from a manifest.
+        let _ = obs.points.resize(k, Point::default());
+        let _ = obs.conf.resize(k, 0.0);
+        self.params
+            .decoder
+            .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
+        obs.bbox = BBox::around(&obs.points).unwrap_or_default();
+        obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
+        Ok(())
+    }
+
+    /// Process one frame; the faces found are written to `out`.
+    pub fn process(&mut self, frame: &Frame, out: &mut Faces) -> Result<()> {
+        out.clear();
+        if frame.width == 0 || frame.height == 0 {
+            return Ok(());
+        }
+        self.detect_scene_cut(frame);
+        let levels = if self.params.low_light {
+            Levels::auto(frame, 160.0)
+        } else {
+            Levels::IDENTITY
+        };
+        if !levels.is_identity() {
+            self.stats.low_light_frames += 1;
+        }
+        let lut = levels.lut(&self.spec.normalize);
+        // The backbone gets the levels and luma-only input but no extra smoothing: its crops
+        // are usually upscaled already, and blur costs landmark precision.
+        let sampling = Sampling {
+            min_footprint: 0.0,
+            ..levels.sampling(Border::Clamp)
+        };
+        let mut obs = FaceObs::default();
+
+        // 1. Follow existing tracks from their previous landmarks.
+        let mut lost_any = false;
+        let mut i = 0;
+        while i < self.tracker.tracks.len() {
+            let lm_box = self.tracker.tracks[i].lm_box;
+            self.landmarks(frame, &lut, sampling, lm_box, &mut obs)?;
+            if obs.score < self.tracker.params.lost_confidence
+                || !obs.bbox.is_finite()
+                || obs.bbox.area() < 4.0
+            {
+                self.tracker.drop_track(i);
+                lost_any = true;
+                continue;
+            }
+            self.tracker.update(i, obs.clone());
+            i += 1;
+        }
+
+        // 2. Look for new faces.
+        if self.tracker.wants_detection(self.index, lost_any) && self.tracker.has_room() {
+            self.detector.detect(frame, &mut self.dets)?;
+            self.stats.detector_runs += 1;
+            let dets = self.dets.clone();
+            for d in dets.iter() {
+                if !self.tracker.has_room() {
+                    break;
+                }
+                if self.tracker.is_tracked(d) {
+                    continue;
+                }
+                // Two passes: the first crop comes from the detector's box, the second from
+                // the landmarks it gave, which matches how tracked crops are made.
+                self.landmarks(
+                    frame,
+                    &lut,
+                    sampling,
+                    landmark_box_from_detection(d),
+                    &mut obs,
+                )?;
+                let first = obs.bbox;
+                if obs.score >= self.tracker.params.lost_confidence && first.area() >= 4.0 {
+                    self.landmarks(frame, &lut, sampling, first, &mut obs)?;
+                }
+                if obs.score >= self.tracker.params.accept_confidence && obs.bbox.area() >= 4.0 {
+                    self.tracker.start(obs.clone());
+                } else {
+                    self.stats.detections_rejected += 1;
+                }
+            }
+            self.tracker.dedupe();
+        }
+
+        for t in &self.tracker.tracks {
+            let _ = out.push(t.last.clone());
+        }
+        out.sort_unstable_by_key(|f| f.id);
+        self.stats.frames += 1;
+        if !out.is_empty() {
+            self.stats.frames_with_face += 1;
+        }
+        self.index += 1;
+        Ok(())
+    }
+}
+
+/// Landmarks of a single known face box (no detector, no tracking): the still-image path
+/// used by accuracy tests and calibration.
+pub fn landmarks_in_box(
+    backbone: &mut dyn Backbone,
+    decoder: &Decoder,
+    frame: &Frame,
+    lm_box: BBox,
+    heat: &mut [f32],
+    points: &mut [Point],
+    conf: &mut [f32],
+) -> Result<()> {
+    let s = backbone.spec().clone();
+    let crop = lm_box.expand(s.crop_expand[0], s.crop_expand[1]);
+    let ct = CropTransform::new(crop, s.input_w, s.input_h);
+    let lut = InputLut::new(&s.normalize);
+    resample_planar(
+        frame,
+        crop,
+        s.input_w,
+        s.input_h,
+        &s.normalize,
+        &lut,
+        Sampling::plain(Border::Clamp),
+        backbone.input_mut(),
+    );
+    backbone.run(heat)?;
+    decoder.decode_all(&s, heat, &ct, points, conf);
+    Ok(())
+}
+
+const _: () = assert!(MAX_POINTS >= 68);

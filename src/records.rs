@@ -1,0 +1,76 @@
+//! The landmark record written by `track` (one JSON object per line) and read by `eval`.
+//!
+//! ```json
+//! {"frame": 0, "time_s": 0.0, "faces": [{"id": 1, "box": [x0,y0,x1,y1], "score": 0.97,
+//!   "points": [[x,y], ...], "scheme": "osf66"}]}
+//! ```
+//! Coordinates are input-image pixels, pixel-centre convention (see [`crate::geometry`]).
+//! Frames with no face have `"faces": []`. `file` is present for image-directory input.
+
+use crate::error::{Error, Result};
+use crate::face::FaceObs;
+use crate::geometry::{BBox, Point};
+use serde::{Deserialize, Serialize};
+use std::io::BufRead;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceRecord {
+    pub id: u32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub points: Vec<[f32; 2]>,
+    pub scheme: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameRecord {
+    pub frame: u64,
+    pub time_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub faces: Vec<FaceRecord>,
+}
+
+/// Round to 1/1000 px: below any model's precision and keeps files small.
+fn r3(v: f32) -> f32 {
+    (v * 1000.0).round() / 1000.0
+}
+
+impl FaceRecord {
+    pub fn from_obs(o: &FaceObs, scheme: &str) -> Self {
+        Self {
+            id: o.id,
+            bbox: o.bbox.to_array().map(r3),
+            score: r3(o.score),
+            points: o.points.iter().map(|p| [r3(p.x), r3(p.y)]).collect(),
+            scheme: scheme.to_string(),
+        }
+    }
+    pub fn points(&self) -> Vec<Point> {
+        self.points.iter().map(|p| Point::new(p[0], p[1])).collect()
+    }
+    pub fn bbox(&self) -> BBox {
+        BBox::new(self.bbox[0], self.bbox[1], self.bbox[2], self.bbox[3])
+    }
+}
+
+/// Read a landmark JSONL file; errors name the file and line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<FrameRecord>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec: FrameRecord = serde_json::from_str(&line).map_err(|e| {
+            Error::data(path, format!("line {}: not a landmark record: {e}", i + 1))
+        })?;
+        out.push(rec);
+    }
+    Ok(out)
+}

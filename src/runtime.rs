@@ -1,0 +1,124 @@
+//! A loaded ONNX graph under tract (CPU), shared by the backbone and the detector.
+//!
+//! Loading follows tract's own shape: `check` the file against what the manifest says
+//! (input/output shapes, via a dry run on zeros), then `prepare` a runnable plan whose
+//! state is reused frame after frame. Every error names the model file.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use tract_onnx::prelude::*;
+
+/// A runnable single-input ONNX model with a fixed `[1, 3, H, W]` input.
+pub struct OnnxModel {
+    path: PathBuf,
+    state: TypedSimpleState,
+    input: Vec<f32>,
+    shape: [usize; 4],
+    /// Output names and shapes, in graph order.
+    outputs: Vec<(String, Vec<usize>)>,
+}
+
+impl OnnxModel {
+    /// Load and optimise `path` for a `[1, 3, height, width]` float input.
+    pub fn load(path: &Path, width: usize, height: usize) -> Result<Self> {
+        let err = |what: &str, e: TractError| Error::model(path, format!("{what}: {e:#}"));
+        if !path.exists() {
+            return Err(Error::model(
+                path,
+                "missing; run `steadyface models fetch` first",
+            ));
+        }
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| err("not a loadable ONNX model", e))?;
+        let ninputs = model
+            .input_outlets()
+            .map_err(|e| err("bad graph", e))?
+            .len();
+        if ninputs != 1 {
+            return Err(Error::model(
+                path,
+                format!("expected 1 input, the graph has {ninputs}"),
+            ));
+        }
+        let model = model
+            .with_input_fact(0, f32::fact([1, 3, height, width]).into())
+            .map_err(|e| err("input", e))?
+            .into_optimized()
+            .map_err(|e| {
+                err(
+                    &format!("does not accept a [1,3,{height},{width}] float input"),
+                    e,
+                )
+            })?;
+        let mut outputs = Vec::new();
+        for (i, o) in model
+            .output_outlets()
+            .map_err(|e| err("bad graph", e))?
+            .iter()
+            .enumerate()
+        {
+            let fact = model.outlet_fact(*o).map_err(|e| err("bad graph", e))?;
+            let shape = fact
+                .shape
+                .as_concrete()
+                .map(|s| s.to_vec())
+                .ok_or_else(|| {
+                    Error::model(
+                        path,
+                        format!("output {i} has a symbolic shape {:?}", fact.shape),
+                    )
+                })?;
+            let name = model
+                .outlet_label(*o)
+                .unwrap_or(&model.node(o.node).name)
+                .to_string();
+            outputs.push((name, shape));
+        }
+        let plan = model
+            .into_runnable()
+            .map_err(|e| err("could not plan", e))?;
+        let state = plan.spawn().map_err(|e| err("could not start", e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            state,
+            input: vec![0.0; 3 * height * width],
+            shape: [1, 3, height, width],
+            outputs,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Output names and concrete shapes.
+    pub fn outputs(&self) -> &[(String, Vec<usize>)] {
+        &self.outputs
+    }
+
+    /// The input raster to fill (planar, `3 × H × W`).
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        &mut self.input
+    }
+
+    /// Run on the current input; `each` sees every output as a flat slice.
+    pub fn run(&mut self, mut each: impl FnMut(usize, &[f32])) -> Result<()> {
+        let input = Tensor::from_shape(&self.shape, &self.input)
+            .map_err(|e| Error::model(&self.path, format!("input: {e:#}")))?;
+        let out = self
+            .state
+            .run(tvec![input.into_tvalue()])
+            .map_err(|e| Error::model(&self.path, format!("inference failed: {e:#}")))?;
+        for (i, t) in out.iter().enumerate() {
+            let view = t
+                .to_plain_array_view::<f32>()
+                .map_err(|e| Error::model(&self.path, format!("output {i} is not f32: {e:#}")))?;
+            let s = view
+                .as_slice()
+                .ok_or_else(|| Error::model(&self.path, format!("output {i} is not contiguous")))?;
+            each(i, s);
+        }
+        Ok(())
+    }
+}

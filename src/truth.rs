@@ -1,0 +1,239 @@
+//! Ground-truth landmark files for `eval`: per-frame JSON, menpo/iBUG `.pts`, dlib XML.
+//!
+//! - JSON: `{"frames": [[[x,y], ...], ...]}`, one face per frame, `null` for a frame
+//!   without truth; pixel-centre coordinates.
+//! - `.pts` (iBUG/menpo): 1-based pixel coordinates (the Matlab convention of 300-W);
+//!   we subtract 1. A directory of `.pts` files is read in name order, one per frame.
+//! - dlib XML (`imglab`): 0-based pixel coordinates, several images and faces; each
+//!   image is matched to a prediction by file name.
+
+use crate::error::{Error, Result};
+use crate::geometry::Point;
+use std::path::Path;
+
+/// Truth for one frame: zero or more faces, each a list of points.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TruthFrame {
+    /// Image file name, when the format names one (dlib XML, `.pts` beside an image).
+    pub file: Option<String>,
+    pub faces: Vec<Vec<Point>>,
+}
+
+/// Load ground truth from a file or directory, by extension.
+pub fn load(path: &Path) -> Result<Vec<TruthFrame>> {
+    if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pts"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::data(path, "no .pts files in directory"));
+        }
+        return files.iter().map(|f| load_pts(f)).collect();
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "pts" => Ok(vec![load_pts(path)?]),
+        "xml" => load_dlib_xml(path),
+        "json" => load_json(path),
+        _ => Err(Error::data(
+            path,
+            "unknown ground-truth format (expected .json, .pts, a directory of .pts, or dlib .xml)",
+        )),
+    }
+}
+
+/// Parse a menpo/iBUG `.pts` file.
+pub fn load_pts(path: &Path) -> Result<TruthFrame> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bad = |r: String| Error::data(path, r);
+    let open = text
+        .find('{')
+        .ok_or_else(|| bad("no '{' in .pts file".into()))?;
+    let close = text
+        .rfind('}')
+        .ok_or_else(|| bad("no '}' in .pts file".into()))?;
+    let declared = text[..open]
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("n_points:")
+                .map(|v| v.trim().parse::<usize>())
+        })
+        .transpose()
+        .map_err(|_| bad("bad n_points".into()))?;
+    let mut pts = Vec::new();
+    for (i, line) in text[open + 1..close].lines().enumerate() {
+        let mut it = line.split_whitespace();
+        let (Some(x), Some(y)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let (x, y): (f32, f32) = match (x.parse(), y.parse()) {
+            (Ok(x), Ok(y)) => (x, y),
+            _ => {
+                return Err(bad(format!(
+                    "point line {}: {line:?} is not two numbers",
+                    i + 1
+                )))
+            }
+        };
+        pts.push(Point::new(x - 1.0, y - 1.0));
+    }
+    if let Some(n) = declared {
+        if n != pts.len() {
+            return Err(bad(format!(
+                "n_points says {n} but {} points follow",
+                pts.len()
+            )));
+        }
+    }
+    let file = path.file_stem().map(|s| s.to_string_lossy().to_string());
+    Ok(TruthFrame {
+        file,
+        faces: vec![pts],
+    })
+}
+
+fn load_json(path: &Path) -> Result<Vec<TruthFrame>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct J {
+        frames: Vec<Option<Vec<[f32; 2]>>>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let j: J = serde_json::from_str(&text).map_err(|e| {
+        Error::data(
+            path,
+            format!("not a truth file {{\"frames\": [[[x,y],...],...]}}: {e}"),
+        )
+    })?;
+    Ok(j.frames
+        .into_iter()
+        .map(|f| TruthFrame {
+            file: None,
+            faces: f
+                .map(|pts| vec![pts.iter().map(|p| Point::new(p[0], p[1])).collect()])
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
+    use quick_xml::events::Event;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut frames: Vec<TruthFrame> = Vec::new();
+    let bad = |r: String| Error::data(path, r);
+    loop {
+        let ev = reader.read_event().map_err(|e| {
+            bad(format!(
+                "XML error at byte {}: {e}",
+                reader.buffer_position()
+            ))
+        })?;
+        match ev {
+            Event::Start(e) | Event::Empty(e) => {
+                let attr = |name: &[u8]| -> Option<String> {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == name)
+                        .and_then(|a| a.unescape_value().ok().map(|v| v.to_string()))
+                };
+                match e.name().as_ref() {
+                    b"image" => frames.push(TruthFrame {
+                        file: attr(b"file"),
+                        faces: Vec::new(),
+                    }),
+                    b"box" => {
+                        let f = frames
+                            .last_mut()
+                            .ok_or_else(|| bad("<box> outside <image>".into()))?;
+                        f.faces.push(Vec::new());
+                    }
+                    b"part" => {
+                        let face = frames
+                            .last_mut()
+                            .and_then(|f| f.faces.last_mut())
+                            .ok_or_else(|| bad("<part> outside <box>".into()))?;
+                        let num = |n: &[u8]| attr(n).and_then(|v| v.parse::<f32>().ok());
+                        let idx: usize = attr(b"name")
+                            .and_then(|v| v.parse().ok())
+                            .ok_or_else(|| bad("<part> without a numeric name".into()))?;
+                        let (Some(x), Some(y)) = (num(b"x"), num(b"y")) else {
+                            return Err(bad(format!("<part name='{idx}'> without numeric x/y")));
+                        };
+                        if face.len() <= idx {
+                            face.resize(idx + 1, Point::new(f32::NAN, f32::NAN));
+                        }
+                        face[idx] = Point::new(x, y);
+                    }
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if frames.is_empty() {
+        return Err(bad("no <image> elements: not a dlib imglab file".into()));
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pts_is_one_based() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.pts");
+        std::fs::write(&p, "version: 1\nn_points: 2\n{\n1 1\n10.5 20\n}\n").unwrap();
+        let t = load(&p).unwrap();
+        assert_eq!(
+            t[0].faces[0],
+            vec![Point::new(0.0, 0.0), Point::new(9.5, 19.0)]
+        );
+        std::fs::write(&p, "version: 1\nn_points: 3\n{\n1 1\n}\n").unwrap();
+        assert!(load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("n_points says 3"));
+    }
+
+    #[test]
+    fn dlib_xml_images_boxes_parts() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.xml");
+        std::fs::write(
+            &p,
+            "<dataset><images><image file='x.jpg'><box top='1' left='2' width='3' height='4'>\
+             <part name='01' x='5' y='6'/><part name='00' x='3' y='4'/></box></image></images></dataset>",
+        )
+        .unwrap();
+        let t = load(&p).unwrap();
+        assert_eq!(t[0].file.as_deref(), Some("x.jpg"));
+        assert_eq!(
+            t[0].faces[0],
+            vec![Point::new(3.0, 4.0), Point::new(5.0, 6.0)]
+        );
+    }
+
+    #[test]
+    fn json_with_missing_frames() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.json");
+        std::fs::write(&p, r#"{"frames": [[[1,2],[3,4]], null]}"#).unwrap();
+        let t = load(&p).unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t[1].faces.is_empty());
+        std::fs::write(&p, r#"{"frame": []}"#).unwrap();
+        assert!(load(&p).unwrap_err().to_string().contains("a.json"));
+    }
+}
