@@ -454,8 +454,7 @@ mod tests {
         for want in [
             "detector.score_threshold: 2",
             "detector.colour: unknown field",
-            "tracker:",
-            "max_faces",
+            "tracker.max_faces: invalid type",
             "decoder.method",
             "magic",
             "bogus: unknown field",
