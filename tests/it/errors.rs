@@ -1,0 +1,302 @@
+//! Bad input gets a clear error naming the file, field or value, and a distinct exit code
+//! (2 usage/config, 3 models, 4 input data, 5 fetch).
+
+use crate::common::*;
+use std::path::Path;
+
+/// A models dir with the real manifest and (optionally) copies of the model files.
+fn models_copy(dir: &Path, with_files: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (m, _) = assets();
+    std::fs::copy(m.join("manifest.yaml"), dir.join("manifest.yaml")).unwrap();
+    if with_files {
+        for f in ["lm_model0_opt.stdops.onnx", "yunet_n_320_320.onnx"] {
+            std::fs::copy(m.join(f), dir.join(f)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn missing_model_names_the_file_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("models");
+    models_copy(&md, false);
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(data("takeo.ppm"))
+            .args(["-o", "/dev/null", "--set"])
+            .arg(format!("models.dir={}", md.display())),
+        3,
+    );
+    assert!(
+        err.contains("lm_model0_opt.stdops.onnx") && err.contains("models fetch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_model_is_a_sha_mismatch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("models");
+    models_copy(&md, true);
+    let p = md.join("yunet_n_320_320.onnx");
+    let mut b = std::fs::read(&p).unwrap();
+    b[1000] ^= 0xff;
+    std::fs::write(&p, b).unwrap();
+    let err = run_err(
+        bin()
+            .args(["validate", "--set"])
+            .arg(format!("models.dir={}", md.display())),
+        3,
+    );
+    assert!(
+        err.contains("yunet_n_320_320.onnx") && err.contains("sha256 mismatch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn output_shape_that_contradicts_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("models");
+    models_copy(&md, true);
+    let m = md.join("manifest.yaml");
+    let text = std::fs::read_to_string(&m).unwrap().replace(
+        "{ channels: 198, height: 28, width: 28 }",
+        "{ channels: 198, height: 32, width: 32 }",
+    );
+    std::fs::write(&m, text).unwrap();
+    let err = run_err(
+        bin()
+            .args(["validate", "--set"])
+            .arg(format!("models.dir={}", md.display())),
+        3,
+    );
+    assert!(
+        err.contains("lm_model0_opt.stdops.onnx")
+            && err.contains("[1, 198, 28, 28]")
+            && err.contains("[1, 198, 32, 32]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn not_an_onnx_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("junk.onnx");
+    std::fs::write(&p, b"definitely not protobuf").unwrap();
+    let e = steadyface::runtime::OnnxModel::load(&p, 224, 224)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("junk.onnx") && e.contains("not a loadable ONNX model"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_y4m_names_the_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("cut.y4m");
+    let mut b = b"YUV4MPEG2 W64 H48 F30:1 C420jpeg\nFRAME\n".to_vec();
+    b.extend(vec![128u8; 64 * 48 * 3 / 2]);
+    b.extend_from_slice(b"FRAME\n");
+    b.extend(vec![128u8; 1000]);
+    std::fs::write(&p, b).unwrap();
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(&p)
+            .args(["-o"])
+            .arg(tmp.path().join("o.jsonl")),
+        4,
+    );
+    assert!(
+        err.contains("cut.y4m")
+            && err.contains("truncated")
+            && err.contains("frame 1")
+            && err.contains("1000 of 4608"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_image_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("frames");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(data("takeo.ppm"), dir.join("000.ppm")).unwrap();
+    std::fs::write(dir.join("001.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(&dir)
+            .args(["-o"])
+            .arg(tmp.path().join("o.jsonl")),
+        4,
+    );
+    assert!(
+        err.contains("001.png") && err.contains("unreadable image"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_config_field_and_bad_values_all_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c.yaml");
+    std::fs::write(
+        &c,
+        "detector:\n  interval: 0\n  treshold: 0.5\ndecoder:\n  method: median\n",
+    )
+    .unwrap();
+    let err = run_err(
+        bin()
+            .args(["validate", "--no-environment", "--config"])
+            .arg(&c),
+        2,
+    );
+    for want in [
+        "c.yaml",
+        "detector.treshold: unknown field",
+        "detector.interval: must be at least 1",
+        "decoder.method",
+    ] {
+        assert!(err.contains(want), "missing {want:?}: {err}");
+    }
+    let err = run_err(
+        bin().args([
+            "track",
+            "x.y4m",
+            "-o",
+            "/dev/null",
+            "--stabilizer",
+            "convlstm",
+        ]),
+        2,
+    );
+    assert!(
+        err.contains("stabilizer.method") && err.contains("convlstm"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_input_and_missing_ffmpeg() {
+    let err = run_err(
+        bin().args(["track", "no/such/clip.mp4", "-o", "/dev/null"]),
+        4,
+    );
+    assert!(
+        err.contains("no/such/clip.mp4") && err.contains("no such file"),
+        "{err}"
+    );
+    // With an empty PATH there is no ffmpeg: the error says what to install.
+    let err = run_err(
+        bin()
+            .env("PATH", "")
+            .arg("track")
+            .arg(data("carphone_pristine.mp4"))
+            .args(["-o", "/dev/null"]),
+        4,
+    );
+    assert!(
+        err.contains("carphone_pristine.mp4") && err.contains("ffmpeg"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eval_rejects_mismatched_frame_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pred = tmp.path().join("p.jsonl");
+    std::fs::write(
+        &pred,
+        "{\"frame\":0,\"time_s\":0.0,\"faces\":[]}\n{\"frame\":1,\"time_s\":0.03,\"faces\":[]}\n",
+    )
+    .unwrap();
+    let gt = tmp.path().join("g.json");
+    std::fs::write(&gt, "{\"frames\": [null, null, null]}").unwrap();
+    let err = run_err(
+        bin()
+            .args(["eval", "--pred"])
+            .arg(&pred)
+            .arg("--gt")
+            .arg(&gt),
+        4,
+    );
+    assert!(
+        err.contains("g.json") && err.contains("3 frames") && err.contains("has 2"),
+        "{err}"
+    );
+    std::fs::write(&pred, "{\"frame\":0,\"faces\":[]}\n").unwrap();
+    let err = run_err(
+        bin()
+            .args(["eval", "--pred"])
+            .arg(&pred)
+            .arg("--gt")
+            .arg(&gt),
+        4,
+    );
+    assert!(err.contains("p.jsonl") && err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn fetch_verifies_and_fails_clearly_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    std::fs::create_dir_all(mirror.join("x")).unwrap();
+    std::fs::write(mirror.join("x/a.bin"), b"hello").unwrap();
+    let asset = steadyface::models::Asset {
+        name: "a".into(),
+        file: "a.bin".into(),
+        mirror_path: "x/a.bin".into(),
+        sha256: "0".repeat(64),
+        url: Some("http://127.0.0.1:9/a.bin".into()),
+        upstream_sha256: None,
+        license: "test".into(),
+    };
+    let dest = tmp.path().join("dest");
+    let e = steadyface::models::fetch(
+        &asset,
+        &dest,
+        &steadyface::models::Source::Mirror(mirror.clone()),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("sha256 mismatch"), "{e}");
+    assert!(
+        !dest.join("a.bin").exists(),
+        "a bad file is never moved into place"
+    );
+    let good = steadyface::models::Asset {
+        sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".into(),
+        ..asset.clone()
+    };
+    assert_eq!(
+        steadyface::models::fetch(
+            &good,
+            &dest,
+            &steadyface::models::Source::Mirror(mirror),
+            false
+        )
+        .unwrap(),
+        steadyface::models::Fetched::Copied
+    );
+    // Port 9 (discard) on loopback is closed: the download fails and says what to do.
+    let e = steadyface::models::fetch(
+        &asset,
+        &tmp.path().join("d2"),
+        &steadyface::models::Source::Upstream,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("127.0.0.1:9") && e.contains("STEADYFACE_MIRROR"),
+        "{e}"
+    );
+}
