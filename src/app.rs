@@ -50,28 +50,20 @@ impl Models {
             if e.kind != kind {
                 return Err(Error::Config {
                     origin: None,
-                    problems: vec![format!(
-                        "{field}: model {name:?} is a {:?}, not a {kind:?}",
-                        e.kind
-                    )],
+                    problems: vec![format!("{field}: model {name:?} is a {:?}, not a {kind:?}", e.kind)],
                 });
             }
             let path = dir.join(&e.file);
             models::verify(&path, &e.sha256)?;
             Ok((e.clone(), path))
         };
-        let (be, backbone_path) =
-            pick(&cfg.models.backbone, ModelKind::Backbone, "models.backbone")?;
-        let (_, detector_path) =
-            pick(&cfg.models.detector, ModelKind::Detector, "models.detector")?;
+        let (be, backbone_path) = pick(&cfg.models.backbone, ModelKind::Backbone, "models.backbone")?;
+        let (_, detector_path) = pick(&cfg.models.detector, ModelKind::Detector, "models.detector")?;
         let backbone_spec = BackboneSpec::from_entry(&be, &manifest_path)?;
         if backbone_spec.k > MAX_POINTS {
             return Err(Error::model(
                 &backbone_path,
-                format!(
-                    "{} landmarks exceed the supported {MAX_POINTS}",
-                    backbone_spec.k
-                ),
+                format!("{} landmarks exceed the supported {MAX_POINTS}", backbone_spec.k),
             ));
         }
         Ok(Self {
@@ -148,12 +140,8 @@ pub fn track(cfg: &Config, input: &Path, output: &Path) -> Result<TrackSummary> 
         Some(
             (0..)
                 .map_while(|i| {
-                    s.file(i).map(|p| {
-                        p.file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy()
-                            .to_string()
-                    })
+                    s.file(i)
+                        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().to_string())
                 })
                 .collect(),
         )
@@ -173,13 +161,8 @@ pub fn track(cfg: &Config, input: &Path, output: &Path) -> Result<TrackSummary> 
         let rec = FrameRecord {
             frame: meta.index,
             time_s: (meta.time_s * 1e6).round() / 1e6,
-            file: names
-                .as_ref()
-                .and_then(|n| n.get(meta.index as usize).cloned()),
-            faces: faces
-                .iter()
-                .map(|f| FaceRecord::from_obs(f, &scheme))
-                .collect(),
+            file: names.as_ref().and_then(|n| n.get(meta.index as usize).cloned()),
+            faces: faces.iter().map(|f| FaceRecord::from_obs(f, &scheme)).collect(),
         };
         n_faces += faces.len() as u64;
         score_sum += faces.iter().map(|f| f.score as f64).sum::<f64>();
@@ -255,14 +238,10 @@ pub fn eval(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Result<Eva
     let mut eye = [36, 45];
     for (ti, t) in truth.iter().enumerate() {
         let p = if by_name {
-            let stem = |s: &str| {
-                Path::new(s)
-                    .file_stem()
-                    .map(|x| x.to_string_lossy().to_string())
-            };
-            preds.iter().find(|p| {
-                stem(p.file.as_deref().unwrap_or("")) == stem(t.file.as_deref().unwrap_or(""))
-            })
+            let stem = |s: &str| Path::new(s).file_stem().map(|x| x.to_string_lossy().to_string());
+            preds
+                .iter()
+                .find(|p| stem(p.file.as_deref().unwrap_or("")) == stem(t.file.as_deref().unwrap_or("")))
         } else {
             preds.get(ti)
         };
@@ -325,12 +304,9 @@ fn map_schemes(
     pred_path: &Path,
 ) -> Result<(Vec<Point>, Vec<Point>, [usize; 2])> {
     let pred = face.points();
-    let scheme = manifest.scheme(&face.scheme).ok_or_else(|| {
-        Error::data(
-            pred_path,
-            format!("unknown landmark scheme {:?}", face.scheme),
-        )
-    })?;
+    let scheme = manifest
+        .scheme(&face.scheme)
+        .ok_or_else(|| Error::data(pred_path, format!("unknown landmark scheme {:?}", face.scheme)))?;
     if pred.len() != scheme.points {
         return Err(Error::data(
             pred_path,
@@ -405,10 +381,7 @@ pub fn fetch_all(
     let manifest = Manifest::load(&manifest_path)?;
     let mut done = Vec::new();
     for m in &manifest.models {
-        done.push((
-            m.name.clone(),
-            models::fetch(&m.asset(), models_dir, source, progress)?,
-        ));
+        done.push((m.name.clone(), models::fetch(&m.asset(), models_dir, source, progress)?));
     }
     if let Some(d) = data_dir {
         for a in &manifest.data {

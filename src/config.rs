@@ -144,9 +144,7 @@ pub struct StabilizerConfig {
 
 impl Default for StabilizerConfig {
     fn default() -> Self {
-        Self {
-            method: "none".into(),
-        }
+        Self { method: "none".into() }
     }
 }
 
@@ -197,10 +195,7 @@ impl Config {
             origin: None,
             problems: vec![format!("not valid YAML: {e}")],
         })?;
-        Self::from_tree(tree, Vec::new()).map_err(|problems| Error::Config {
-            origin: None,
-            problems,
-        })
+        Self::from_tree(tree, Vec::new()).map_err(|problems| Error::Config { origin: None, problems })
     }
 
     fn from_tree(tree: Value, mut problems: Vec<String>) -> std::result::Result<Self, Vec<String>> {
@@ -243,43 +238,13 @@ impl Config {
                 p.push(format!("{name}: {v} is out of range [{lo}, {hi}]"));
             }
         };
-        range(
-            "detector.score_threshold",
-            self.detector.score_threshold,
-            0.01,
-            1.0,
-        );
+        range("detector.score_threshold", self.detector.score_threshold, 0.01, 1.0);
         range("detector.nms_iou", self.detector.nms_iou, 0.0, 1.0);
-        range(
-            "tracker.accept_confidence",
-            self.tracker.accept_confidence,
-            0.0,
-            1.0,
-        );
-        range(
-            "tracker.lost_confidence",
-            self.tracker.lost_confidence,
-            0.0,
-            1.0,
-        );
-        range(
-            "tracker.crop_deadband",
-            self.tracker.crop_deadband,
-            0.0,
-            0.2,
-        );
-        range(
-            "decoder.pdc.threshold",
-            self.decoder.pdc.threshold,
-            0.0,
-            1.0,
-        );
-        range(
-            "decoder.softargmax_beta",
-            self.decoder.softargmax_beta,
-            0.0,
-            1000.0,
-        );
+        range("tracker.accept_confidence", self.tracker.accept_confidence, 0.0, 1.0);
+        range("tracker.lost_confidence", self.tracker.lost_confidence, 0.0, 1.0);
+        range("tracker.crop_deadband", self.tracker.crop_deadband, 0.0, 0.2);
+        range("decoder.pdc.threshold", self.decoder.pdc.threshold, 0.0, 1.0);
+        range("decoder.softargmax_beta", self.decoder.softargmax_beta, 0.0, 1000.0);
         if self.detector.interval == 0 {
             p.push("detector.interval: must be at least 1".into());
         }
@@ -345,11 +310,7 @@ impl Config {
 }
 
 /// Deserialise one section; on failure, name each offending key by its path.
-fn section<T: serde::de::DeserializeOwned>(
-    name: &str,
-    v: &Value,
-    problems: &mut Vec<String>,
-) -> Option<T> {
+fn section<T: serde::de::DeserializeOwned>(name: &str, v: &Value, problems: &mut Vec<String>) -> Option<T> {
     match serde_yaml::from_value::<T>(v.clone()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -378,10 +339,7 @@ fn prune_unknown_keys(v: &mut Value, defaults: &Value, path: &str, out: &mut Vec
     if let (Value::Mapping(m), Value::Mapping(d)) = (v, defaults) {
         let mut unknown = Vec::new();
         for (k, sub) in m.iter_mut() {
-            let key = k
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{k:?}"));
+            let key = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
             let full = if path.is_empty() {
                 key.clone()
             } else {
@@ -391,10 +349,7 @@ fn prune_unknown_keys(v: &mut Value, defaults: &Value, path: &str, out: &mut Vec
                 Some(dsub) => prune_unknown_keys(sub, dsub, &full, out),
                 None => {
                     let known: Vec<_> = d.keys().filter_map(|k| k.as_str()).collect();
-                    out.push(format!(
-                        "{full}: unknown field (known here: {})",
-                        known.join(", ")
-                    ));
+                    out.push(format!("{full}: unknown field (known here: {})", known.join(", ")));
                     unknown.push(k.clone());
                 }
             }
@@ -410,8 +365,7 @@ fn apply_override(tree: &mut Value, spec: &str) -> std::result::Result<(), Strin
     let (path, raw) = spec
         .split_once('=')
         .ok_or_else(|| format!("--set {spec:?}: expected key.path=value"))?;
-    let value: Value =
-        serde_yaml::from_str(raw).map_err(|e| format!("--set {path}: bad value {raw:?}: {e}"))?;
+    let value: Value = serde_yaml::from_str(raw).map_err(|e| format!("--set {path}: bad value {raw:?}: {e}"))?;
     let mut cur = tree;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -438,10 +392,7 @@ mod tests {
 
     #[test]
     fn shipped_default_config_equals_built_in_defaults() {
-        assert_eq!(
-            Config::from_yaml(Config::default_yaml()).unwrap(),
-            Config::default()
-        );
+        assert_eq!(Config::from_yaml(Config::default_yaml()).unwrap(), Config::default());
     }
 
     #[test]
@@ -465,20 +416,12 @@ mod tests {
 
     #[test]
     fn set_overrides_are_validated_like_the_file() {
-        let c = Config::load(
-            None,
-            &["decoder.method=offset".into(), "detector.interval=3".into()],
-        )
-        .unwrap();
+        let c = Config::load(None, &["decoder.method=offset".into(), "detector.interval=3".into()]).unwrap();
         assert_eq!(c.decoder.method, "offset");
         assert_eq!(c.detector.interval, 3);
         let e = Config::load(
             None,
-            &[
-                "detector.interval=0".into(),
-                "nosuch.key=1".into(),
-                "broken".into(),
-            ],
+            &["detector.interval=0".into(), "nosuch.key=1".into(), "broken".into()],
         )
         .unwrap_err()
         .to_string();

@@ -32,8 +32,28 @@ pub const DECODER_NAMES: &[&str] = &["argmax", "offset", "pdc", "soft-argmax"];
 /// β = 5 smears the whole map (NME 0.61) and β ≥ 40 tends to argmax.
 pub const DEFAULT_SOFTMAX_BETA: f32 = 20.0;
 
-/// The offset at cell `i` of landmark `k`, in heatmap cells.
-fn offset_at(spec: &BackboneSpec, out: &[f32], k: usize, i: usize) -> (f32, f32) {
+/// Multipliers from a stored offset value to heatmap cells (x, y).
+///
+/// For `logit16` (upstream OpenSeeFace) the offset in input pixels is
+/// `(in − 1)·logit(p)/16`; one cell spans `heatmap_to_input(1) − heatmap_to_input(0)`
+/// input pixels, so cells = `logit(p) · (in − 1) / (16 · cell)`.
+fn offset_scale(spec: &BackboneSpec) -> (f32, f32) {
+    match spec.offsets.map(|o| o.encoding) {
+        Some(OffsetEncoding::Logit16) => {
+            let (ix, iy) = spec.heatmap_to_input(1.0, 1.0);
+            let (i0x, i0y) = spec.heatmap_to_input(0.0, 0.0);
+            (
+                (spec.input_w - 1) as f32 / (16.0 * (ix - i0x)),
+                (spec.input_h - 1) as f32 / (16.0 * (iy - i0y)),
+            )
+        }
+        _ => (1.0, 1.0),
+    }
+}
+
+/// The offset at cell `i` of landmark `k`, in heatmap cells; `scale` from [`offset_scale`].
+#[inline]
+fn offset_at(spec: &BackboneSpec, out: &[f32], k: usize, i: usize, scale: (f32, f32)) -> (f32, f32) {
     let Some(off) = spec.offsets else {
         return (0.0, 0.0);
     };
@@ -43,20 +63,11 @@ fn offset_at(spec: &BackboneSpec, out: &[f32], k: usize, i: usize) -> (f32, f32)
     match off.encoding {
         OffsetEncoding::Cells => (px, py),
         OffsetEncoding::Logit16 => {
-            // Upstream: offset (input units) = (in − 1)·logit(p)/16; in cells that is
-            // logit(p)/16 · (in − 1) / cell_size, and for corner-aligned grids
-            // cell_size = (in − 1)/(out − 1).
             let l = |p: f32| {
                 let p = p.clamp(1e-6, 1.0 - 1e-6);
-                (p / (1.0 - p)).ln() / 16.0
+                (p / (1.0 - p)).ln()
             };
-            let (ix, iy) = spec.heatmap_to_input(1.0, 1.0);
-            let (i0x, i0y) = spec.heatmap_to_input(0.0, 0.0);
-            let (cx, cy) = (ix - i0x, iy - i0y);
-            (
-                l(px) * (spec.input_w - 1) as f32 / cx,
-                l(py) * (spec.input_h - 1) as f32 / cy,
-            )
+            (l(px) * scale.0, l(py) * scale.1)
         }
     }
 }
@@ -85,16 +96,13 @@ impl Decoder {
         let (x, y) = match *self {
             Decoder::Argmax => (pc, pr),
             Decoder::Offset => {
-                let (dx, dy) = offset_at(spec, out, k, pi);
+                let (dx, dy) = offset_at(spec, out, k, pi, offset_scale(spec));
                 (pc + dx, pr + dy)
             }
             Decoder::Pdc(p) => {
-                let f = |i: usize| offset_at(spec, out, k, i);
-                let off: Option<&dyn Fn(usize) -> (f32, f32)> = if spec.offsets.is_some() {
-                    Some(&f)
-                } else {
-                    None
-                };
+                let scale = offset_scale(spec);
+                let f = |i: usize| offset_at(spec, out, k, i, scale);
+                let off: Option<&dyn Fn(usize) -> (f32, f32)> = if spec.offsets.is_some() { Some(&f) } else { None };
                 p.decode(hm, w, h, off).unwrap_or((pc, pr))
             }
             Decoder::SoftArgmax { beta } => soft_argmax(hm, w, beta),

@@ -162,9 +162,7 @@ pub fn resample_planar(
             frame.pixel(x as usize, y as usize)
         } else {
             match border {
-                Border::Clamp => {
-                    frame.pixel(x.clamp(0, w - 1) as usize, y.clamp(0, h - 1) as usize)
-                }
+                Border::Clamp => frame.pixel(x.clamp(0, w - 1) as usize, y.clamp(0, h - 1) as usize),
                 Border::Constant(v) => [v; 3],
             }
         };
@@ -180,15 +178,12 @@ pub fn resample_planar(
             let mut acc = [0f32; 3];
             for sj in 0..ny {
                 // Sub-sample centres spread evenly over the output pixel's footprint.
-                let y =
-                    src.y0 + (j as f32 + 0.5) * sy + ((sj as f32 + 0.5) / ny as f32 - 0.5) * fy_len;
+                let y = src.y0 + (j as f32 + 0.5) * sy + ((sj as f32 + 0.5) / ny as f32 - 0.5) * fy_len;
                 let y0 = y.floor();
                 let fy = y - y0;
                 let yi = y0 as isize;
                 for si in 0..nx {
-                    let x = src.x0
-                        + (i as f32 + 0.5) * sx
-                        + ((si as f32 + 0.5) / nx as f32 - 0.5) * fx_len;
+                    let x = src.x0 + (i as f32 + 0.5) * sx + ((si as f32 + 0.5) / nx as f32 - 0.5) * fx_len;
                     let x0 = x.floor();
                     let fx = x - x0;
                     let xi = x0 as isize;

@@ -76,12 +76,7 @@ impl BBox {
     /// Grow by fractions of the width (each side) and height (each side).
     pub fn expand(&self, fx: f32, fy: f32) -> Self {
         let (w, h) = (self.width(), self.height());
-        BBox::new(
-            self.x0 - fx * w,
-            self.y0 - fy * h,
-            self.x1 + fx * w,
-            self.y1 + fy * h,
-        )
+        BBox::new(self.x0 - fx * w, self.y0 - fy * h, self.x1 + fx * w, self.y1 + fy * h)
     }
     pub fn is_finite(&self) -> bool {
         self.x0.is_finite() && self.y0.is_finite() && self.x1.is_finite() && self.y1.is_finite()

@@ -18,10 +18,11 @@
 //! - [`pipeline`]: the per-frame path shared by every front end.
 //! - [`metrics`]: NME, NRMSE, AUC/FR, MCV (Eq. 9–10), MAV (Eq. 11), jitter.
 //! - [`truth`], [`records`]: ground-truth formats and the landmark JSONL record.
-//! - [`app`]: the `track`, `eval` and `models fetch` commands.
+//! - [`app`]: the `track`, `eval` and `models fetch` commands; [`bench`]: `bench`.
 
 pub mod app;
 pub mod backbone;
+pub mod bench;
 pub mod capture;
 pub mod config;
 pub mod decode;

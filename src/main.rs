@@ -72,6 +72,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Time the per-frame pipeline on a clip by stage (median, p90), with fps and peak RSS.
+    Bench {
+        /// A .y4m file, image directory or video; looped until --frames are done.
+        input: PathBuf,
+        /// Frames to time (after 5 warm-up frames).
+        #[arg(long, default_value_t = 300)]
+        frames: usize,
+        /// Threads for tract's matrix products.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Temporal stabilizer; this build has: none.
+        #[arg(long)]
+        stabilizer: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Model management.
     Models {
         #[command(subcommand)]
@@ -105,6 +126,17 @@ enum ModelsCmd {
         /// Mirror directory (overrides $STEADYFACE_MIRROR and ../shared/assets).
         #[arg(long)]
         mirror: Option<PathBuf>,
+    },
+    /// Time inference alone for the configured backbone and detector (median, p90 ms).
+    Time {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Verify the models named in the manifest against their sha256.
     Verify {
@@ -163,6 +195,27 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             }
             Ok(())
         }
+        Cmd::Bench {
+            input,
+            frames,
+            threads,
+            stabilizer,
+            config,
+            mut set,
+            json,
+        } => {
+            if let Some(s) = stabilizer {
+                set.push(format!("stabilizer.method={s}"));
+            }
+            let cfg = Config::load(config.as_deref(), &set)?;
+            let r = steadyface::bench::bench(&cfg, &input, frames, threads.max(1))?;
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("report serialises"));
+            } else {
+                print!("{}", steadyface::bench::format(&r));
+            }
+            Ok(())
+        }
         Cmd::Eval {
             pred,
             gt,
@@ -172,10 +225,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             let manifest = models::Manifest::load(&models::manifest_path(&models_dir))?;
             let r = app::eval(&pred, &gt, &manifest)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).expect("report serialises")
-                );
+                println!("{}", serde_json::to_string_pretty(&r).expect("report serialises"));
             } else {
                 print!("{}", app::format_report(&r));
             }
@@ -200,6 +250,17 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 for (name, how) in app::fetch_all(&dir, data.as_deref(), &source, true)? {
                     println!("{name}: {how:?}");
                 }
+                Ok(())
+            }
+            ModelsCmd::Time {
+                runs,
+                threads,
+                config,
+                set,
+            } => {
+                let cfg = Config::load(config.as_deref(), &set)?;
+                let t = steadyface::bench::time_models(&cfg, runs.max(1), threads.max(1))?;
+                println!("{}", serde_json::to_string(&t).expect("times serialise"));
                 Ok(())
             }
             ModelsCmd::Verify { dir } => {

@@ -52,14 +52,7 @@ pub fn nrmse(pred: &[Point], truth: &[Point], norm: f32) -> f32 {
     if n == 0 || norm <= 0.0 {
         return f32::NAN;
     }
-    (pred
-        .iter()
-        .zip(truth)
-        .map(|(p, t)| p.dist(*t).powi(2))
-        .sum::<f32>()
-        / n as f32)
-        .sqrt()
-        / norm
+    (pred.iter().zip(truth).map(|(p, t)| p.dist(*t).powi(2)).sum::<f32>() / n as f32).sqrt() / norm
 }
 
 /// `(AUC@limit, FR@limit)` of a set of per-sample NMEs (NaN samples count as failures).
@@ -70,13 +63,7 @@ pub fn auc_fr(errors: &[f32], limit: f32) -> (f32, f32) {
     let n = errors.len() as f32;
     let area: f32 = errors
         .iter()
-        .map(|&e| {
-            if e.is_nan() {
-                0.0
-            } else {
-                (limit - e).max(0.0)
-            }
-        })
+        .map(|&e| if e.is_nan() { 0.0 } else { (limit - e).max(0.0) })
         .sum();
     let fails = errors.iter().filter(|e| e.is_nan() || **e > limit).count() as f32;
     (area / (n * limit), fails / n)
@@ -172,10 +159,7 @@ pub fn jitter(track: &Track) -> f32 {
     let mut acc = 0.0;
     let mut cnt = 0usize;
     for t in 1..n {
-        let d = iod(
-            track.truth.map_or(&track.pred[t], |g| &g[t]),
-            track.eye_corners,
-        );
+        let d = iod(track.truth.map_or(&track.pred[t], |g| &g[t]), track.eye_corners);
         if d <= 0.0 {
             continue;
         }
@@ -244,9 +228,7 @@ mod tests {
                 ]
             })
             .collect();
-        let truth: Vec<Vec<Point>> = (0..4)
-            .map(|_| vec![p(0.0, 0.0), p(10.0, 0.0), p(5.0, 5.0)])
-            .collect();
+        let truth: Vec<Vec<Point>> = (0..4).map(|_| vec![p(0.0, 0.0), p(10.0, 0.0), p(5.0, 5.0)]).collect();
         let tr = Track {
             pred: &frames,
             truth: Some(&truth),
@@ -261,11 +243,7 @@ mod tests {
         );
         // Allan: point 3 moves 2 px each of 3 steps: Σ = 12, /(2·3) = 2; mean over 3 landmarks = 2/3;
         // /IOD² = 2/300 → ×1e4 = 66.67.
-        assert!(
-            (avar(&tr) - 1e4 * (2.0 / 3.0) / 100.0).abs() < 1e-3,
-            "{}",
-            avar(&tr)
-        );
+        assert!((avar(&tr) - 1e4 * (2.0 / 3.0) / 100.0).abs() < 1e-3, "{}", avar(&tr));
         // Jitter: point 3's error changes by 2 every step → 2/10; others 0 → mean 0.2/3.
         assert!((jitter(&tr) - 0.2 / 3.0).abs() < 1e-6);
         assert!((mcv(&[tr]) - 100.0 * (4.0f32 / 3.0).sqrt() / 30.0).abs() < 1e-4);

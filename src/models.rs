@@ -212,10 +212,7 @@ impl Manifest {
             }
             for (g, idx) in &s.groups {
                 if let Some(bad) = idx.iter().find(|&&i| i >= s.points) {
-                    problems.push(format!(
-                        "scheme {name}: group {g} has index {bad} >= {}",
-                        s.points
-                    ));
+                    problems.push(format!("scheme {name}: group {g} has index {bad} >= {}", s.points));
                 }
             }
             if s.eye_corners.iter().any(|&i| i >= s.points) {
@@ -252,9 +249,7 @@ impl Manifest {
                                 "model {}: scheme {s} has {} points but the model has {} heatmaps",
                                 m.name, sc.points, h.count
                             )),
-                            None => {
-                                problems.push(format!("model {}: unknown scheme {s:?}", m.name))
-                            }
+                            None => problems.push(format!("model {}: unknown scheme {s:?}", m.name)),
                             _ => {}
                         }
                     }
@@ -306,10 +301,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Check that `path` exists and has the manifest's sha256; the error says how to fix it.
 pub fn verify(path: &Path, expected: &str) -> Result<()> {
     if !path.exists() {
-        return Err(Error::model(
-            path,
-            "missing; run `steadyface models fetch` first",
-        ));
+        return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
     }
     let got = sha256_file(path)?;
     if got != expected {
@@ -373,7 +365,10 @@ pub fn fetch(asset: &Asset, dest_dir: &Path, source: &Source, progress: bool) ->
             let Some(url) = &asset.url else {
                 return Err(Error::Fetch {
                     name: asset.name.clone(),
-                    reason: format!("has no upstream URL and no mirror was found; set {MIRROR_ENV} to a directory holding {}", asset.mirror_path),
+                    reason: format!(
+                        "has no upstream URL and no mirror was found; set {MIRROR_ENV} to a directory holding {}",
+                        asset.mirror_path
+                    ),
                 });
             };
             if asset.upstream_sha256.is_some() {
@@ -420,11 +415,9 @@ fn download(url: &str, dest: &Path, name: &str, progress: bool) -> Result<()> {
     let bar = if progress {
         let b = indicatif::ProgressBar::new(len.unwrap_or(0));
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         b.set_message(name.to_string());
         b
@@ -460,11 +453,7 @@ mod tests {
 
     #[test]
     fn shipped_manifest_parses_and_is_consistent() {
-        let m = Manifest::load(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/models/manifest.yaml"
-        )))
-        .unwrap();
+        let m = Manifest::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/manifest.yaml"))).unwrap();
         let osf = m.scheme("osf66").unwrap();
         // The 66 -> 68 map is a permutation into 68 with exactly the inner corners 60 and 64 missing.
         let mut seen = [false; 68];
@@ -475,10 +464,7 @@ mod tests {
         assert!(!seen[60] && !seen[64]);
         assert_eq!(seen.iter().filter(|s| **s).count(), 66);
         // The outer mouth group, mapped, is iBUG 48..59 in order.
-        let mouth: Vec<usize> = osf.groups["mouth_outer"]
-            .iter()
-            .map(|&i| osf.to_ibug68[i])
-            .collect();
+        let mouth: Vec<usize> = osf.groups["mouth_outer"].iter().map(|&i| osf.to_ibug68[i]).collect();
         assert_eq!(mouth, (48..60).collect::<Vec<_>>());
         assert!(m.model("openseeface-lm0").is_some() && m.model("yunet-n-320").is_some());
     }
@@ -494,9 +480,7 @@ mod tests {
             e.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
             "{e}"
         );
-        let e = verify(&d.path().join("none.onnx"), "x")
-            .unwrap_err()
-            .to_string();
+        let e = verify(&d.path().join("none.onnx"), "x").unwrap_err().to_string();
         assert!(e.contains("none.onnx") && e.contains("models fetch"), "{e}");
     }
 }

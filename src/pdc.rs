@@ -148,10 +148,7 @@ pub fn pdc_algorithm1(phi: &[f32], w: usize, h: usize, theta_pdc: f32) -> Option
         sum_y += (i + 1) as f64 * (0..w).map(|c| v(i, c)).sum::<f64>();
     }
     // Steps 11-12, then back to our 0-based convention.
-    Some((
-        (sum_x / sum_phi - 1.0) as f32,
-        (sum_y / sum_phi - 1.0) as f32,
-    ))
+    Some(((sum_x / sum_phi - 1.0) as f32, (sum_y / sum_phi - 1.0) as f32))
 }
 
 #[cfg(test)]
@@ -172,10 +169,7 @@ mod tests {
         // Θ=0.2 drops the 0.1 noise; 1-based: x = (2·0.5 + 3·0.25 + 2·0.25)/1 = 2.25 → 1.25.
         // y = (2·0.5 + 2·0.25 + 3·0.25) = 2.25 → 1.25.
         let (x, y) = pdc_algorithm1(&map(), 4, 3, 0.2).unwrap();
-        assert!(
-            (x - 1.25).abs() < 1e-6 && (y - 1.25).abs() < 1e-6,
-            "{x} {y}"
-        );
+        assert!((x - 1.25).abs() < 1e-6 && (y - 1.25).abs() < 1e-6, "{x} {y}");
         // Θ=0 keeps nine 0.1 noise cells. Their 1-based columns: row 1: 1,2,3,4; row 2: 1,4;
         // row 3: 1,3,4 → Σx = 0.1·23; rows: 4·1 + 2·2 + 3·3 = 17 → Σy = 0.1·17.
         let (x, y) = pdc_algorithm1(&map(), 4, 3, 0.0).unwrap();
@@ -203,10 +197,7 @@ mod tests {
         };
         // Window 0 keeps only the peak cell.
         assert_eq!(p.decode(&map(), 4, 3, None), Some((1.0, 1.0)));
-        let p = Pdc {
-            window: Some(1),
-            ..p
-        };
+        let p = Pdc { window: Some(1), ..p };
         let (x, y) = p.decode(&map(), 4, 3, None).unwrap();
         // weights 1, 0.5, 0.5: x = (1 + 1 + 1)/2 ... = (1·1 + 0.5·2 + 0.5·1)/2 = 1.25.
         assert!((x - 1.25).abs() < 1e-6 && (y - 1.25).abs() < 1e-6);
@@ -240,9 +231,6 @@ mod tests {
         let off = |i: usize| if i == 5 { (0.4, -0.2) } else { (0.0, 0.0) };
         // Cells (1,1) w1 shifted to (1.4, 0.8); (2,1) w.5; (1,2) w.5 → x = (1.4 + 1 + .5)/2, y = (.8 + .5 + 1)/2.
         let (x, y) = p.decode(&map(), 4, 3, Some(&off)).unwrap();
-        assert!(
-            (x - 1.45).abs() < 1e-6 && (y - 1.15).abs() < 1e-6,
-            "{x} {y}"
-        );
+        assert!((x - 1.45).abs() < 1e-6 && (y - 1.15).abs() < 1e-6, "{x} {y}");
     }
 }

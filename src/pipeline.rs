@@ -13,6 +13,19 @@ use crate::face::tracker::landmark_box_from_detection;
 use crate::face::{FaceObs, Tracker, TrackerParams, YuNet, MAX_FACES, MAX_POINTS};
 use crate::frame::{resample_planar, Border, Frame, InputLut, Sampling};
 use crate::geometry::{BBox, CropTransform, Point};
+use std::time::{Duration, Instant};
+
+/// Wall time per stage on the last frame, summed over faces (for `bench`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Exposure analysis, letterbox resample, detector inference and box decoding.
+    pub detect: Duration,
+    /// Resampling face crops into the backbone's input.
+    pub crop: Duration,
+    pub backbone: Duration,
+    /// Heatmap decoding to image coordinates.
+    pub decode: Duration,
+}
 
 /// Counters a caller reports at the end of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -51,6 +64,7 @@ pub struct Pipeline {
     heat: Vec<f32>,
     dets: heapless::Vec<Detection, MAX_DETECTIONS>,
     stats: PipelineStats,
+    times: StageTimes,
     index: u64,
     /// Luma thumbnail of the previous frame, for scene-cut detection.
     thumb: [u8; THUMB_W * THUMB_H],
@@ -71,8 +85,7 @@ fn thumbnail(frame: &Frame, out: &mut [u8; THUMB_W * THUMB_H]) {
         for tx in 0..THUMB_W {
             let x = (tx * 2 + 1) * frame.width / (THUMB_W * 2);
             let p = frame.pixel(x.min(frame.width - 1), y.min(frame.height - 1));
-            out[ty * THUMB_W + tx] =
-                ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
+            out[ty * THUMB_W + tx] = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
         }
     }
 }
@@ -89,6 +102,7 @@ impl Pipeline {
             params,
             dets: heapless::Vec::new(),
             stats: PipelineStats::default(),
+            times: StageTimes::default(),
             index: 0,
             thumb: [0; THUMB_W * THUMB_H],
             thumb_dims: (0, 0),
@@ -107,6 +121,10 @@ impl Pipeline {
     }
     pub fn detector_params(&self) -> DetectorParams {
         self.detector.params()
+    }
+    /// Stage timings of the last processed frame.
+    pub fn last_times(&self) -> StageTimes {
+        self.times
     }
     /// The most recent raw backbone output (`[C, H, W]`) of the last landmark run.
     pub fn last_heatmaps(&self) -> &[f32] {
@@ -152,17 +170,13 @@ impl Pipeline {
         let crop = lm_box.expand(s.crop_expand[0], s.crop_expand[1]);
         let ct = CropTransform::new(crop, s.input_w, s.input_h);
         let (w, h, norm) = (s.input_w, s.input_h, s.normalize);
-        resample_planar(
-            frame,
-            crop,
-            w,
-            h,
-            &norm,
-            lut,
-            sampling,
-            self.backbone.input_mut(),
-        );
+        let t0 = Instant::now();
+        resample_planar(frame, crop, w, h, &norm, lut, sampling, self.backbone.input_mut());
+        let t1 = Instant::now();
         self.backbone.run(&mut self.heat)?;
+        let t2 = Instant::now();
+        self.times.crop += t1 - t0;
+        self.times.backbone += t2 - t1;
         self.stats.backbone_runs += 1;
         let k = self.spec.k;
         obs.points.clear();
@@ -175,12 +189,14 @@ impl Pipeline {
             .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
         obs.bbox = BBox::around(&obs.points).unwrap_or_default();
         obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
+        self.times.decode += t2.elapsed();
         Ok(())
     }
 
     /// Process one frame; the faces found are written to `out`.
     pub fn process(&mut self, frame: &Frame, out: &mut Faces) -> Result<()> {
         out.clear();
+        self.times = StageTimes::default();
         if frame.width == 0 || frame.height == 0 {
             return Ok(());
         }
@@ -208,10 +224,7 @@ impl Pipeline {
         while i < self.tracker.tracks.len() {
             let lm_box = self.tracker.tracks[i].lm_box;
             self.landmarks(frame, &lut, sampling, lm_box, &mut obs)?;
-            if obs.score < self.tracker.params.lost_confidence
-                || !obs.bbox.is_finite()
-                || obs.bbox.area() < 4.0
-            {
+            if obs.score < self.tracker.params.lost_confidence || !obs.bbox.is_finite() || obs.bbox.area() < 4.0 {
                 self.tracker.drop_track(i);
                 lost_any = true;
                 continue;
@@ -222,7 +235,9 @@ impl Pipeline {
 
         // 2. Look for new faces.
         if self.tracker.wants_detection(self.index, lost_any) && self.tracker.has_room() {
+            let t = Instant::now();
             self.detector.detect(frame, &mut self.dets)?;
+            self.times.detect += t.elapsed();
             self.stats.detector_runs += 1;
             let dets = self.dets.clone();
             for d in dets.iter() {
@@ -234,13 +249,7 @@ impl Pipeline {
                 }
                 // Two passes: the first crop comes from the detector's box, the second from
                 // the landmarks it gave, which matches how tracked crops are made.
-                self.landmarks(
-                    frame,
-                    &lut,
-                    sampling,
-                    landmark_box_from_detection(d),
-                    &mut obs,
-                )?;
+                self.landmarks(frame, &lut, sampling, landmark_box_from_detection(d), &mut obs)?;
                 let first = obs.bbox;
                 if obs.score >= self.tracker.params.lost_confidence && first.area() >= 4.0 {
                     self.landmarks(frame, &lut, sampling, first, &mut obs)?;

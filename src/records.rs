@@ -67,9 +67,8 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<FrameRecord>> {
         if line.trim().is_empty() {
             continue;
         }
-        let rec: FrameRecord = serde_json::from_str(&line).map_err(|e| {
-            Error::data(path, format!("line {}: not a landmark record: {e}", i + 1))
-        })?;
+        let rec: FrameRecord = serde_json::from_str(&line)
+            .map_err(|e| Error::data(path, format!("line {}: not a landmark record: {e}", i + 1)))?;
         out.push(rec);
     }
     Ok(out)

@@ -23,34 +23,20 @@ impl OnnxModel {
     pub fn load(path: &Path, width: usize, height: usize) -> Result<Self> {
         let err = |what: &str, e: TractError| Error::model(path, format!("{what}: {e:#}"));
         if !path.exists() {
-            return Err(Error::model(
-                path,
-                "missing; run `steadyface models fetch` first",
-            ));
+            return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
         }
         let model = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| err("not a loadable ONNX model", e))?;
-        let ninputs = model
-            .input_outlets()
-            .map_err(|e| err("bad graph", e))?
-            .len();
+        let ninputs = model.input_outlets().map_err(|e| err("bad graph", e))?.len();
         if ninputs != 1 {
-            return Err(Error::model(
-                path,
-                format!("expected 1 input, the graph has {ninputs}"),
-            ));
+            return Err(Error::model(path, format!("expected 1 input, the graph has {ninputs}")));
         }
         let model = model
             .with_input_fact(0, f32::fact([1, 3, height, width]).into())
             .map_err(|e| err("input", e))?
             .into_optimized()
-            .map_err(|e| {
-                err(
-                    &format!("does not accept a [1,3,{height},{width}] float input"),
-                    e,
-                )
-            })?;
+            .map_err(|e| err(&format!("does not accept a [1,3,{height},{width}] float input"), e))?;
         let mut outputs = Vec::new();
         for (i, o) in model
             .output_outlets()
@@ -63,21 +49,11 @@ impl OnnxModel {
                 .shape
                 .as_concrete()
                 .map(|s| s.to_vec())
-                .ok_or_else(|| {
-                    Error::model(
-                        path,
-                        format!("output {i} has a symbolic shape {:?}", fact.shape),
-                    )
-                })?;
-            let name = model
-                .outlet_label(*o)
-                .unwrap_or(&model.node(o.node).name)
-                .to_string();
+                .ok_or_else(|| Error::model(path, format!("output {i} has a symbolic shape {:?}", fact.shape)))?;
+            let name = model.outlet_label(*o).unwrap_or(&model.node(o.node).name).to_string();
             outputs.push((name, shape));
         }
-        let plan = model
-            .into_runnable()
-            .map_err(|e| err("could not plan", e))?;
+        let plan = model.into_runnable().map_err(|e| err("could not plan", e))?;
         let state = plan.spawn().map_err(|e| err("could not start", e))?;
         Ok(Self {
             path: path.to_path_buf(),

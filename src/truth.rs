@@ -53,19 +53,11 @@ pub fn load(path: &Path) -> Result<Vec<TruthFrame>> {
 pub fn load_pts(path: &Path) -> Result<TruthFrame> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |r: String| Error::data(path, r);
-    let open = text
-        .find('{')
-        .ok_or_else(|| bad("no '{' in .pts file".into()))?;
-    let close = text
-        .rfind('}')
-        .ok_or_else(|| bad("no '}' in .pts file".into()))?;
+    let open = text.find('{').ok_or_else(|| bad("no '{' in .pts file".into()))?;
+    let close = text.rfind('}').ok_or_else(|| bad("no '}' in .pts file".into()))?;
     let declared = text[..open]
         .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("n_points:")
-                .map(|v| v.trim().parse::<usize>())
-        })
+        .find_map(|l| l.trim().strip_prefix("n_points:").map(|v| v.trim().parse::<usize>()))
         .transpose()
         .map_err(|_| bad("bad n_points".into()))?;
     let mut pts = Vec::new();
@@ -76,28 +68,17 @@ pub fn load_pts(path: &Path) -> Result<TruthFrame> {
         };
         let (x, y): (f32, f32) = match (x.parse(), y.parse()) {
             (Ok(x), Ok(y)) => (x, y),
-            _ => {
-                return Err(bad(format!(
-                    "point line {}: {line:?} is not two numbers",
-                    i + 1
-                )))
-            }
+            _ => return Err(bad(format!("point line {}: {line:?} is not two numbers", i + 1))),
         };
         pts.push(Point::new(x - 1.0, y - 1.0));
     }
     if let Some(n) = declared {
         if n != pts.len() {
-            return Err(bad(format!(
-                "n_points says {n} but {} points follow",
-                pts.len()
-            )));
+            return Err(bad(format!("n_points says {n} but {} points follow", pts.len())));
         }
     }
     let file = path.file_stem().map(|s| s.to_string_lossy().to_string());
-    Ok(TruthFrame {
-        file,
-        faces: vec![pts],
-    })
+    Ok(TruthFrame { file, faces: vec![pts] })
 }
 
 fn load_json(path: &Path) -> Result<Vec<TruthFrame>> {
@@ -107,12 +88,8 @@ fn load_json(path: &Path) -> Result<Vec<TruthFrame>> {
         frames: Vec<Option<Vec<[f32; 2]>>>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let j: J = serde_json::from_str(&text).map_err(|e| {
-        Error::data(
-            path,
-            format!("not a truth file {{\"frames\": [[[x,y],...],...]}}: {e}"),
-        )
-    })?;
+    let j: J = serde_json::from_str(&text)
+        .map_err(|e| Error::data(path, format!("not a truth file {{\"frames\": [[[x,y],...],...]}}: {e}")))?;
     Ok(j.frames
         .into_iter()
         .map(|f| TruthFrame {
@@ -131,12 +108,9 @@ fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
     let mut frames: Vec<TruthFrame> = Vec::new();
     let bad = |r: String| Error::data(path, r);
     loop {
-        let ev = reader.read_event().map_err(|e| {
-            bad(format!(
-                "XML error at byte {}: {e}",
-                reader.buffer_position()
-            ))
-        })?;
+        let ev = reader
+            .read_event()
+            .map_err(|e| bad(format!("XML error at byte {}: {e}", reader.buffer_position())))?;
         match ev {
             Event::Start(e) | Event::Empty(e) => {
                 let attr = |name: &[u8]| -> Option<String> {
@@ -151,9 +125,7 @@ fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
                         faces: Vec::new(),
                     }),
                     b"box" => {
-                        let f = frames
-                            .last_mut()
-                            .ok_or_else(|| bad("<box> outside <image>".into()))?;
+                        let f = frames.last_mut().ok_or_else(|| bad("<box> outside <image>".into()))?;
                         f.faces.push(Vec::new());
                     }
                     b"part" => {
@@ -196,15 +168,9 @@ mod tests {
         let p = d.path().join("a.pts");
         std::fs::write(&p, "version: 1\nn_points: 2\n{\n1 1\n10.5 20\n}\n").unwrap();
         let t = load(&p).unwrap();
-        assert_eq!(
-            t[0].faces[0],
-            vec![Point::new(0.0, 0.0), Point::new(9.5, 19.0)]
-        );
+        assert_eq!(t[0].faces[0], vec![Point::new(0.0, 0.0), Point::new(9.5, 19.0)]);
         std::fs::write(&p, "version: 1\nn_points: 3\n{\n1 1\n}\n").unwrap();
-        assert!(load(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("n_points says 3"));
+        assert!(load(&p).unwrap_err().to_string().contains("n_points says 3"));
     }
 
     #[test]
@@ -219,10 +185,7 @@ mod tests {
         .unwrap();
         let t = load(&p).unwrap();
         assert_eq!(t[0].file.as_deref(), Some("x.jpg"));
-        assert_eq!(
-            t[0].faces[0],
-            vec![Point::new(3.0, 4.0), Point::new(5.0, 6.0)]
-        );
+        assert_eq!(t[0].faces[0], vec![Point::new(3.0, 4.0), Point::new(5.0, 6.0)]);
     }
 
     #[test]

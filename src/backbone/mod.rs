@@ -40,9 +40,7 @@ impl BackboneSpec {
             path: manifest.into(),
             reason: format!("model {}: {r}", e.name),
         };
-        let o =
-            e.io.output
-                .ok_or_else(|| bad("io.output is required for a backbone"))?;
+        let o = e.io.output.ok_or_else(|| bad("io.output is required for a backbone"))?;
         let h =
             e.io.heatmaps
                 .ok_or_else(|| bad("io.heatmaps is required for a backbone"))?;

@@ -23,9 +23,9 @@ impl TractBackbone {
                 return Err(Error::model(
                     path,
                     format!(
-                    "output {name:?} has shape {shape:?} but the manifest entry {} says {want:?}",
-                    spec.name
-                ),
+                        "output {name:?} has shape {shape:?} but the manifest entry {} says {want:?}",
+                        spec.name
+                    ),
                 ))
             }
             None => return Err(Error::model(path, "the graph has no outputs")),

@@ -44,10 +44,7 @@ impl FfmpegSource {
             }),
             Err(_) => {
                 let msg = ffmpeg_stderr(&mut child);
-                Err(Error::input(
-                    path,
-                    format!("ffmpeg could not decode it: {msg}"),
-                ))
+                Err(Error::input(path, format!("ffmpeg could not decode it: {msg}")))
             }
         }
     }
@@ -80,10 +77,7 @@ impl FrameSource for FfmpegSource {
                     Ok(None)
                 } else {
                     let msg = ffmpeg_stderr(&mut self.child);
-                    Err(Error::input(
-                        &self.path,
-                        format!("ffmpeg failed ({status}): {msg}"),
-                    ))
+                    Err(Error::input(&self.path, format!("ffmpeg failed ({status}): {msg}")))
                 }
             }
             Err(e) => {

@@ -34,26 +34,28 @@ impl Y4mSource {
     /// Parse the stream header from any reader; `path` names the stream in errors.
     pub fn from_reader(mut reader: Box<dyn BufRead + Send>, path: &Path) -> Result<Self> {
         let mut line = Vec::new();
-        reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Error::io(path, e))?;
+        reader.read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
         let header = std::str::from_utf8(&line)
             .map_err(|_| Error::input(path, "not a Y4M file (header is not text)"))?
             .trim_end();
         let mut tokens = header.split(' ');
         if tokens.next() != Some("YUV4MPEG2") {
-            return Err(Error::input(
-                path,
-                "not a Y4M file (missing YUV4MPEG2 signature)",
-            ));
+            return Err(Error::input(path, "not a Y4M file (missing YUV4MPEG2 signature)"));
         }
-        let (mut w, mut h, mut fps, mut chroma, mut full_range) =
-            (0usize, 0usize, None, Chroma::C420, false);
+        let (mut w, mut h, mut fps, mut chroma, mut full_range) = (0usize, 0usize, None, Chroma::C420, false);
         for t in tokens.filter(|t| !t.is_empty()) {
             let (tag, val) = t.split_at(1);
             match tag {
-                "W" => w = val.parse().map_err(|_| Error::input(path, format!("bad width {val:?} in Y4M header")))?,
-                "H" => h = val.parse().map_err(|_| Error::input(path, format!("bad height {val:?} in Y4M header")))?,
+                "W" => {
+                    w = val
+                        .parse()
+                        .map_err(|_| Error::input(path, format!("bad width {val:?} in Y4M header")))?
+                }
+                "H" => {
+                    h = val
+                        .parse()
+                        .map_err(|_| Error::input(path, format!("bad height {val:?} in Y4M header")))?
+                }
                 "F" => {
                     let (n, d) = val.split_once(':').unwrap_or((val, "1"));
                     let (n, d): (f64, f64) = (n.parse().unwrap_or(0.0), d.parse().unwrap_or(0.0));
@@ -70,7 +72,9 @@ impl Y4mSource {
                         other => {
                             return Err(Error::input(
                                 path,
-                                format!("unsupported Y4M colour space C{other} (8-bit 420, 422, 444 and mono are supported)"),
+                                format!(
+                                "unsupported Y4M colour space C{other} (8-bit 420, 422, 444 and mono are supported)"
+                            ),
                             ))
                         }
                     }
@@ -145,10 +149,7 @@ impl FrameSource for Y4mSource {
         if &head != b"FRAME" {
             return Err(Error::input(
                 &self.path,
-                format!(
-                    "corrupt Y4M: frame {} does not start with FRAME",
-                    self.index
-                ),
+                format!("corrupt Y4M: frame {} does not start with FRAME", self.index),
             ));
         }
         let mut b = [0u8; 1];
@@ -186,14 +187,7 @@ impl FrameSource for Y4mSource {
         }
         let (w, h) = (self.info.width, self.info.height);
         frame.reshape(w, h);
-        yuv_to_rgb(
-            &self.raw,
-            self.chroma,
-            self.full_range,
-            w,
-            h,
-            &mut frame.data,
-        );
+        yuv_to_rgb(&self.raw, self.chroma, self.full_range, w, h, &mut frame.data);
         let meta = FrameMeta {
             index: self.index,
             time_s: self.index as f64 / self.info.fps.unwrap_or(super::DEFAULT_FPS),
@@ -225,10 +219,7 @@ fn yuv_to_rgb(raw: &[u8], chroma: Chroma, full: bool, w: usize, h: usize, rgb: &
             let (u, v) = match chroma {
                 Chroma::Mono => (0, 0),
                 Chroma::C444 => (up[cy * cw + x] as i32 - 128, vp[cy * cw + x] as i32 - 128),
-                _ => (
-                    up[cy * cw + x / 2] as i32 - 128,
-                    vp[cy * cw + x / 2] as i32 - 128,
-                ),
+                _ => (up[cy * cw + x / 2] as i32 - 128, vp[cy * cw + x / 2] as i32 - 128),
             };
             let o = (y * w + x) * 3;
             rgb[o] = ((l + rv * v + 512) >> 10).clamp(0, 255) as u8;
@@ -254,14 +245,8 @@ pub fn write_y4m_444(
     for f in frames {
         out.write_all(b"FRAME\n")?;
         for i in 0..w * h {
-            let (r, g, b) = (
-                f.data[3 * i] as f32,
-                f.data[3 * i + 1] as f32,
-                f.data[3 * i + 2] as f32,
-            );
-            planes[i] = (0.299 * r + 0.587 * g + 0.114 * b)
-                .round()
-                .clamp(0.0, 255.0) as u8;
+            let (r, g, b) = (f.data[3 * i] as f32, f.data[3 * i + 1] as f32, f.data[3 * i + 2] as f32);
+            planes[i] = (0.299 * r + 0.587 * g + 0.114 * b).round().clamp(0.0, 255.0) as u8;
             planes[w * h + i] = (128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b)
                 .round()
                 .clamp(0.0, 255.0) as u8;
@@ -347,10 +332,7 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("not a Y4M"));
-        let e = src(b"YUV4MPEG2 W4 H4 C420p10\n".to_vec())
-            .err()
-            .unwrap()
-            .to_string();
+        let e = src(b"YUV4MPEG2 W4 H4 C420p10\n".to_vec()).err().unwrap().to_string();
         assert!(e.contains("C420p10"), "{e}");
     }
 }

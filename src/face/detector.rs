@@ -68,12 +68,7 @@ impl YuNet {
                 .outputs()
                 .iter()
                 .position(|(n, _)| n == &format!("{prefix}_{s}"))
-                .ok_or_else(|| {
-                    Error::model(
-                        path,
-                        format!("no output named {prefix}_{s}; is this a YuNet model?"),
-                    )
-                })
+                .ok_or_else(|| Error::model(path, format!("no output named {prefix}_{s}; is this a YuNet model?")))
         };
         let mut levels = Vec::new();
         for &s in &strides {
@@ -124,20 +119,11 @@ impl YuNet {
     }
 
     /// Detect faces, best first, after NMS.
-    pub fn detect(
-        &mut self,
-        frame: &Frame,
-        out: &mut heapless::Vec<Detection, MAX_DETECTIONS>,
-    ) -> Result<()> {
+    pub fn detect(&mut self, frame: &Frame, out: &mut heapless::Vec<Detection, MAX_DETECTIONS>) -> Result<()> {
         out.clear();
         let scale = (self.w as f32 / frame.width as f32).min(self.h as f32 / frame.height as f32);
         // Region of the image (edge coordinates from −0.5) that fills the whole input.
-        let src = BBox::new(
-            -0.5,
-            -0.5,
-            -0.5 + self.w as f32 / scale,
-            -0.5 + self.h as f32 / scale,
-        );
+        let src = BBox::new(-0.5, -0.5, -0.5 + self.w as f32 / scale, -0.5 + self.h as f32 / scale);
         let levels = if self.params.low_light {
             Levels::auto(frame, 160.0)
         } else {
@@ -181,34 +167,17 @@ impl YuNet {
                 let m = |v: f32| v / scale - 0.5;
                 let mut keypoints = [Point::default(); 5];
                 for (n, k) in keypoints.iter_mut().enumerate() {
-                    *k = Point::new(
-                        m((kp[idx * 10 + 2 * n] + c) * s),
-                        m((kp[idx * 10 + 2 * n + 1] + r) * s),
-                    );
+                    *k = Point::new(m((kp[idx * 10 + 2 * n] + c) * s), m((kp[idx * 10 + 2 * n + 1] + r) * s));
                 }
-                let bbox = BBox::new(
-                    m(cx - bw / 2.0),
-                    m(cy - bh / 2.0),
-                    m(cx + bw / 2.0),
-                    m(cy + bh / 2.0),
-                );
+                let bbox = BBox::new(m(cx - bw / 2.0), m(cy - bh / 2.0), m(cx + bw / 2.0), m(cy + bh / 2.0));
                 if bbox.is_finite() {
-                    self.candidates.push(Detection {
-                        bbox,
-                        score,
-                        keypoints,
-                    });
+                    self.candidates.push(Detection { bbox, score, keypoints });
                 }
             }
         }
-        self.candidates
-            .sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
+        self.candidates.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
         for d in &self.candidates {
-            if out
-                .iter()
-                .all(|k| k.bbox.iou(&d.bbox) <= self.params.nms_iou)
-                && out.push(*d).is_err()
-            {
+            if out.iter().all(|k| k.bbox.iou(&d.bbox) <= self.params.nms_iou) && out.push(*d).is_err() {
                 break;
             }
         }

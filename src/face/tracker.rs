@@ -90,9 +90,7 @@ impl Tracker {
 
     /// Whether the detector should run on frame `index` given the current tracks.
     pub fn wants_detection(&self, index: u64, lost_this_frame: bool) -> bool {
-        self.tracks.is_empty()
-            || lost_this_frame
-            || index % self.params.detect_interval.max(1) as u64 == 0
+        self.tracks.is_empty() || lost_this_frame || index % self.params.detect_interval.max(1) as u64 == 0
     }
 
     /// Whether a detection is already covered by a track.
@@ -153,8 +151,7 @@ impl Tracker {
             let dup = (0..self.tracks.len()).any(|j| {
                 j != i
                     && self.tracks[j].lm_box.iou(&self.tracks[i].lm_box) > 0.5
-                    && (self.tracks[j].age, self.tracks[j].last.score)
-                        > (self.tracks[i].age, self.tracks[i].last.score)
+                    && (self.tracks[j].age, self.tracks[j].last.score) > (self.tracks[i].age, self.tracks[i].last.score)
             });
             if dup {
                 self.tracks.swap_remove(i);

@@ -59,26 +59,13 @@ pub fn run_err(c: &mut Command, code: i32) -> String {
 
 /// `track INPUT` with extra args; returns the JSONL records.
 pub fn track(input: &Path, out: &Path, extra: &[&str]) -> Vec<steadyface::records::FrameRecord> {
-    run_ok(
-        bin()
-            .arg("track")
-            .arg(input)
-            .arg("--output")
-            .arg(out)
-            .args(extra),
-    );
+    run_ok(bin().arg("track").arg(input).arg("--output").arg(out).args(extra));
     steadyface::records::read_jsonl(out).unwrap()
 }
 
 /// `eval --json`, parsed.
 pub fn eval(pred: &Path, gt: &Path) -> serde_json::Value {
-    let o = run_ok(
-        bin()
-            .args(["eval", "--json", "--pred"])
-            .arg(pred)
-            .arg("--gt")
-            .arg(gt),
-    );
+    let o = run_ok(bin().args(["eval", "--json", "--pred"]).arg(pred).arg("--gt").arg(gt));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -86,8 +73,7 @@ pub fn eval(pred: &Path, gt: &Path) -> serde_json::Value {
 pub fn carphone_frames() -> Vec<Frame> {
     static F: OnceLock<Vec<Frame>> = OnceLock::new();
     F.get_or_init(|| {
-        let mut src = steadyface::capture::open(&data("carphone_pristine.mp4"))
-            .expect("open carphone (needs ffmpeg)");
+        let mut src = steadyface::capture::open(&data("carphone_pristine.mp4")).expect("open carphone (needs ffmpeg)");
         let mut out = Vec::new();
         let mut f = Frame::default();
         while src.next_frame(&mut f).unwrap().is_some() {
@@ -121,6 +107,5 @@ pub fn write_y4m(path: &Path, frames: &[Frame]) {
 }
 
 pub fn f64_of(v: &serde_json::Value, k: &str) -> f64 {
-    v[k].as_f64()
-        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+    v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"))
 }

@@ -106,18 +106,11 @@ fn truncated_y4m_names_the_frame() {
     b.extend(vec![128u8; 1000]);
     std::fs::write(&p, b).unwrap();
     let err = run_err(
-        bin()
-            .arg("track")
-            .arg(&p)
-            .args(["-o"])
-            .arg(tmp.path().join("o.jsonl")),
+        bin().arg("track").arg(&p).args(["-o"]).arg(tmp.path().join("o.jsonl")),
         4,
     );
     assert!(
-        err.contains("cut.y4m")
-            && err.contains("truncated")
-            && err.contains("frame 1")
-            && err.contains("1000 of 4608"),
+        err.contains("cut.y4m") && err.contains("truncated") && err.contains("frame 1") && err.contains("1000 of 4608"),
         "{err}"
     );
 }
@@ -137,10 +130,7 @@ fn unreadable_image_names_the_file() {
             .arg(tmp.path().join("o.jsonl")),
         4,
     );
-    assert!(
-        err.contains("001.png") && err.contains("unreadable image"),
-        "{err}"
-    );
+    assert!(err.contains("001.png") && err.contains("unreadable image"), "{err}");
 }
 
 #[test]
@@ -152,12 +142,7 @@ fn unknown_config_field_and_bad_values_all_reported() {
         "detector:\n  interval: 0\n  treshold: 0.5\ndecoder:\n  method: median\n",
     )
     .unwrap();
-    let err = run_err(
-        bin()
-            .args(["validate", "--no-environment", "--config"])
-            .arg(&c),
-        2,
-    );
+    let err = run_err(bin().args(["validate", "--no-environment", "--config"]).arg(&c), 2);
     for want in [
         "c.yaml",
         "detector.treshold: unknown field",
@@ -167,28 +152,15 @@ fn unknown_config_field_and_bad_values_all_reported() {
         assert!(err.contains(want), "missing {want:?}: {err}");
     }
     let err = run_err(
-        bin().args([
-            "track",
-            "x.y4m",
-            "-o",
-            "/dev/null",
-            "--stabilizer",
-            "convlstm",
-        ]),
+        bin().args(["track", "x.y4m", "-o", "/dev/null", "--stabilizer", "convlstm"]),
         2,
     );
-    assert!(
-        err.contains("stabilizer.method") && err.contains("convlstm"),
-        "{err}"
-    );
+    assert!(err.contains("stabilizer.method") && err.contains("convlstm"), "{err}");
 }
 
 #[test]
 fn missing_input_and_missing_ffmpeg() {
-    let err = run_err(
-        bin().args(["track", "no/such/clip.mp4", "-o", "/dev/null"]),
-        4,
-    );
+    let err = run_err(bin().args(["track", "no/such/clip.mp4", "-o", "/dev/null"]), 4);
     assert!(
         err.contains("no/such/clip.mp4") && err.contains("no such file"),
         "{err}"
@@ -202,10 +174,7 @@ fn missing_input_and_missing_ffmpeg() {
             .args(["-o", "/dev/null"]),
         4,
     );
-    assert!(
-        err.contains("carphone_pristine.mp4") && err.contains("ffmpeg"),
-        "{err}"
-    );
+    assert!(err.contains("carphone_pristine.mp4") && err.contains("ffmpeg"), "{err}");
 }
 
 #[test]
@@ -219,27 +188,13 @@ fn eval_rejects_mismatched_frame_counts() {
     .unwrap();
     let gt = tmp.path().join("g.json");
     std::fs::write(&gt, "{\"frames\": [null, null, null]}").unwrap();
-    let err = run_err(
-        bin()
-            .args(["eval", "--pred"])
-            .arg(&pred)
-            .arg("--gt")
-            .arg(&gt),
-        4,
-    );
+    let err = run_err(bin().args(["eval", "--pred"]).arg(&pred).arg("--gt").arg(&gt), 4);
     assert!(
         err.contains("g.json") && err.contains("3 frames") && err.contains("has 2"),
         "{err}"
     );
     std::fs::write(&pred, "{\"frame\":0,\"faces\":[]}\n").unwrap();
-    let err = run_err(
-        bin()
-            .args(["eval", "--pred"])
-            .arg(&pred)
-            .arg("--gt")
-            .arg(&gt),
-        4,
-    );
+    let err = run_err(bin().args(["eval", "--pred"]).arg(&pred).arg("--gt").arg(&gt), 4);
     assert!(err.contains("p.jsonl") && err.contains("line 1"), "{err}");
 }
 
@@ -268,22 +223,13 @@ fn fetch_verifies_and_fails_clearly_offline() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("sha256 mismatch"), "{e}");
-    assert!(
-        !dest.join("a.bin").exists(),
-        "a bad file is never moved into place"
-    );
+    assert!(!dest.join("a.bin").exists(), "a bad file is never moved into place");
     let good = steadyface::models::Asset {
         sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".into(),
         ..asset.clone()
     };
     assert_eq!(
-        steadyface::models::fetch(
-            &good,
-            &dest,
-            &steadyface::models::Source::Mirror(mirror),
-            false
-        )
-        .unwrap(),
+        steadyface::models::fetch(&good, &dest, &steadyface::models::Source::Mirror(mirror), false).unwrap(),
         steadyface::models::Fetched::Copied
     );
     // Port 9 (discard) on loopback is closed: the download fails and says what to do.
@@ -295,8 +241,5 @@ fn fetch_verifies_and_fails_clearly_offline() {
     )
     .unwrap_err()
     .to_string();
-    assert!(
-        e.contains("127.0.0.1:9") && e.contains("STEADYFACE_MIRROR"),
-        "{e}"
-    );
+    assert!(e.contains("127.0.0.1:9") && e.contains("STEADYFACE_MIRROR"), "{e}");
 }

