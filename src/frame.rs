@@ -141,7 +141,67 @@ pub fn resample_planar(
     sampling: Sampling,
     out: &mut [f32],
 ) {
-    debug_assert!(out.len() >= 3 * out_w * out_h);
+    if sampling.mono {
+        resample_impl::<true>(frame, src, out_w, out_h, norm, lut, sampling, out)
+    } else {
+        resample_impl::<false>(frame, src, out_w, out_h, norm, lut, sampling, out)
+    }
+}
+
+/// Widest output raster (taps are precomputed per output column on the stack).
+const MAX_OUT: usize = 1024;
+/// Marks a tap outside the image under [`Border::Constant`].
+const OUTSIDE: u32 = u32::MAX;
+
+/// One bilinear tap pair along an axis: the two source indices and the weight of the second.
+#[derive(Clone, Copy, Default)]
+struct Tap {
+    i0: u32,
+    i1: u32,
+    f: f32,
+}
+
+/// Taps for sub-sample `s` of `n` across output index `o` along one axis.
+#[inline]
+fn tap(start: f32, step: f32, footprint: f32, o: usize, s: usize, n: usize, len: usize, border: Border) -> Tap {
+    let v = start + (o as f32 + 0.5) * step + ((s as f32 + 0.5) / n as f32 - 0.5) * footprint;
+    let v0 = v.floor();
+    let (a, b) = (v0 as isize, v0 as isize + 1);
+    let idx = |x: isize| -> u32 {
+        if (0..len as isize).contains(&x) {
+            x as u32
+        } else {
+            match border {
+                Border::Clamp => x.clamp(0, len as isize - 1) as u32,
+                Border::Constant(_) => OUTSIDE,
+            }
+        }
+    };
+    Tap {
+        i0: idx(a),
+        i1: idx(b),
+        f: v - v0,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resample_impl<const MONO: bool>(
+    frame: &Frame,
+    src: BBox,
+    out_w: usize,
+    out_h: usize,
+    norm: &Normalize,
+    lut: &InputLut,
+    sampling: Sampling,
+    out: &mut [f32],
+) {
+    assert!(
+        out.len() >= 3 * out_w * out_h && out_w <= MAX_OUT,
+        "resample target too small or too wide"
+    );
+    if frame.width == 0 || frame.height == 0 {
+        return;
+    }
     let border = sampling.border;
     let sx = src.width() / out_w as f32;
     let sy = src.height() / out_h as f32;
@@ -154,53 +214,66 @@ pub fn resample_planar(
     let inv = 1.0 / (nx * ny) as f32;
     let plane = out_w * out_h;
     let order: [usize; 3] = if norm.bgr { [2, 1, 0] } else { [0, 1, 2] };
-    let w = frame.width as isize;
-    let h = frame.height as isize;
-    let mono = sampling.mono;
-    let fetch = |x: isize, y: isize| -> [u8; 3] {
-        let p = if x >= 0 && y >= 0 && x < w && y < h {
-            frame.pixel(x as usize, y as usize)
-        } else {
-            match border {
-                Border::Clamp => frame.pixel(x.clamp(0, w - 1) as usize, y.clamp(0, h - 1) as usize),
-                Border::Constant(v) => [v; 3],
-            }
-        };
-        if mono {
+    let constant = match border {
+        Border::Constant(v) => v,
+        Border::Clamp => 0,
+    };
+    // Column taps, computed once per call rather than once per output pixel.
+    let mut xt = [Tap::default(); MAX_OUT * 4];
+    for i in 0..out_w {
+        for si in 0..nx {
+            xt[i * nx + si] = tap(src.x0, sx, fx_len, i, si, nx, frame.width, border);
+        }
+    }
+    let row_bytes = frame.width * 3;
+    let data = &frame.data;
+    let fetch = |row: u32, col: u32| -> [u8; 3] {
+        if row == OUTSIDE || col == OUTSIDE {
+            return [constant; 3];
+        }
+        let o = row as usize * row_bytes + col as usize * 3;
+        let p = [data[o], data[o + 1], data[o + 2]];
+        if MONO {
             let l = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
             [l; 3]
         } else {
             p
         }
     };
+    let (t0, t1, t2) = (&lut.lut[0], &lut.lut[1], &lut.lut[2]);
+    let (s0, s1, s2) = (order[0], order[1], order[2]);
     for j in 0..out_h {
+        let mut yt = [Tap::default(); 4];
+        for (sj, t) in yt.iter_mut().enumerate().take(ny) {
+            *t = tap(src.y0, sy, fy_len, j, sj, ny, frame.height, border);
+        }
+        let row_out = j * out_w;
         for i in 0..out_w {
             let mut acc = [0f32; 3];
-            for sj in 0..ny {
-                // Sub-sample centres spread evenly over the output pixel's footprint.
-                let y = src.y0 + (j as f32 + 0.5) * sy + ((sj as f32 + 0.5) / ny as f32 - 0.5) * fy_len;
-                let y0 = y.floor();
-                let fy = y - y0;
-                let yi = y0 as isize;
-                for si in 0..nx {
-                    let x = src.x0 + (i as f32 + 0.5) * sx + ((si as f32 + 0.5) / nx as f32 - 0.5) * fx_len;
-                    let x0 = x.floor();
-                    let fx = x - x0;
-                    let xi = x0 as isize;
-                    let p00 = fetch(xi, yi);
-                    let p10 = fetch(xi + 1, yi);
-                    let p01 = fetch(xi, yi + 1);
-                    let p11 = fetch(xi + 1, yi + 1);
-                    for c in 0..3 {
-                        let t = &lut.lut[c];
-                        let s = order[c];
-                        let top = t[p00[s] as usize] * (1.0 - fx) + t[p10[s] as usize] * fx;
-                        let bot = t[p01[s] as usize] * (1.0 - fx) + t[p11[s] as usize] * fx;
-                        acc[c] += top * (1.0 - fy) + bot * fy;
-                    }
+            for y in &yt[..ny] {
+                let (gy, fy) = (1.0 - y.f, y.f);
+                for x in &xt[i * nx..i * nx + nx] {
+                    let (gx, fx) = (1.0 - x.f, x.f);
+                    let (w00, w10, w01, w11) = (gx * gy, fx * gy, gx * fy, fx * fy);
+                    let p00 = fetch(y.i0, x.i0);
+                    let p10 = fetch(y.i0, x.i1);
+                    let p01 = fetch(y.i1, x.i0);
+                    let p11 = fetch(y.i1, x.i1);
+                    acc[0] += t0[p00[s0] as usize] * w00
+                        + t0[p10[s0] as usize] * w10
+                        + t0[p01[s0] as usize] * w01
+                        + t0[p11[s0] as usize] * w11;
+                    acc[1] += t1[p00[s1] as usize] * w00
+                        + t1[p10[s1] as usize] * w10
+                        + t1[p01[s1] as usize] * w01
+                        + t1[p11[s1] as usize] * w11;
+                    acc[2] += t2[p00[s2] as usize] * w00
+                        + t2[p10[s2] as usize] * w10
+                        + t2[p01[s2] as usize] * w01
+                        + t2[p11[s2] as usize] * w11;
                 }
             }
-            let k = j * out_w + i;
+            let k = row_out + i;
             out[k] = acc[0] * inv;
             out[plane + k] = acc[1] * inv;
             out[2 * plane + k] = acc[2] * inv;
@@ -218,6 +291,122 @@ mod tests {
         std: [1.0; 3],
         bgr: false,
     };
+
+    /// The straightforward per-pixel form the fast path must match.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        frame: &Frame,
+        src: BBox,
+        out_w: usize,
+        out_h: usize,
+        norm: &Normalize,
+        lut: &InputLut,
+        sampling: Sampling,
+        out: &mut [f32],
+    ) {
+        debug_assert!(out.len() >= 3 * out_w * out_h);
+        let border = sampling.border;
+        let sx = src.width() / out_w as f32;
+        let sy = src.height() / out_h as f32;
+        let (fx_len, fy_len) = (
+            sx.abs().max(sampling.min_footprint),
+            sy.abs().max(sampling.min_footprint),
+        );
+        let nx = (fx_len.ceil() as usize).clamp(1, 4);
+        let ny = (fy_len.ceil() as usize).clamp(1, 4);
+        let inv = 1.0 / (nx * ny) as f32;
+        let plane = out_w * out_h;
+        let order: [usize; 3] = if norm.bgr { [2, 1, 0] } else { [0, 1, 2] };
+        let w = frame.width as isize;
+        let h = frame.height as isize;
+        let mono = sampling.mono;
+        let fetch = |x: isize, y: isize| -> [u8; 3] {
+            let p = if x >= 0 && y >= 0 && x < w && y < h {
+                frame.pixel(x as usize, y as usize)
+            } else {
+                match border {
+                    Border::Clamp => frame.pixel(x.clamp(0, w - 1) as usize, y.clamp(0, h - 1) as usize),
+                    Border::Constant(v) => [v; 3],
+                }
+            };
+            if mono {
+                let l = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
+                [l; 3]
+            } else {
+                p
+            }
+        };
+        for j in 0..out_h {
+            for i in 0..out_w {
+                let mut acc = [0f32; 3];
+                for sj in 0..ny {
+                    // Sub-sample centres spread evenly over the output pixel's footprint.
+                    let y = src.y0 + (j as f32 + 0.5) * sy + ((sj as f32 + 0.5) / ny as f32 - 0.5) * fy_len;
+                    let y0 = y.floor();
+                    let fy = y - y0;
+                    let yi = y0 as isize;
+                    for si in 0..nx {
+                        let x = src.x0 + (i as f32 + 0.5) * sx + ((si as f32 + 0.5) / nx as f32 - 0.5) * fx_len;
+                        let x0 = x.floor();
+                        let fx = x - x0;
+                        let xi = x0 as isize;
+                        let p00 = fetch(xi, yi);
+                        let p10 = fetch(xi + 1, yi);
+                        let p01 = fetch(xi, yi + 1);
+                        let p11 = fetch(xi + 1, yi + 1);
+                        for c in 0..3 {
+                            let t = &lut.lut[c];
+                            let s = order[c];
+                            let top = t[p00[s] as usize] * (1.0 - fx) + t[p10[s] as usize] * fx;
+                            let bot = t[p01[s] as usize] * (1.0 - fx) + t[p11[s] as usize] * fx;
+                            acc[c] += top * (1.0 - fy) + bot * fy;
+                        }
+                    }
+                }
+                let k = j * out_w + i;
+                out[k] = acc[0] * inv;
+                out[plane + k] = acc[1] * inv;
+                out[2 * plane + k] = acc[2] * inv;
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_reference() {
+        let mut f = Frame::new(37, 29);
+        for (i, v) in f.data.iter_mut().enumerate() {
+            *v = (i * 131 % 256) as u8;
+        }
+        let norm = Normalize {
+            scale: 1.0 / 255.0,
+            mean: [0.4, 0.5, 0.6],
+            std: [0.2, 0.25, 0.3],
+            bgr: true,
+        };
+        let lut = InputLut::with_levels(&norm, 10.0, 2.0, 1.0);
+        for (b, w, h) in [
+            (BBox::new(-3.2, -2.0, 40.7, 33.1), 20, 17),
+            (BBox::new(5.3, 4.1, 12.9, 10.2), 24, 24),
+            (BBox::new(-20.0, -20.0, 60.0, 60.0), 7, 9),
+        ] {
+            for sampling in [
+                Sampling::plain(Border::Clamp),
+                Sampling::plain(Border::Constant(17)),
+                Sampling {
+                    border: Border::Constant(0),
+                    mono: true,
+                    min_footprint: 3.0,
+                },
+            ] {
+                let (mut a, mut r) = (vec![0.0; 3 * w * h], vec![0.0; 3 * w * h]);
+                resample_planar(&f, b, w, h, &norm, &lut, sampling, &mut a);
+                reference(&f, b, w, h, &norm, &lut, sampling, &mut r);
+                for (x, y) in a.iter().zip(&r) {
+                    assert!((x - y).abs() < 1e-4, "{x} vs {y} for {b:?} {sampling:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn identity_crop_reproduces_pixels() {
