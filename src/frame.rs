@@ -162,6 +162,7 @@ struct Tap {
 }
 
 /// Taps for sub-sample `s` of `n` across output index `o` along one axis.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 fn tap(start: f32, step: f32, footprint: f32, o: usize, s: usize, n: usize, len: usize, border: Border) -> Tap {
     let v = start + (o as f32 + 0.5) * step + ((s as f32 + 0.5) / n as f32 - 0.5) * footprint;
