@@ -157,7 +157,7 @@ pub fn track(cfg: &Config, input: &Path, output: &Path) -> Result<TrackSummary> 
     let (mut n_faces, mut score_sum) = (0u64, 0f64);
     let start = Instant::now();
     while let Some(meta) = source.next_frame(&mut frame)? {
-        pipeline.process(&frame, &mut faces)?;
+        pipeline.process(&frame, meta.time_s, &mut faces)?;
         let rec = FrameRecord {
             frame: meta.index,
             time_s: (meta.time_s * 1e6).round() / 1e6,

@@ -89,6 +89,7 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
             started = Some(Instant::now());
         }
         let t = Instant::now();
+        let time_s = i as f64 / source.info().fps.unwrap_or(capture::DEFAULT_FPS);
         if source.next_frame(&mut frame)?.is_none() {
             // Loop the clip; tracks continue as if the video went on.
             source = capture::open(input)?;
@@ -97,7 +98,7 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
             }
         }
         let convert = t.elapsed();
-        pipeline.process(&frame, &mut faces)?;
+        pipeline.process(&frame, time_s, &mut faces)?;
         if i >= WARMUP {
             let st = pipeline.last_times();
             for (s, d) in series

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::face::tracker::TrackerParams;
 use crate::face::MAX_FACES;
 use crate::pdc::{HeatmapNorm, Pdc};
+use crate::stabilizer::OneEuroParams;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -138,15 +139,23 @@ impl Default for DecoderConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StabilizerConfig {
-    /// none (more methods come with the ConvLSTM stabilizer).
+    /// none or one-euro (the ConvLSTM stabilizer is not part of this build yet).
     pub method: String,
+    /// One Euro filter parameters (used when method is one-euro).
+    pub one_euro: OneEuroParams,
 }
 
 impl Default for StabilizerConfig {
     fn default() -> Self {
-        Self { method: "none".into() }
+        Self {
+            method: "none".into(),
+            one_euro: OneEuroParams::default(),
+        }
     }
 }
+
+/// Stabilizers this build has.
+pub const STABILIZER_NAMES: &[&str] = &["none", "one-euro"];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -245,6 +254,10 @@ impl Config {
         range("tracker.crop_deadband", self.tracker.crop_deadband, 0.0, 0.2);
         range("decoder.pdc.threshold", self.decoder.pdc.threshold, 0.0, 1.0);
         range("decoder.softargmax_beta", self.decoder.softargmax_beta, 0.0, 1000.0);
+        let oe = &self.stabilizer.one_euro;
+        range("stabilizer.one_euro.min_cutoff", oe.min_cutoff, 0.001, 100.0);
+        range("stabilizer.one_euro.beta", oe.beta, 0.0, 1000.0);
+        range("stabilizer.one_euro.d_cutoff", oe.d_cutoff, 0.001, 100.0);
         if self.detector.interval == 0 {
             p.push("detector.interval: must be at least 1".into());
         }
@@ -267,10 +280,11 @@ impl Config {
                 DECODER_NAMES.join(", ")
             ));
         }
-        if self.stabilizer.method != "none" {
+        if !STABILIZER_NAMES.contains(&self.stabilizer.method.as_str()) {
             p.push(format!(
-                "stabilizer.method: unknown stabilizer {:?} (this build has: none)",
-                self.stabilizer.method
+                "stabilizer.method: unknown stabilizer {:?} (this build has: {})",
+                self.stabilizer.method,
+                STABILIZER_NAMES.join(", ")
             ));
         }
     }
@@ -300,6 +314,7 @@ impl Config {
             accept_confidence: self.tracker.accept_confidence,
             lost_confidence: self.tracker.lost_confidence,
             crop_deadband: self.tracker.crop_deadband,
+            one_euro: (self.stabilizer.method == "one-euro").then_some(self.stabilizer.one_euro),
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`backbone`]: the [`backbone::Backbone`] trait and its tract implementation.
 //! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
+//! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro).
 //! - [`pipeline`]: the per-frame path shared by every front end.
 //! - [`metrics`]: NME, NRMSE, AUC/FR, MCV (Eq. 9–10), MAV (Eq. 11), jitter.
 //! - [`truth`], [`records`]: ground-truth formats and the landmark JSONL record.
@@ -36,6 +37,7 @@ pub mod pdc;
 pub mod pipeline;
 pub mod records;
 pub mod runtime;
+pub mod stabilizer;
 pub mod truth;
 
 pub use error::{Error, Result};

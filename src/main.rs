@@ -50,7 +50,7 @@ enum Cmd {
         /// Heatmap decoder (overrides decoder.method).
         #[arg(long, value_enum)]
         decoder: Option<DecoderArg>,
-        /// Temporal stabilizer (overrides stabilizer.method); this build has: none.
+        /// Temporal stabilizer (overrides stabilizer.method): none or one-euro.
         #[arg(long)]
         stabilizer: Option<String>,
         /// Also write a JSON summary here.
@@ -82,7 +82,7 @@ enum Cmd {
         /// Threads for tract's matrix products.
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Temporal stabilizer; this build has: none.
+        /// Temporal stabilizer: none or one-euro.
         #[arg(long)]
         stabilizer: Option<String>,
         #[arg(long, short)]

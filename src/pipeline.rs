@@ -193,8 +193,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Process one frame; the faces found are written to `out`.
-    pub fn process(&mut self, frame: &Frame, out: &mut Faces) -> Result<()> {
+    /// Process one frame shown at `time_s`; the faces found are written to `out`.
+    pub fn process(&mut self, frame: &Frame, time_s: f64, out: &mut Faces) -> Result<()> {
         out.clear();
         self.times = StageTimes::default();
         if frame.width == 0 || frame.height == 0 {
@@ -263,8 +263,14 @@ impl Pipeline {
             self.tracker.dedupe();
         }
 
-        for t in &self.tracker.tracks {
-            let _ = out.push(t.last.clone());
+        for t in self.tracker.tracks.iter_mut() {
+            let mut o = t.last.clone();
+            if let Some(f) = t.filter.as_mut() {
+                let size = (o.bbox.width() * o.bbox.height()).max(1.0).sqrt();
+                f.apply(&mut o.points, time_s, size);
+                o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
+            }
+            let _ = out.push(o);
         }
         out.sort_unstable_by_key(|f| f.id);
         self.stats.frames += 1;

@@ -15,6 +15,7 @@
 use super::detector::Detection;
 use super::{MAX_FACES, MAX_POINTS};
 use crate::geometry::{BBox, Point};
+use crate::stabilizer::{OneEuro, OneEuroParams};
 
 /// Tracker settings.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,8 @@ pub struct TrackerParams {
     /// Crop edges move only when the landmark box moved more than this fraction of its size;
     /// small landmark noise then does not feed back into the next crop.
     pub crop_deadband: f32,
+    /// Smooth each track's output points with a One Euro filter (None: raw points).
+    pub one_euro: Option<OneEuroParams>,
 }
 
 impl Default for TrackerParams {
@@ -36,6 +39,7 @@ impl Default for TrackerParams {
             accept_confidence: 0.68,
             lost_confidence: 0.6,
             crop_deadband: 0.02,
+            one_euro: None,
         }
     }
 }
@@ -60,6 +64,9 @@ pub struct Track {
     pub lm_box: BBox,
     pub last: FaceObs,
     pub age: u64,
+    /// Output smoothing state; the crop always follows the raw landmarks, so smoothing
+    /// never makes the next crop lag behind the face.
+    pub filter: Option<OneEuro>,
 }
 
 /// Book-keeping for tracks; the landmark runs themselves happen in the pipeline.
@@ -121,6 +128,7 @@ impl Tracker {
                 lm_box,
                 last: obs,
                 age: 0,
+                filter: self.params.one_euro.map(OneEuro::new),
             })
             .ok()?;
         Some(id)
