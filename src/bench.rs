@@ -1,7 +1,8 @@
 //! `steadyface bench`: the per-frame pipeline on a clip, minus the network, timed by stage.
 //!
-//! Stages: `convert` (read + YUV→RGB), `detect` (amortised: its time on the frames where
-//! it ran, 0 elsewhere), `crop`, `backbone`, `decode`. Reported as median and p90 over the
+//! Stages: `convert` (read + YUV→RGB), `detect` (its time on the frames where it ran, 0
+//! elsewhere; `mean_ms` is the amortised cost), `crop`, `backbone`, `decode`,
+//! `stabilizer` (0 with `--stabilizer none`). Reported as median and p90 over the
 //! measured frames, plus overall fps and peak RSS. Timings are for reading, not for
 //! asserting: absolute times drift on shared machines, so compare ratios from one run.
 
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 pub struct StageStat {
     pub median_ms: f64,
     pub p90_ms: f64,
+    /// Mean over all frames: the amortised cost of stages that skip frames (detection).
+    pub mean_ms: f64,
 }
 
 /// The `--json` output.
@@ -38,6 +41,7 @@ const WARMUP: usize = 5;
 
 fn stat(mut v: Vec<Duration>) -> StageStat {
     v.sort_unstable();
+    let mean_ms = v.iter().map(|d| d.as_secs_f64() * 1e3).sum::<f64>() / v.len().max(1) as f64;
     let at = |q: f64| {
         v.get(((v.len() as f64 - 1.0) * q).round() as usize)
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
@@ -45,6 +49,7 @@ fn stat(mut v: Vec<Duration>) -> StageStat {
     StageStat {
         median_ms: at(0.5),
         p90_ms: at(0.9),
+        mean_ms,
     }
 }
 
@@ -81,7 +86,7 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
     let mut source = capture::open(input)?;
     let mut frame = Frame::default();
     let mut faces = Faces::new();
-    let names = ["convert", "detect", "crop", "backbone", "decode"];
+    let names = ["convert", "detect", "crop", "backbone", "stabilizer", "decode"];
     let mut series: Vec<Vec<Duration>> = names.iter().map(|_| Vec::with_capacity(frames)).collect();
     let mut started = None;
     for i in 0..frames + WARMUP {
@@ -103,7 +108,7 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
             let st = pipeline.last_times();
             for (s, d) in series
                 .iter_mut()
-                .zip([convert, st.detect, st.crop, st.backbone, st.decode])
+                .zip([convert, st.detect, st.crop, st.backbone, st.stabilizer, st.decode])
             {
                 s.push(d);
             }
@@ -171,9 +176,12 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
 
 /// Human-readable table.
 pub fn format(r: &BenchReport) -> String {
-    let mut s = format!("{:<10} {:>10} {:>10}\n", "stage", "median ms", "p90 ms");
+    let mut s = format!(
+        "{:<10} {:>10} {:>10} {:>10}\n",
+        "stage", "median ms", "p90 ms", "mean ms"
+    );
     for (k, v) in &r.stages {
-        s += &format!("{k:<10} {:>10.3} {:>10.3}\n", v.median_ms, v.p90_ms);
+        s += &format!("{k:<10} {:>10.3} {:>10.3} {:>10.3}\n", v.median_ms, v.p90_ms, v.mean_ms);
     }
     s += &format!(
         "{} frames, {:.1} fps, peak RSS {:.1} MB, {} thread(s)\n",

@@ -25,6 +25,8 @@ pub struct StageTimes {
     pub backbone: Duration,
     /// Heatmap decoding to image coordinates.
     pub decode: Duration,
+    /// Temporal smoothing of the output points.
+    pub stabilizer: Duration,
 }
 
 /// Counters a caller reports at the end of a run.
@@ -266,9 +268,11 @@ impl Pipeline {
         for t in self.tracker.tracks.iter_mut() {
             let mut o = t.last.clone();
             if let Some(f) = t.filter.as_mut() {
+                let ts = Instant::now();
                 let size = (o.bbox.width() * o.bbox.height()).max(1.0).sqrt();
                 f.apply(&mut o.points, time_s, size);
                 o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
+                self.times.stabilizer += ts.elapsed();
             }
             let _ = out.push(o);
         }
