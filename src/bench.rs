@@ -198,12 +198,13 @@ mod tests {
     fn median_and_p90_of_ten() {
         let v: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
         let s = stat(v);
-        // Index round(9·0.5)=5 → 6 ms (upper median); round(9·0.9)=8 → 9 ms.
+        // Index round(9·0.5)=5 → 6 ms (upper median); round(9·0.9)=8 → 9 ms; mean 5.5 ms.
         assert_eq!(
             s,
             StageStat {
                 median_ms: 6.0,
-                p90_ms: 9.0
+                p90_ms: 9.0,
+                mean_ms: 5.5
             }
         );
     }
