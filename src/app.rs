@@ -54,7 +54,7 @@ impl Models {
                 });
             }
             let path = dir.join(&e.file);
-            models::verify(&path, &e.sha256)?;
+            e.verify(&path)?;
             Ok((e.clone(), path))
         };
         let (be, backbone_path) = pick(&cfg.models.backbone, ModelKind::Backbone, "models.backbone")?;

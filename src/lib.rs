@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`config`]: YAML → validated [`config::Config`]; every error at once, by path.
-//! - [`models`]: the models/data manifest, sha256 checks, and the fetch step.
+//! - [`models`]: the models/data manifest, sha256 checks, and the fetch step;
+//!   [`onnx_rewrite`]: the `FusedConv` rewrite that derives lm0's standard-ops file.
 //! - [`capture`]: [`capture::FrameSource`] and the offline sources (Y4M, image
 //!   directories, ffmpeg).
 //! - [`frame`], [`geometry`]: RGB frames, resampling into model inputs, the
@@ -33,6 +34,7 @@ pub mod frame;
 pub mod geometry;
 pub mod metrics;
 pub mod models;
+pub mod onnx_rewrite;
 pub mod pdc;
 pub mod pipeline;
 pub mod records;

@@ -266,7 +266,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             ModelsCmd::Verify { dir } => {
                 let m = models::Manifest::load(&models::manifest_path(&dir))?;
                 for e in &m.models {
-                    models::verify(&dir.join(&e.file), &e.sha256)?;
+                    e.verify(&dir.join(&e.file))?;
                     println!("{}: ok", e.name);
                 }
                 Ok(())

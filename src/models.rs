@@ -58,6 +58,12 @@ pub struct Asset {
     /// sha256 of the upstream file when it differs from the mirrored one (derived files).
     #[serde(default)]
     pub upstream_sha256: Option<String>,
+    /// How to derive this file from the upstream one (`fusedconv-to-standard`).
+    #[serde(default)]
+    pub derive: Option<String>,
+    /// sha256 of the file that `derive` makes; accepted beside `sha256`.
+    #[serde(default)]
+    pub derived_sha256: Option<String>,
     pub license: String,
 }
 
@@ -82,11 +88,23 @@ pub struct ModelEntry {
     pub url: Option<String>,
     #[serde(default)]
     pub upstream_sha256: Option<String>,
+    #[serde(default)]
+    pub derive: Option<String>,
+    #[serde(default)]
+    pub derived_sha256: Option<String>,
     pub license: String,
     pub io: ModelIo,
 }
 
 impl ModelEntry {
+    /// Check the model file: the mirrored bytes or the ones our fetch step derives.
+    pub fn verify(&self, path: &Path) -> Result<()> {
+        match (&self.derived_sha256, verify(path, &self.sha256)) {
+            (Some(d), Err(_)) if path.exists() && sha256_file(path)? == *d => Ok(()),
+            (_, r) => r,
+        }
+    }
+
     pub fn asset(&self) -> Asset {
         Asset {
             name: self.name.clone(),
@@ -95,6 +113,8 @@ impl ModelEntry {
             sha256: self.sha256.clone(),
             url: self.url.clone(),
             upstream_sha256: self.upstream_sha256.clone(),
+            derive: self.derive.clone(),
+            derived_sha256: self.derived_sha256.clone(),
             license: self.license.clone(),
         }
     }
@@ -344,7 +364,8 @@ pub enum Fetched {
 /// Make `dest_dir/asset.file` present and verified.
 pub fn fetch(asset: &Asset, dest_dir: &Path, source: &Source, progress: bool) -> Result<Fetched> {
     let dest = dest_dir.join(&asset.file);
-    if dest.exists() && sha256_file(&dest)? == asset.sha256 {
+    let accepted = |sha: &str| sha == asset.sha256 || asset.derived_sha256.as_deref() == Some(sha);
+    if dest.exists() && accepted(&sha256_file(&dest)?) {
         return Ok(Fetched::AlreadyPresent);
     }
     std::fs::create_dir_all(dest_dir).map_err(|e| Error::io(dest_dir, e))?;
@@ -371,22 +392,15 @@ pub fn fetch(asset: &Asset, dest_dir: &Path, source: &Source, progress: bool) ->
                     ),
                 });
             };
-            if asset.upstream_sha256.is_some() {
-                return Err(Error::Fetch {
-                    name: asset.name.clone(),
-                    reason: format!(
-                        "is derived from the upstream file at {url} (its FusedConv ops rewritten to standard ONNX) and \
-                         can only be fetched from a mirror; set {MIRROR_ENV} to a directory holding {}",
-                        asset.mirror_path
-                    ),
-                });
-            }
             download(url, &tmp, &asset.name, progress)?;
+            if let Some(up) = &asset.upstream_sha256 {
+                derive_in_place(asset, &tmp, up)?;
+            }
             Fetched::Downloaded
         }
     };
     let got = sha256_file(&tmp)?;
-    if got != asset.sha256 {
+    if !accepted(&got) {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::Fetch {
             name: asset.name.clone(),
@@ -395,6 +409,31 @@ pub fn fetch(asset: &Asset, dest_dir: &Path, source: &Source, progress: bool) ->
     }
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
     Ok(how)
+}
+
+/// Check the downloaded upstream file and turn it into the file the manifest describes.
+fn derive_in_place(asset: &Asset, tmp: &Path, upstream_sha: &str) -> Result<()> {
+    let fail = |reason: String| Error::Fetch {
+        name: asset.name.clone(),
+        reason,
+    };
+    let got = sha256_file(tmp)?;
+    if got != upstream_sha {
+        let _ = std::fs::remove_file(tmp);
+        return Err(fail(format!(
+            "upstream sha256 mismatch: expected {upstream_sha}, got {got}"
+        )));
+    }
+    match asset.derive.as_deref() {
+        Some("fusedconv-to-standard") => {
+            let bytes = std::fs::read(tmp).map_err(|e| Error::io(tmp, e))?;
+            let (out, n) = crate::onnx_rewrite::fusedconv_to_standard(&bytes).map_err(fail)?;
+            log::info!("{}: rewrote {n} FusedConv nodes to standard ONNX", asset.name);
+            std::fs::write(tmp, out).map_err(|e| Error::io(tmp, e))
+        }
+        Some(other) => Err(fail(format!("unknown derive step {other:?}"))),
+        None => Err(fail("has upstream_sha256 but no derive step".into())),
+    }
 }
 
 fn download(url: &str, dest: &Path, name: &str, progress: bool) -> Result<()> {

@@ -37,9 +37,14 @@ impl FfmpegSource {
             })?;
         let stdout = child.stdout.take().expect("stdout was piped");
         match Y4mSource::from_reader(Box::new(BufReader::with_capacity(1 << 20, stdout)), path) {
-            Ok(inner) => Ok(Self {
+            Ok(mut inner) => Ok(Self {
+                inner: {
+                    let i = inner.info();
+                    let d = format!("ffmpeg {} ({}x{})", path.display(), i.width, i.height);
+                    inner.set_description(d);
+                    inner
+                },
                 child,
-                inner,
                 path: path.to_path_buf(),
             }),
             Err(_) => {

@@ -26,6 +26,11 @@ pub struct Y4mSource {
 }
 
 impl Y4mSource {
+    /// Replace the description used in logs (e.g. by a source that wraps this one).
+    pub fn set_description(&mut self, d: String) {
+        self.info.description = d;
+    }
+
     pub fn open(path: &Path) -> Result<Self> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         Self::from_reader(Box::new(BufReader::with_capacity(1 << 20, f)), path)

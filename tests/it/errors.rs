@@ -211,6 +211,8 @@ fn fetch_verifies_and_fails_clearly_offline() {
         sha256: "0".repeat(64),
         url: Some("http://127.0.0.1:9/a.bin".into()),
         upstream_sha256: None,
+        derive: None,
+        derived_sha256: None,
         license: "test".into(),
     };
     let dest = tmp.path().join("dest");
@@ -242,4 +244,66 @@ fn fetch_verifies_and_fails_clearly_offline() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("127.0.0.1:9") && e.contains("STEADYFACE_MIRROR"), "{e}");
+}
+
+/// The fetch step's `FusedConv` rewrite of upstream lm0 computes what the asset
+/// maintainers' standard-ops file computes, and its bytes are what the manifest pins.
+#[test]
+fn derived_lm0_matches_the_maintainers_stdops() {
+    let upstream = std::fs::read(data("lm_model0_opt.onnx")).unwrap();
+    let (bytes, n) = steadyface::onnx_rewrite::fusedconv_to_standard(&upstream).unwrap();
+    assert_eq!(n, 20, "lm0 has 20 FusedConv nodes");
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = tmp.path().join("derived.onnx");
+    std::fs::write(&ours, &bytes).unwrap();
+    let sha = steadyface::models::sha256_file(&ours).unwrap();
+    let manifest = steadyface::models::Manifest::load(&assets().0.join("manifest.yaml")).unwrap();
+    let entry = manifest.model("openseeface-lm0").unwrap();
+    assert_eq!(Some(&sha), entry.derived_sha256.as_ref(), "derived bytes changed");
+    let mut a = steadyface::runtime::OnnxModel::load(&ours, 224, 224).unwrap();
+    let mut b = steadyface::runtime::OnnxModel::load(&assets().0.join("lm_model0_opt.stdops.onnx"), 224, 224).unwrap();
+    for (i, (x, y)) in a.input_mut().iter_mut().zip(b.input_mut().iter_mut()).enumerate() {
+        let v = ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 4.0;
+        (*x, *y) = (v, v);
+    }
+    let (mut oa, mut ob) = (Vec::new(), Vec::new());
+    a.run(|_, s| oa.extend_from_slice(s)).unwrap();
+    b.run(|_, s| ob.extend_from_slice(s)).unwrap();
+    assert_eq!(oa.len(), 198 * 28 * 28);
+    let max = oa.iter().zip(&ob).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(max < 1e-4, "max |diff| {max}");
+}
+
+/// Without a mirror, fetch downloads the upstream lm0 (here from a one-shot HTTP server on
+/// loopback), checks its sha256, derives the standard-ops graph and accepts its pinned sha.
+#[test]
+fn upstream_fetch_derives_lm0() {
+    use std::io::{Read, Write};
+    let upstream = std::fs::read(data("lm_model0_opt.onnx")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut req = [0u8; 4096];
+        let _ = s.read(&mut req).unwrap();
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            upstream.len()
+        )
+        .unwrap();
+        s.write_all(&upstream).unwrap();
+    });
+    let manifest = steadyface::models::Manifest::load(&assets().0.join("manifest.yaml")).unwrap();
+    let mut asset = manifest.model("openseeface-lm0").unwrap().asset();
+    asset.url = Some(format!("http://127.0.0.1:{port}/lm_model0_opt.onnx"));
+    let dir = tempfile::tempdir().unwrap();
+    let how = steadyface::models::fetch(&asset, dir.path(), &steadyface::models::Source::Upstream, false).unwrap();
+    server.join().unwrap();
+    assert_eq!(how, steadyface::models::Fetched::Downloaded);
+    let got = steadyface::models::sha256_file(&dir.path().join(&asset.file)).unwrap();
+    assert_eq!(Some(got), asset.derived_sha256);
+    // The derived file passes the model check and loads as a backbone.
+    let entry = manifest.model("openseeface-lm0").unwrap();
+    entry.verify(&dir.path().join(&asset.file)).unwrap();
 }
