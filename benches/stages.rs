@@ -1,4 +1,5 @@
-//! criterion benches for the pure per-frame stages: decoders (incl. PDC) and resampling.
+//! criterion benches for the pure per-frame stages: decoders (incl. PDC), resampling and
+//! the One Euro stabilizer step.
 //! Run: `cargo bench --bench stages`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -9,6 +10,7 @@ use steadyface::frame::{resample_planar, Border, Frame, InputLut, Normalize, Sam
 use steadyface::geometry::{BBox, CropTransform, Point};
 use steadyface::models::{Align, OffsetEncoding, OffsetSpec};
 use steadyface::pdc::{HeatmapNorm, Pdc};
+use steadyface::stabilizer::{OneEuro, OneEuroParams};
 
 /// lm0's geometry: 66 heatmaps + 132 offset maps of 28×28 over a 224 input.
 fn lm0_spec() -> BackboneSpec {
@@ -124,5 +126,17 @@ fn resample(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decoders, resample);
+fn stabilizer(c: &mut Criterion) {
+    let mut f = OneEuro::new(OneEuroParams::default());
+    let mut pts: Vec<Point> = (0..66).map(|k| Point::new(k as f32, 2.0 * k as f32)).collect();
+    let mut t = 0.0;
+    c.bench_function("one_euro_66", |b| {
+        b.iter(|| {
+            t += 1.0 / 30.0;
+            f.apply(black_box(&mut pts), t, 120.0)
+        })
+    });
+}
+
+criterion_group!(benches, decoders, resample, stabilizer);
 criterion_main!(benches);
