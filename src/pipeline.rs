@@ -128,11 +128,6 @@ impl Pipeline {
     pub fn last_times(&self) -> StageTimes {
         self.times
     }
-    /// The most recent raw backbone output (`[C, H, W]`) of the last landmark run.
-    pub fn last_heatmaps(&self) -> &[f32] {
-        &self.heat
-    }
-
     /// Forget all tracks (scene cut, camera reopened).
     pub fn reset(&mut self) {
         self.tracker.reset();
@@ -284,36 +279,6 @@ impl Pipeline {
         self.index += 1;
         Ok(())
     }
-}
-
-/// Landmarks of a single known face box (no detector, no tracking): the still-image path
-/// used by accuracy tests and calibration.
-pub fn landmarks_in_box(
-    backbone: &mut dyn Backbone,
-    decoder: &Decoder,
-    frame: &Frame,
-    lm_box: BBox,
-    heat: &mut [f32],
-    points: &mut [Point],
-    conf: &mut [f32],
-) -> Result<()> {
-    let s = backbone.spec().clone();
-    let crop = lm_box.expand(s.crop_expand[0], s.crop_expand[1]);
-    let ct = CropTransform::new(crop, s.input_w, s.input_h);
-    let lut = InputLut::new(&s.normalize);
-    resample_planar(
-        frame,
-        crop,
-        s.input_w,
-        s.input_h,
-        &s.normalize,
-        &lut,
-        Sampling::plain(Border::Clamp),
-        backbone.input_mut(),
-    );
-    backbone.run(heat)?;
-    decoder.decode_all(&s, heat, &ct, points, conf);
-    Ok(())
 }
 
 const _: () = assert!(MAX_POINTS >= 68);
