@@ -102,7 +102,7 @@ impl Models {
     }
 
     pub fn pipeline(&self, cfg: &Config) -> Result<Pipeline> {
-        Ok(Pipeline::new(
+        Pipeline::new(
             self.load_backbone()?,
             self.load_detector(cfg)?,
             PipelineParams {
@@ -110,7 +110,7 @@ impl Models {
                 tracker: cfg.tracker_params(),
                 low_light: cfg.detector.low_light,
             },
-        ))
+        )
     }
 }
 

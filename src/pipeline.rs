@@ -93,9 +93,16 @@ fn thumbnail(frame: &Frame, out: &mut [u8; THUMB_W * THUMB_H]) {
 }
 
 impl Pipeline {
-    pub fn new(backbone: Box<dyn Backbone>, detector: YuNet, params: PipelineParams) -> Self {
+    /// Fails when the backbone has more landmarks than the fixed per-face buffers hold.
+    pub fn new(backbone: Box<dyn Backbone>, detector: YuNet, params: PipelineParams) -> Result<Self> {
         let spec = backbone.spec().clone();
-        Self {
+        if spec.k > MAX_POINTS {
+            return Err(crate::Error::Usage(format!(
+                "backbone {} has {} landmarks; at most {MAX_POINTS} are supported",
+                spec.name, spec.k
+            )));
+        }
+        Ok(Self {
             heat: vec![0.0; spec.output_len()],
             backbone,
             detector,
@@ -108,7 +115,7 @@ impl Pipeline {
             index: 0,
             thumb: [0; THUMB_W * THUMB_H],
             thumb_dims: (0, 0),
-        }
+        })
     }
 
     pub fn spec(&self) -> &BackboneSpec {
@@ -178,7 +185,7 @@ impl Pipeline {
         let k = self.spec.k;
         obs.points.clear();
         obs.conf.clear();
-        // k <= MAX_POINTS is checked when the pipeline is built from a manifest.
+        // k <= MAX_POINTS is checked in `Pipeline::new`.
         let _ = obs.points.resize(k, Point::default());
         let _ = obs.conf.resize(k, 0.0);
         self.params
@@ -280,5 +287,3 @@ impl Pipeline {
         Ok(())
     }
 }
-
-const _: () = assert!(MAX_POINTS >= 68);
