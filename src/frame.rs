@@ -254,6 +254,15 @@ fn resample_impl<const MONO: bool>(
             for y in &yt[..ny] {
                 let (gy, fy) = (1.0 - y.f, y.f);
                 for x in &xt[i * nx..i * nx + nx] {
+                    if x.f == 0.0 && y.f == 0.0 {
+                        // Sample on a pixel centre (integer-ratio shrinks such as the
+                        // detector's 640→320 letterbox): one pixel, no interpolation.
+                        let p = fetch(y.i0, x.i0);
+                        acc[0] += t0[p[s0] as usize];
+                        acc[1] += t1[p[s1] as usize];
+                        acc[2] += t2[p[s2] as usize];
+                        continue;
+                    }
                     let (gx, fx) = (1.0 - x.f, x.f);
                     let (w00, w10, w01, w11) = (gx * gy, fx * gy, gx * fy, fx * fy);
                     let p00 = fetch(y.i0, x.i0);
@@ -389,6 +398,8 @@ mod tests {
             (BBox::new(-3.2, -2.0, 40.7, 33.1), 20, 17),
             (BBox::new(5.3, 4.1, 12.9, 10.2), 24, 24),
             (BBox::new(-20.0, -20.0, 60.0, 60.0), 7, 9),
+            // An exact 2× shrink: every sub-sample lands on a pixel centre.
+            (BBox::new(-0.5, -0.5, 35.5, 27.5), 18, 14),
         ] {
             for sampling in [
                 Sampling::plain(Border::Clamp),
