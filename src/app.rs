@@ -6,7 +6,7 @@ use crate::capture::{self, ImageDirSource};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::face::detector::DetectorParams;
-use crate::face::{YuNet, MAX_POINTS};
+use crate::face::YuNet;
 use crate::frame::Frame;
 use crate::geometry::Point;
 use crate::metrics;
@@ -60,12 +60,6 @@ impl Models {
         let (be, backbone_path) = pick(&cfg.models.backbone, ModelKind::Backbone, "models.backbone")?;
         let (_, detector_path) = pick(&cfg.models.detector, ModelKind::Detector, "models.detector")?;
         let backbone_spec = BackboneSpec::from_entry(&be, &manifest_path)?;
-        if backbone_spec.k > MAX_POINTS {
-            return Err(Error::model(
-                &backbone_path,
-                format!("{} landmarks exceed the supported {MAX_POINTS}", backbone_spec.k),
-            ));
-        }
         Ok(Self {
             manifest,
             manifest_path,
@@ -96,7 +90,6 @@ impl Models {
             DetectorParams {
                 score_threshold: cfg.detector.score_threshold,
                 nms_iou: cfg.detector.nms_iou,
-                low_light: cfg.detector.low_light,
             },
         )
     }

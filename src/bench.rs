@@ -143,35 +143,35 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
     for (i, v) in backbone.input_mut().iter_mut().enumerate() {
         *v = ((i % 251) as f32 / 251.0 - 0.5) * 2.0;
     }
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..runs + 10 {
-        let t = Instant::now();
-        backbone.run(&mut out)?;
-        if i >= 10 {
-            times.push(t.elapsed());
-        }
-    }
-    let bb = stat(times);
+    let bb = time_runs(runs, || backbone.run(&mut out))?;
     let mut det = models.load_detector(cfg)?;
     let mut f = Frame::new(320, 320);
     for (i, v) in f.data.iter_mut().enumerate() {
         *v = (i * 31 % 251) as u8;
     }
     let mut dets = heapless::Vec::new();
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..runs + 10 {
-        let t = Instant::now();
-        det.detect(&f, &mut dets)?;
-        if i >= 10 {
-            times.push(t.elapsed());
-        }
-    }
+    let dt = time_runs(runs, || {
+        det.detect(&f, &crate::face::exposure::Levels::IDENTITY, &mut dets)
+    })?;
     Ok(ModelTimes {
         runs,
         threads,
         backbone: bb,
-        detector: stat(times),
+        detector: dt,
     })
+}
+
+/// Time `runs` calls of `f` after 10 untimed warm-up calls.
+fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<StageStat> {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 10 {
+        let t = Instant::now();
+        f()?;
+        if i >= 10 {
+            times.push(t.elapsed());
+        }
+    }
+    Ok(stat(times))
 }
 
 /// Human-readable table.

@@ -279,9 +279,8 @@ fn run(cmd: Cmd) -> Result<(), Error> {
         } => {
             let cfg = Config::load(config.as_deref(), &set)?;
             if !no_environment {
-                let m = app::Models::resolve(&cfg)?;
-                m.load_backbone()?;
-                m.load_detector(&cfg)?;
+                // Building the whole pipeline runs every load-time check there is.
+                app::Models::resolve(&cfg)?.pipeline(&cfg)?;
             }
             println!("configuration ok");
             Ok(())

@@ -99,10 +99,7 @@ pub struct ModelEntry {
 impl ModelEntry {
     /// Check the model file: the mirrored bytes or the ones our fetch step derives.
     pub fn verify(&self, path: &Path) -> Result<()> {
-        match (&self.derived_sha256, verify(path, &self.sha256)) {
-            (Some(d), Err(_)) if path.exists() && sha256_file(path)? == *d => Ok(()),
-            (_, r) => r,
-        }
+        check_file(path, &self.sha256, self.derived_sha256.as_deref())
     }
 
     pub fn asset(&self) -> Asset {
@@ -320,11 +317,20 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Check that `path` exists and has the manifest's sha256; the error says how to fix it.
 pub fn verify(path: &Path, expected: &str) -> Result<()> {
+    check_file(path, expected, None)
+}
+
+/// Whether `sha` is one a file may have: the manifest's, or that of our derived file.
+fn accepted(sha: &str, expected: &str, derived: Option<&str>) -> bool {
+    sha == expected || derived == Some(sha)
+}
+
+fn check_file(path: &Path, expected: &str, derived: Option<&str>) -> Result<()> {
     if !path.exists() {
         return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
     }
     let got = sha256_file(path)?;
-    if got != expected {
+    if !accepted(&got, expected, derived) {
         return Err(Error::model(
             path,
             format!("sha256 mismatch: expected {expected}, found {got}; delete it and run `steadyface models fetch`"),
@@ -364,8 +370,8 @@ pub enum Fetched {
 /// Make `dest_dir/asset.file` present and verified.
 pub fn fetch(asset: &Asset, dest_dir: &Path, source: &Source, progress: bool) -> Result<Fetched> {
     let dest = dest_dir.join(&asset.file);
-    let accepted = |sha: &str| sha == asset.sha256 || asset.derived_sha256.as_deref() == Some(sha);
-    if dest.exists() && accepted(&sha256_file(&dest)?) {
+    let ok = |sha: &str| accepted(sha, &asset.sha256, asset.derived_sha256.as_deref());
+    if dest.exists() && ok(&sha256_file(&dest)?) {
         return Ok(Fetched::AlreadyPresent);
     }
     std::fs::create_dir_all(dest_dir).map_err(|e| Error::io(dest_dir, e))?;
@@ -400,7 +406,7 @@ pub fn fetch(asset: &Asset, dest_dir: &Path, source: &Source, progress: bool) ->
         }
     };
     let got = sha256_file(&tmp)?;
-    if !accepted(&got) {
+    if !ok(&got) {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::Fetch {
             name: asset.name.clone(),

@@ -206,7 +206,7 @@ impl Pipeline {
         }
         self.detect_scene_cut(frame);
         let levels = if self.params.low_light {
-            Levels::auto(frame, 160.0)
+            Levels::auto(frame, Levels::DARK_WHITE)
         } else {
             Levels::IDENTITY
         };
@@ -240,20 +240,21 @@ impl Pipeline {
         // 2. Look for new faces.
         if self.tracker.wants_detection(self.index, lost_any) && self.tracker.has_room() {
             let t = Instant::now();
-            self.detector.detect(frame, &mut self.dets)?;
+            self.detector.detect(frame, &levels, &mut self.dets)?;
             self.times.detect += t.elapsed();
             self.stats.detector_runs += 1;
-            let dets = self.dets.clone();
-            for d in dets.iter() {
+            for di in 0..self.dets.len() {
+                // Detection is Copy: a local copy frees `self` for the landmark runs below.
+                let d = self.dets[di];
                 if !self.tracker.has_room() {
                     break;
                 }
-                if self.tracker.is_tracked(d) {
+                if self.tracker.is_tracked(&d) {
                     continue;
                 }
                 // Two passes: the first crop comes from the detector's box, the second from
                 // the landmarks it gave, which matches how tracked crops are made.
-                self.landmarks(frame, &lut, sampling, landmark_box_from_detection(d), &mut obs)?;
+                self.landmarks(frame, &lut, sampling, landmark_box_from_detection(&d), &mut obs)?;
                 let first = obs.bbox;
                 if obs.score >= self.tracker.params.lost_confidence && first.area() >= 4.0 {
                     self.landmarks(frame, &lut, sampling, first, &mut obs)?;

@@ -32,8 +32,6 @@ pub struct Detection {
 pub struct DetectorParams {
     pub score_threshold: f32,
     pub nms_iou: f32,
-    /// Contrast-stretch dark frames before detection.
-    pub low_light: bool,
 }
 
 /// Output slots of one stride level in the model's output list.
@@ -118,17 +116,18 @@ impl YuNet {
         self.params
     }
 
-    /// Detect faces, best first, after NMS.
-    pub fn detect(&mut self, frame: &Frame, out: &mut heapless::Vec<Detection, MAX_DETECTIONS>) -> Result<()> {
+    /// Detect faces, best first, after NMS. `levels` is the frame's exposure correction,
+    /// computed once per frame by the caller ([`Levels::IDENTITY`] for none).
+    pub fn detect(
+        &mut self,
+        frame: &Frame,
+        levels: &Levels,
+        out: &mut heapless::Vec<Detection, MAX_DETECTIONS>,
+    ) -> Result<()> {
         out.clear();
         let scale = (self.w as f32 / frame.width as f32).min(self.h as f32 / frame.height as f32);
         // Region of the image (edge coordinates from −0.5) that fills the whole input.
         let src = BBox::new(-0.5, -0.5, -0.5 + self.w as f32 / scale, -0.5 + self.h as f32 / scale);
-        let levels = if self.params.low_light {
-            Levels::auto(frame, 160.0)
-        } else {
-            Levels::IDENTITY
-        };
         let lut = levels.lut(&self.norm);
         let (w, h, norm) = (self.w, self.h, self.norm);
         resample_planar(

@@ -29,6 +29,8 @@ impl Levels {
         dark: false,
     };
 
+    /// A frame whose 99th luma percentile is below this counts as dark.
+    pub const DARK_WHITE: f32 = 160.0;
     /// Smoothing footprint (source pixels) used on dark frames.
     pub const DARK_FOOTPRINT: f32 = 3.0;
     /// Largest gain: beyond it, amplified noise costs more than contrast gains.
@@ -102,11 +104,11 @@ mod tests {
         for (i, v) in f.data.iter_mut().enumerate() {
             *v = (i / 3 % 256) as u8;
         }
-        assert!(Levels::auto(&f, 160.0).is_identity());
+        assert!(Levels::auto(&f, Levels::DARK_WHITE).is_identity());
         for v in f.data.iter_mut() {
             *v /= 10; // 0..25
         }
-        let l = Levels::auto(&f, 160.0);
+        let l = Levels::auto(&f, Levels::DARK_WHITE);
         assert_eq!(l.gain, Levels::MAX_GAIN, "{l:?}");
         assert!(l.dark && l.sampling(Border::Clamp).mono);
     }
