@@ -154,6 +154,150 @@ impl Default for StabilizerConfig {
     }
 }
 
+/// Where the daemon's frames come from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// v4l2 (a camera) or replay (a clip: .y4m, an image directory, or any video ffmpeg reads).
+    pub kind: String,
+    /// V4L2 device: a path such as /dev/video0, or a name under /dev/v4l/by-id (stable across reboots).
+    pub device: String,
+    /// Requested capture size; the driver may pick the nearest it supports (logged).
+    pub width: u32,
+    pub height: u32,
+    /// Requested capture rate (frames per second).
+    pub fps: f64,
+    /// Pixel format: auto (first of yuyv, mjpeg, nv12, grey the camera offers), yuyv, mjpeg, nv12 or grey.
+    pub format: String,
+    /// A camera that delivers no frame for this long is treated as lost and reopened.
+    pub timeout_ms: u64,
+    /// Back-off between attempts to reopen a lost camera: starts here, doubles up to `reopen_max_ms`.
+    pub reopen_min_ms: u64,
+    pub reopen_max_ms: u64,
+    /// Replay: the clip to play (kind: replay).
+    pub path: Option<PathBuf>,
+    /// Replay pace: realtime (the clip's own fps, frames dropped when inference falls behind, like a
+    /// camera) or fast (as fast as inference goes, nothing dropped).
+    pub pace: String,
+    /// Replay: start again at the end instead of stopping the daemon.
+    pub repeat: bool,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: "v4l2".into(),
+            device: "/dev/video0".into(),
+            width: 640,
+            height: 480,
+            fps: 30.0,
+            format: "auto".into(),
+            timeout_ms: 2000,
+            reopen_min_ms: 250,
+            reopen_max_ms: 5000,
+            path: None,
+            pace: "realtime".into(),
+            repeat: false,
+        }
+    }
+}
+
+/// Source kinds, replay paces and V4L2 pixel formats this build knows.
+pub const SOURCE_KINDS: &[&str] = &["v4l2", "replay"];
+pub const REPLAY_PACES: &[&str] = &["realtime", "fast"];
+pub const PIXEL_FORMATS: &[&str] = &["auto", "yuyv", "mjpeg", "nv12", "grey"];
+
+/// The daemon's own behaviour (`steadyface run`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Process at most this many frames per second (0: no cap), to leave CPU/GPU for others on a
+    /// shared board. Frames arriving faster are dropped and counted.
+    pub max_fps: f64,
+    /// Print each frame's landmark message to stdout as one JSON line.
+    pub stdout: bool,
+    /// Seconds between metrics messages (fps, latency, drops, live jitter), also logged at INFO.
+    pub metrics_interval_s: f64,
+    /// The systemd watchdog is pinged only while frames flow (or a lost camera is being retried);
+    /// after this many seconds without either, pings stop and systemd restarts the service.
+    pub watchdog_stall_s: f64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            max_fps: 0.0,
+            stdout: false,
+            metrics_interval_s: 10.0,
+            watchdog_stall_s: 10.0,
+        }
+    }
+}
+
+/// TLS for the broker connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// PEM file with the CA certificate(s) that signed the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and its private key, for brokers that authenticate clients by certificate.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Publishing to an MQTT broker (topics: see README, "MQTT topics").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    /// Topic prefix; topics are PREFIX/DEVICE_ID/...
+    pub prefix: String,
+    /// This device's id in topics and payloads; empty: the host name.
+    pub device_id: String,
+    /// MQTT client id; empty: steadyface-DEVICE_ID.
+    pub client_id: String,
+    /// Seconds between keep-alive pings; the broker declares us gone (Last Will) after 1.5x this.
+    pub keep_alive_s: u64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Read the password from this file instead (keeps it out of the config; trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    pub tls: TlsConfig,
+    /// Publish every frame's landmarks (QoS 0). Off: only state, events, status and metrics.
+    pub landmarks: bool,
+    /// Events and state (QoS 1) held while the broker is unreachable; beyond this the oldest are
+    /// dropped and counted.
+    pub event_queue: usize,
+    /// Back-off between reconnect attempts: starts here, doubles up to `reconnect_max_ms`.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 1883,
+            prefix: "steadyface".into(),
+            device_id: String::new(),
+            client_id: String::new(),
+            keep_alive_s: 10,
+            username: None,
+            password: None,
+            password_file: None,
+            tls: TlsConfig::default(),
+            landmarks: true,
+            event_queue: 1000,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 10000,
+        }
+    }
+}
+
 /// Stabilizers this build has.
 pub const STABILIZER_NAMES: &[&str] = &["none", "one-euro"];
 
@@ -166,6 +310,9 @@ pub struct Config {
     pub tracker: TrackerConfig,
     pub decoder: DecoderConfig,
     pub stabilizer: StabilizerConfig,
+    pub source: SourceConfig,
+    pub daemon: DaemonConfig,
+    pub mqtt: MqttConfig,
 }
 
 impl Config {
@@ -233,6 +380,9 @@ impl Config {
         section!("tracker", tracker);
         section!("decoder", decoder);
         section!("stabilizer", stabilizer);
+        section!("source", source);
+        section!("daemon", daemon);
+        section!("mqtt", mqtt);
         cfg.check(&mut problems);
         if problems.is_empty() {
             Ok(cfg)
@@ -286,6 +436,122 @@ impl Config {
                 self.stabilizer.method,
                 STABILIZER_NAMES.join(", ")
             ));
+        }
+        self.check_daemon(p);
+    }
+
+    /// Checks of the daemon sections (`source`, `daemon`, `mqtt`).
+    fn check_daemon(&self, p: &mut Vec<String>) {
+        let one_of = |p: &mut Vec<String>, name: &str, v: &str, set: &[&str]| {
+            if !set.contains(&v) {
+                p.push(format!("{name}: {v:?} is not one of {}", set.join(", ")));
+            }
+        };
+        let s = &self.source;
+        one_of(p, "source.kind", &s.kind, SOURCE_KINDS);
+        one_of(p, "source.pace", &s.pace, REPLAY_PACES);
+        one_of(p, "source.format", &s.format, PIXEL_FORMATS);
+        if s.kind == "replay" && s.path.is_none() {
+            p.push("source.path: required when source.kind is replay".into());
+        }
+        if s.kind == "v4l2" && s.device.trim().is_empty() {
+            p.push("source.device: required when source.kind is v4l2".into());
+        }
+        for (name, v) in [("source.width", s.width), ("source.height", s.height)] {
+            if !(16..=8192).contains(&v) {
+                p.push(format!("{name}: {v} is out of range [16, 8192]"));
+            }
+        }
+        if !(s.fps > 0.0 && s.fps <= 1000.0) {
+            p.push(format!("source.fps: {} is out of range (0, 1000]", s.fps));
+        }
+        if !(50..=60_000).contains(&s.timeout_ms) {
+            p.push(format!(
+                "source.timeout_ms: {} is out of range [50, 60000]",
+                s.timeout_ms
+            ));
+        }
+        if s.reopen_min_ms == 0 || s.reopen_min_ms > s.reopen_max_ms {
+            p.push(format!(
+                "source.reopen_min_ms ({}) must be at least 1 and at most source.reopen_max_ms ({})",
+                s.reopen_min_ms, s.reopen_max_ms
+            ));
+        }
+        let d = &self.daemon;
+        if !(d.max_fps >= 0.0 && d.max_fps <= 1000.0) {
+            p.push(format!(
+                "daemon.max_fps: {} is out of range [0, 1000] (0: no cap)",
+                d.max_fps
+            ));
+        }
+        if !(d.metrics_interval_s >= 0.1 && d.metrics_interval_s <= 3600.0) {
+            p.push(format!(
+                "daemon.metrics_interval_s: {} is out of range [0.1, 3600]",
+                d.metrics_interval_s
+            ));
+        }
+        if !(d.watchdog_stall_s >= 0.5 && d.watchdog_stall_s <= 3600.0) {
+            p.push(format!(
+                "daemon.watchdog_stall_s: {} is out of range [0.5, 3600]",
+                d.watchdog_stall_s
+            ));
+        }
+        let m = &self.mqtt;
+        if m.host.trim().is_empty() {
+            p.push("mqtt.host: must not be empty".into());
+        }
+        if m.port == 0 {
+            p.push("mqtt.port: must not be 0".into());
+        }
+        for (name, v, may_be_empty) in [
+            ("mqtt.prefix", &m.prefix, false),
+            ("mqtt.device_id", &m.device_id, true),
+        ] {
+            if v.is_empty() && !may_be_empty {
+                p.push(format!("{name}: must not be empty"));
+            }
+            if v.contains(['+', '#', '\0']) || v.starts_with('/') || v.ends_with('/') {
+                p.push(format!(
+                    "{name}: {v:?} must not contain MQTT wildcards (+, #) or start or end with /"
+                ));
+            }
+        }
+        if m.device_id.contains('/') {
+            p.push(format!(
+                "mqtt.device_id: {:?} must be one topic level (no /)",
+                m.device_id
+            ));
+        }
+        if !(1..=65_535).contains(&m.keep_alive_s) {
+            p.push(format!(
+                "mqtt.keep_alive_s: {} is out of range [1, 65535]",
+                m.keep_alive_s
+            ));
+        }
+        if !(1..=1_000_000).contains(&m.event_queue) {
+            p.push(format!(
+                "mqtt.event_queue: {} is out of range [1, 1000000]",
+                m.event_queue
+            ));
+        }
+        if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {
+            p.push(format!(
+                "mqtt.reconnect_min_ms ({}) must be at least 1 and at most mqtt.reconnect_max_ms ({})",
+                m.reconnect_min_ms, m.reconnect_max_ms
+            ));
+        }
+        if m.password.is_some() && m.password_file.is_some() {
+            p.push("mqtt.password and mqtt.password_file: give one, not both".into());
+        }
+        if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
+            p.push("mqtt.username: required when a password is given".into());
+        }
+        let t = &m.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            p.push("mqtt.tls.cert_file and mqtt.tls.key_file: give both or neither".into());
+        }
+        if t.enabled && t.ca_file.is_none() {
+            p.push("mqtt.tls.ca_file: required when mqtt.tls.enabled is true".into());
         }
     }
 
@@ -426,6 +692,42 @@ mod tests {
             "bogus: unknown field",
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn daemon_sections_report_every_problem_by_path() {
+        let e = Config::from_yaml(concat!(
+            "source:\n  kind: replay\n  fps: -3\n  format: rgb24\n  camera: 1\n",
+            "daemon:\n  max_fps: fast\n",
+            "mqtt:\n  port: 0\n  prefix: 'a/#'\n  device_id: 'car/1'\n  password: x\n",
+            "  tls:\n    enabled: true\n    cert_file: c.pem\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "source.path: required when source.kind is replay",
+            "source.fps: -3",
+            "source.format: \"rgb24\" is not one of",
+            "source.camera: unknown field",
+            "daemon.max_fps: invalid type",
+            "mqtt.port: must not be 0",
+            "mqtt.prefix: \"a/#\" must not contain MQTT wildcards",
+            "mqtt.device_id: \"car/1\" must be one topic level",
+            "mqtt.username: required when a password is given",
+            "mqtt.tls.cert_file and mqtt.tls.key_file: give both or neither",
+            "mqtt.tls.ca_file: required",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn shipped_daemon_configs_are_valid() {
+        for f in ["demo.yaml", "replay-mqtt.yaml"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(f);
+            let c = Config::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(c.source.kind, "replay", "{f}");
         }
     }
 

@@ -21,12 +21,16 @@
 //! - [`metrics`]: NME, NRMSE, AUC/FR, MCV (Eq. 9–10), MAV (Eq. 11), jitter.
 //! - [`truth`], [`records`]: ground-truth formats and the landmark JSONL record.
 //! - [`app`]: the `track`, `eval` and `models fetch` commands; [`bench`]: `bench`.
+//! - [`daemon`]: `steadyface run`: capture, inference and publishing threads, signals,
+//!   systemd notify/watchdog; [`publish`]: MQTT and stdout output and the payload
+//!   [`publish::schema`].
 
 pub mod app;
 pub mod backbone;
 pub mod bench;
 pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod error;
 pub mod face;
@@ -37,6 +41,7 @@ pub mod models;
 pub mod onnx_rewrite;
 pub mod pdc;
 pub mod pipeline;
+pub mod publish;
 pub mod records;
 pub mod runtime;
 pub mod stabilizer;

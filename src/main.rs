@@ -98,15 +98,29 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
-    /// Check a config file (every problem at once) and that its models are present and intact.
+    /// Run the daemon: capture from a camera (or replay a clip), publish landmarks over MQTT
+    /// and/or stdout. Stops on SIGTERM/SIGINT; SIGHUP reloads the config.
+    Run {
+        /// Config file (YAML), e.g. /etc/steadyface/steadyface.yaml; built-in defaults when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. --set mqtt.host=10.0.0.2 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Check a config file (every problem at once), then what it points at: models, the
+    /// camera or clip, TLS and password files, and the broker (connect and log in).
     Validate {
         #[arg(long, short)]
         config: Option<PathBuf>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Only check the file itself, not the models it names.
+        /// Only check the file itself, not the models, devices and broker it names.
         #[arg(long)]
         no_environment: bool,
+        /// Treat warnings (camera absent, broker unreachable) as errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the commented default configuration.
     GenerateConfig,
@@ -145,12 +159,27 @@ enum ModelsCmd {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Log to journald when systemd connected our stderr to the journal (structured fields,
+/// priorities), else to stderr.
+fn init_logging(level: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or(level.to_string());
+    if systemd_journal_logger::connected_to_journal() {
+        if let Ok(j) = systemd_journal_logger::JournalLog::new() {
+            if j.with_syslog_identifier("steadyface".into()).install().is_ok() {
+                log::set_max_level(filter.parse().unwrap_or(log::LevelFilter::Info));
+                return;
+            }
+        }
+    }
     env_logger::Builder::new()
-        .parse_filters(&std::env::var("RUST_LOG").unwrap_or(cli.log.clone()))
+        .parse_filters(&filter)
         .format_target(false)
         .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
     match run(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -272,15 +301,28 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 Ok(())
             }
         },
+        Cmd::Run { config, set } => {
+            steadyface::daemon::serve(config, set)?;
+            Ok(())
+        }
         Cmd::Validate {
             config,
             set,
             no_environment,
+            strict,
         } => {
             let cfg = Config::load(config.as_deref(), &set)?;
             if !no_environment {
-                // Building the whole pipeline runs every load-time check there is.
-                app::Models::resolve(&cfg)?.pipeline(&cfg)?;
+                let warnings = steadyface::daemon::check::environment(&cfg)?;
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                if strict && !warnings.is_empty() {
+                    return Err(Error::Config {
+                        origin: config,
+                        problems: warnings,
+                    });
+                }
             }
             println!("configuration ok");
             Ok(())

@@ -2,10 +2,14 @@
 //!
 //! A [`FrameSource`] fills a caller-owned [`Frame`], so the per-frame path reuses one
 //! buffer. Offline inputs are opened with [`open`]: a `.y4m` file, a directory of
-//! images, or any other video through an `ffmpeg` subprocess that pipes Y4M.
+//! images, or any other video through an `ffmpeg` subprocess that pipes Y4M. Cameras are
+//! V4L2 devices (`v4l2`, Linux only), converted from their pixel formats by [`convert`].
 
+pub mod convert;
 mod ffmpeg;
 mod imagedir;
+#[cfg(target_os = "linux")]
+pub mod v4l2;
 mod y4m;
 
 pub use ffmpeg::FfmpegSource;

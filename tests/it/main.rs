@@ -6,5 +6,7 @@
 //! back from the code under test.
 
 mod common;
+mod daemon;
 mod errors;
 mod pipeline;
+mod vm;

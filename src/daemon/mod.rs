@@ -1,0 +1,582 @@
+//! `steadyface run`: the long-running service.
+//!
+//! Three stages, each on its own thread of control, joined by bounded hand-offs so that no
+//! stage can stall another:
+//!
+//! ```text
+//! capture thread ──Mailbox (1 frame, newest wins)──▶ inference thread ──mpsc (bounded)──▶ publisher (async)
+//!   camera / replay                                    pipeline + track events              stdout, MQTT, metrics,
+//!   reopen with back-off                                                                    systemd notify/watchdog
+//! ```
+//!
+//! [`run`] takes the stop signal as a future (as mini-redis does), so tests and the binary
+//! decide what stopping means; [`serve`] is the binary's loop around it: SIGTERM/SIGINT stop,
+//! SIGHUP re-reads the config and restarts the stages with it (keeping the old config when
+//! the new one is invalid).
+
+pub mod check;
+pub mod mailbox;
+pub mod systemd;
+
+use crate::app::Models;
+use crate::capture::{self, FrameSource};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::face::MAX_FACES;
+use crate::frame::Frame;
+use crate::pipeline::{Faces, Pipeline};
+use crate::publish::schema::{unix_now, Counts, EventKind, EventMsg, LandmarksMsg, SCHEMA_VERSION};
+use crate::publish::{mqtt, Outgoing, Publisher};
+use crate::records::FaceRecord;
+use mailbox::{Captured, Mailbox};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Why [`run`] was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Shutdown,
+    Reload,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Stopped(Stop),
+    /// A replayed clip ended (without `source.repeat`).
+    SourceEnded,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub ended: Ended,
+    pub counts: Counts,
+    pub device: String,
+}
+
+/// Counters and liveness shared by the stages (all relaxed atomics: they are statistics).
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    captured: AtomicU64,
+    processed: AtomicU64,
+    dropped_capture: AtomicU64,
+    dropped_landmarks: AtomicU64,
+    dropped_events: AtomicU64,
+    failed_frames: AtomicU64,
+    camera_outages: AtomicU64,
+    /// Milliseconds since `t0` of the last sign of progress: a processed frame, or an attempt
+    /// to reopen a lost camera. The watchdog is pinged only while this is recent.
+    heartbeat_ms: AtomicU64,
+}
+
+impl Shared {
+    fn beat(&self, t0: Instant) {
+        self.heartbeat_ms
+            .store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn counts(&self) -> Counts {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            captured: g(&self.captured),
+            processed: g(&self.processed),
+            dropped_capture: g(&self.dropped_capture),
+            dropped_landmarks: g(&self.dropped_landmarks),
+            dropped_events: g(&self.dropped_events),
+            failed_frames: g(&self.failed_frames),
+            camera_outages: g(&self.camera_outages),
+            ..Counts::default()
+        }
+    }
+}
+
+/// Sends events from either thread with one sequence.
+#[derive(Clone)]
+struct Events {
+    tx: mpsc::Sender<Outgoing>,
+    seq: Arc<AtomicU64>,
+    device: String,
+    shared: Arc<Shared>,
+}
+
+impl Events {
+    fn send(&self, event: EventKind, frame: u64, track: Option<u32>, reason: Option<String>) {
+        let msg = EventMsg {
+            schema: SCHEMA_VERSION,
+            device: self.device.clone(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            ts: unix_now(),
+            event,
+            frame,
+            track,
+            reason,
+        };
+        if self.tx.try_send(Outgoing::Event(msg)).is_err() {
+            self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// This device's id: `mqtt.device_id`, else the host name (made topic-safe).
+pub fn device_id(cfg: &Config) -> String {
+    if !cfg.mqtt.device_id.is_empty() {
+        return cfg.mqtt.device_id.clone();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if id.is_empty() {
+        "steadyface".into()
+    } else {
+        id
+    }
+}
+
+fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
+    let s = &cfg.source;
+    match s.kind.as_str() {
+        "replay" => capture::open(s.path.as_deref().expect("validated: replay has a path")),
+        #[cfg(target_os = "linux")]
+        _ => Ok(Box::new(capture::v4l2::V4l2Source::open(
+            &capture::v4l2::V4l2Request {
+                device: s.device.clone(),
+                width: s.width,
+                height: s.height,
+                fps: s.fps,
+                format: capture::convert::PixelFormat::from_name(&s.format),
+                timeout: Duration::from_millis(s.timeout_ms),
+            },
+        )?)),
+        #[cfg(not(target_os = "linux"))]
+        _ => Err(Error::Usage("source.kind v4l2 needs Linux".into())),
+    }
+}
+
+/// Sleep up to `d`, waking early when `stop` is set.
+fn nap(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// The capture thread: read frames, pace replays, survive camera loss.
+fn capture_loop(
+    cfg: Config,
+    first: Option<Box<dyn FrameSource>>,
+    mb: Arc<Mailbox>,
+    shared: Arc<Shared>,
+    ev: Events,
+    t0: Instant,
+) {
+    let s = &cfg.source;
+    let replay = s.kind == "replay";
+    let realtime = !replay || s.pace == "realtime";
+    let lossless = replay && !realtime;
+    let (min, max) = (
+        Duration::from_millis(s.reopen_min_ms),
+        Duration::from_millis(s.reopen_max_ms),
+    );
+    let mut src = first;
+    let mut frame = Frame::new(1, 1);
+    let mut backoff = min;
+    let mut reported_lost = false;
+    let (mut base_index, mut base_time) = (0u64, 0.0f64);
+    let (mut last_index, mut last_time) = (None::<u64>, 0.0f64);
+    let mut opened_at = Instant::now();
+    let mut fresh = true;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Some(source) = src.as_mut() else {
+            match open_source(&cfg) {
+                Ok(x) => {
+                    if reported_lost {
+                        ev.send(EventKind::CameraRestored, last_index.map_or(0, |i| i + 1), None, None);
+                    }
+                    log::info!("source: {}", x.info().description);
+                    (reported_lost, backoff) = (false, min);
+                    src = Some(x);
+                    opened_at = Instant::now();
+                    fresh = true;
+                }
+                Err(e) => {
+                    if !reported_lost {
+                        log::warn!("{e}; retrying every {}..{} ms", min.as_millis(), max.as_millis());
+                        shared.camera_outages.fetch_add(1, Ordering::Relaxed);
+                        ev.send(
+                            EventKind::CameraLost,
+                            last_index.map_or(0, |i| i + 1),
+                            None,
+                            Some(e.to_string()),
+                        );
+                        reported_lost = true;
+                    } else {
+                        log::debug!("source still unavailable: {e}");
+                    }
+                    shared.beat(t0);
+                    nap(backoff, &shared.stop);
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+            continue;
+        };
+        match source.next_frame(&mut frame) {
+            Ok(Some(meta)) => {
+                let index = base_index + meta.index;
+                let time_s = base_time + meta.time_s;
+                if replay && realtime {
+                    let due = opened_at + Duration::from_secs_f64(meta.time_s);
+                    let now = Instant::now();
+                    if due > now {
+                        nap(due - now, &shared.stop);
+                    }
+                }
+                (last_index, last_time) = (Some(index), time_s);
+                shared.captured.fetch_add(1, Ordering::Relaxed);
+                let c = Captured {
+                    index,
+                    time_s,
+                    at: Instant::now(),
+                    discontinuity: std::mem::take(&mut fresh),
+                };
+                if mb.put(&mut frame, c, lossless, &shared.stop) {
+                    shared.dropped_capture.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(None) if replay && s.repeat => {
+                // Loop: numbering and time continue, so subscribers see one stream.
+                let fps = source.info().fps.unwrap_or(capture::DEFAULT_FPS);
+                base_index = last_index.map_or(0, |i| i + 1);
+                base_time = last_time + 1.0 / fps;
+                src = None;
+            }
+            Ok(None) => {
+                ev.send(EventKind::SourceEnded, last_index.map_or(0, |i| i + 1), None, None);
+                break;
+            }
+            Err(e) if replay => {
+                log::error!("{e}; stopping");
+                ev.send(
+                    EventKind::SourceEnded,
+                    last_index.map_or(0, |i| i + 1),
+                    None,
+                    Some(e.to_string()),
+                );
+                break;
+            }
+            Err(e) => {
+                log::warn!("{e}; reopening");
+                shared.camera_outages.fetch_add(1, Ordering::Relaxed);
+                ev.send(
+                    EventKind::CameraLost,
+                    last_index.map_or(0, |i| i + 1),
+                    None,
+                    Some(e.to_string()),
+                );
+                reported_lost = true;
+                base_index = last_index.map_or(0, |i| i + 1);
+                base_time = last_time;
+                src = None;
+                nap(backoff, &shared.stop);
+            }
+        }
+    }
+    mb.close();
+}
+
+/// The inference thread: pipeline, track events, landmark messages.
+#[allow(clippy::too_many_arguments)]
+fn inference_loop(
+    mut pipeline: Pipeline,
+    scheme: String,
+    max_fps: f64,
+    mb: Arc<Mailbox>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Outgoing>,
+    ev: Events,
+    t0: Instant,
+) {
+    let mut frame = Frame::new(1, 1);
+    let mut faces = Faces::new();
+    let mut prev: heapless::Vec<u32, MAX_FACES> = heapless::Vec::new();
+    let interval = (max_fps > 0.0).then(|| Duration::from_secs_f64(1.0 / max_fps));
+    let mut next_at = Instant::now();
+    let mut last_index = 0;
+    while let Some(c) = mb.take(&mut frame, &shared.stop) {
+        last_index = c.index;
+        if c.discontinuity && c.index > 0 {
+            pipeline.reset();
+        }
+        if let Err(e) = pipeline.process(&frame, c.time_s, &mut faces) {
+            let n = shared.failed_frames.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                log::warn!("frame {}: {e} ({n} failed frames so far)", c.index);
+            }
+            faces.clear();
+        }
+        shared.processed.fetch_add(1, Ordering::Relaxed);
+        shared.beat(t0);
+        for f in &faces {
+            if !prev.contains(&f.id) {
+                ev.send(EventKind::TrackStarted, c.index, Some(f.id), None);
+            }
+        }
+        for id in &prev {
+            if !faces.iter().any(|f| f.id == *id) {
+                ev.send(EventKind::TrackLost, c.index, Some(*id), None);
+            }
+        }
+        prev.clear();
+        for f in &faces {
+            let _ = prev.push(f.id);
+        }
+        let msg = LandmarksMsg {
+            schema: SCHEMA_VERSION,
+            device: ev.device.clone(),
+            frame: c.index,
+            time_s: c.time_s,
+            ts: unix_now(),
+            latency_ms: c.at.elapsed().as_secs_f32() * 1000.0,
+            faces: faces.iter().map(|o| FaceRecord::from_obs(o, &scheme)).collect(),
+        };
+        if tx.try_send(Outgoing::Landmarks(msg)).is_err() {
+            shared.dropped_landmarks.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(iv) = interval {
+            next_at = (next_at + iv).max(Instant::now());
+            nap(next_at - Instant::now(), &shared.stop);
+        }
+    }
+    // Tracks end with the run; say so, so that subscribers' state does not keep stale faces.
+    for id in &prev {
+        ev.send(EventKind::TrackLost, last_index, Some(*id), None);
+    }
+}
+
+/// Run the daemon with `cfg` until `stop` resolves or a replayed clip ends.
+pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunReport> {
+    let t0 = Instant::now();
+    let device = device_id(cfg);
+    let models = Models::resolve(cfg)?;
+    let pipeline = models.pipeline(cfg)?;
+    let scheme = models.backbone_spec.scheme.clone();
+    // A clip that cannot be opened is a startup error; a missing camera is an outage that the
+    // capture thread keeps retrying (it may be plugged in later).
+    let first = match open_source(cfg) {
+        Ok(s) => {
+            log::info!("source: {}", s.info().description);
+            Some(s)
+        }
+        Err(e) if cfg.source.kind == "replay" => return Err(e),
+        Err(_) => None,
+    };
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+    let sink = if cfg.mqtt.enabled {
+        Some(mqtt::MqttSink::start(&cfg.mqtt, &device, link_tx)?)
+    } else {
+        drop(link_tx);
+        None
+    };
+    let mut publisher = Publisher::new(&device, cfg.daemon.stdout, sink);
+    let shared = Arc::new(Shared::default());
+    shared.beat(t0);
+    let mb = Arc::new(Mailbox::default());
+    let ev = Events {
+        tx: tx.clone(),
+        seq: Arc::new(AtomicU64::new(0)),
+        device: device.clone(),
+        shared: shared.clone(),
+    };
+    let capture = {
+        let (cfg, mb, shared, ev) = (cfg.clone(), mb.clone(), shared.clone(), ev.clone());
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture_loop(cfg, first, mb, shared, ev, t0))
+            .map_err(|e| Error::io("capture thread", e))?
+    };
+    let inference = {
+        let (mb, shared, max_fps) = (mb.clone(), shared.clone(), cfg.daemon.max_fps);
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || inference_loop(pipeline, scheme, max_fps, mb, shared, tx, ev, t0))
+            .map_err(|e| Error::io("inference thread", e))?
+    };
+    publisher.announce();
+    systemd::notify(&format!("READY=1\nSTATUS=running on {device}"));
+    log::info!(
+        "running as device {device:?}: source {}, mqtt {}, stdout {}",
+        cfg.source.kind,
+        if cfg.mqtt.enabled {
+            format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port)
+        } else {
+            "off".into()
+        },
+        if cfg.daemon.stdout { "on" } else { "off" }
+    );
+
+    let mut metrics = tokio::time::interval(Duration::from_secs_f64(cfg.daemon.metrics_interval_s));
+    metrics.tick().await;
+    let wd_period = systemd::watchdog_period();
+    let mut watchdog = tokio::time::interval(wd_period.map_or(Duration::from_secs(3600), |p| p / 2));
+    let stall_ms = (cfg.daemon.watchdog_stall_s * 1000.0) as u64;
+    let mut stalled = false;
+    tokio::pin!(stop);
+    let ended = loop {
+        tokio::select! {
+            s = &mut stop => break Ended::Stopped(s),
+            m = rx.recv() => match m {
+                Some(m) => publisher.handle(m),
+                None => break Ended::SourceEnded,
+            },
+            Some(l) = link_rx.recv() => {
+                if let Some(q) = publisher.mqtt.as_mut() {
+                    q.on_link(l);
+                }
+            }
+            _ = metrics.tick() => {
+                publisher.upstream = shared.counts();
+                publisher.metrics();
+            }
+            _ = watchdog.tick(), if wd_period.is_some() => {
+                let idle = (t0.elapsed().as_millis() as u64).saturating_sub(shared.heartbeat_ms.load(Ordering::Relaxed));
+                if idle < stall_ms {
+                    systemd::notify("WATCHDOG=1");
+                    stalled = false;
+                } else if !stalled {
+                    log::error!("no frame processed for {:.1} s: no longer pinging the systemd watchdog", idle as f64 / 1000.0);
+                    stalled = true;
+                }
+            }
+        }
+    };
+    if ended != Ended::Stopped(Stop::Reload) {
+        systemd::notify("STOPPING=1");
+    }
+    // Drain: stop the threads, publish what they produced, say goodbye to the broker.
+    shared.stop.store(true, Ordering::Relaxed);
+    mb.close();
+    let deadline = Instant::now() + Duration::from_millis(400);
+    while !inference.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A reload reopens the camera, so the old capture thread must have let go of it; a
+    // shutdown does not wait for a capture stuck in a driver call (the process exits anyway).
+    let capture_wait = if ended == Ended::Stopped(Stop::Reload) {
+        Duration::from_millis(cfg.source.timeout_ms + 500)
+    } else {
+        Duration::from_millis(100)
+    };
+    let deadline = Instant::now() + capture_wait;
+    while !capture.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while let Ok(m) = rx.try_recv() {
+        publisher.handle(m);
+    }
+    while let Ok(l) = link_rx.try_recv() {
+        if let Some(q) = publisher.mqtt.as_mut() {
+            q.on_link(l);
+        }
+    }
+    publisher.upstream = shared.counts();
+    publisher.metrics();
+    if let Some(q) = publisher.mqtt.take() {
+        let c = q.close(&mut link_rx, Duration::from_millis(400)).await;
+        publisher.upstream.dropped_landmarks += c.dropped_landmarks;
+        publisher.upstream.dropped_events += c.dropped_events;
+        publisher.upstream.dropped_metrics += c.dropped_metrics;
+        publisher.upstream.mqtt_disconnects += c.disconnects;
+    }
+    let counts = publisher.counts();
+    Ok(RunReport { ended, counts, device })
+}
+
+/// The `run` command: load the config, run until SIGTERM/SIGINT, reload on SIGHUP.
+pub fn serve(config: Option<PathBuf>, overrides: Vec<String>) -> Result<RunReport> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sig = |k| signal(k).map_err(|e| Error::io("signal handler", e));
+        let (mut term, mut int, mut hup) = (
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+            sig(SignalKind::hangup())?,
+        );
+        let mut cfg = Config::load(config.as_deref(), &overrides)?;
+        loop {
+            let stop = async {
+                tokio::select! {
+                    _ = term.recv() => Stop::Shutdown,
+                    _ = int.recv() => Stop::Shutdown,
+                    _ = hup.recv() => Stop::Reload,
+                }
+            };
+            let started = Instant::now();
+            let report = run(&cfg, stop).await?;
+            match report.ended {
+                Ended::Stopped(Stop::Reload) => {
+                    systemd::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
+                    match Config::load(config.as_deref(), &overrides) {
+                        Ok(c) => {
+                            log::info!("SIGHUP: configuration reloaded; restarting the pipeline");
+                            cfg = c;
+                        }
+                        Err(e) => log::error!("SIGHUP: keeping the running configuration: {e}"),
+                    }
+                }
+                _ => {
+                    log::info!(
+                        "stopped after {:.1} s ({:?}): {}",
+                        started.elapsed().as_secs_f64(),
+                        report.ended,
+                        summary(&report.counts)
+                    );
+                    return Ok(report);
+                }
+            }
+        }
+    })
+}
+
+/// One line with every counter, for the final log line.
+pub fn summary(c: &Counts) -> String {
+    format!(
+        "{} frames captured, {} processed, {} dropped before inference, {} failed; not published: {} landmarks, {} events, {} metrics; {} camera outages, {} broker disconnects",
+        c.captured,
+        c.processed,
+        c.dropped_capture,
+        c.failed_frames,
+        c.dropped_landmarks,
+        c.dropped_events,
+        c.dropped_metrics,
+        c.camera_outages,
+        c.mqtt_disconnects
+    )
+}

@@ -1,0 +1,655 @@
+//! `steadyface run` against real parts: a real mosquitto broker on loopback, real
+//! `mosquitto_sub` subscribers, real signals, a real sd_notify socket, and the payload schema.
+//! `scripts/test.sh` installs mosquitto and mosquitto-clients.
+
+use crate::common::{bin, carphone_frames, data, root, run_err, run_ok, write_y4m};
+use serde_json::Value;
+use std::io::{BufRead, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use steadyface::frame::Frame;
+
+/// A mosquitto broker on a free loopback port, in its own directory.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    conf: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16, up: bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() == up {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("port {port} never became {}", if up { "open" } else { "closed" });
+}
+
+impl Broker {
+    /// `extra`: more mosquitto.conf lines (e.g. password_file).
+    fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        let persist = dir.path().join("db/");
+        std::fs::create_dir_all(&persist).unwrap();
+        let anon = if extra.contains("password_file") {
+            "false"
+        } else {
+            "true"
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous {anon}\npersistence true\npersistence_location {}\n{extra}\n",
+                persist.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            child: None,
+            port,
+            conf,
+            _dir: dir,
+        };
+        b.resume();
+        b
+    }
+    fn resume(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt install mosquitto; scripts/test.sh does)");
+        self.child = Some(child);
+        wait_port(self.port, true);
+    }
+    /// Graceful stop (SIGTERM: mosquitto saves its persistent sessions).
+    fn pause(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, libc::SIGTERM);
+            c.wait().unwrap();
+        }
+        wait_port(self.port, false);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(c: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on a child we own.
+    assert_eq!(unsafe { libc::kill(c.id() as i32, sig) }, 0);
+}
+
+/// `mosquitto_sub -v` on PREFIX/#, in the background, lines into a file. With a client id it
+/// uses a persistent QoS 1 session, so it misses nothing across a broker restart.
+struct Sub {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Sub {
+    fn start(port: u16, topic: &str, dir: &Path, name: &str, persistent: bool) -> Self {
+        let out = dir.join(format!("{name}.txt"));
+        let mut c = Command::new("mosquitto_sub");
+        c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-v", "-q", "1"]);
+        if persistent {
+            c.args(["-c", "-i", name]);
+        }
+        let child = c
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (apt install mosquitto-clients)");
+        // Let it subscribe before anything is published.
+        std::thread::sleep(Duration::from_millis(300));
+        Sub { child, out }
+    }
+    /// (topic, payload) pairs received so far.
+    fn messages(&self) -> Vec<(String, Value)> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, p)| {
+                (
+                    t.to_string(),
+                    serde_json::from_str(p).unwrap_or_else(|e| panic!("{t}: not JSON ({e}): {p}")),
+                )
+            })
+            .collect()
+    }
+    fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&[(String, Value)]) -> bool) -> Vec<(String, Value)> {
+        let end = Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if f(&m) {
+                return m;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; got {} messages",
+                m.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The retained message on `topic`, as a fresh subscriber sees it.
+fn retained(port: u16, topic: &str) -> Value {
+    let o = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no retained message on {topic}: {o:?}"))
+}
+
+/// Validate `payload` against the `$defs` entry named after the topic's last level.
+fn check_schema(topic: &str, payload: &Value) {
+    let leaf = topic.rsplit('/').next().unwrap();
+    let mut schema: Value = serde_json::from_str(steadyface::publish::schema::JSON_SCHEMA).unwrap();
+    schema.as_object_mut().unwrap().remove("oneOf");
+    schema["$ref"] = Value::String(format!("#/$defs/{leaf}"));
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(payload).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{topic}: {payload}\n{errors:?}");
+}
+
+/// A daemon process with its stderr in a file.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, set: &[String], env: &[(&str, &str)]) -> Self {
+        let log = config.with_extension("log");
+        let mut c = bin();
+        // RUST_LOG wins over bin()'s `--log warn`: these tests read the INFO lines.
+        c.env("RUST_LOG", "info").args(["run", "--config"]).arg(config);
+        for s in set {
+            c.arg("--set").arg(s);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn wait_log(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < end, "no {needle:?} in the log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn rss_kb(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+    /// SIGTERM, then wait; returns (seconds to exit, success).
+    fn stop(mut self) -> (f64, bool, String) {
+        signal(&self.child, libc::SIGTERM);
+        let t = Instant::now();
+        let status = self.child.wait().unwrap();
+        (t.elapsed().as_secs_f64(), status.success(), self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config replaying `clip` (realtime, looping) to a broker on `port`.
+fn config(dir: &Path, clip: &Path, port: u16, extra: &str) -> PathBuf {
+    let (models, _) = crate::common::assets();
+    let p = dir.join("steadyface.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            concat!(
+                "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  pace: realtime\n  repeat: true\n",
+                "daemon:\n  metrics_interval_s: 1.0\nmqtt:\n  enabled: true\n  port: {port}\n  device_id: car-1\n",
+                "  keep_alive_s: 2\n  reconnect_min_ms: 100\n  reconnect_max_ms: 1000\n{extra}"
+            ),
+            models.display(),
+            clip.display(),
+            port = port,
+            extra = extra
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Carphone frames 0..40 then 20 black frames: each 2 s loop starts and loses a track.
+fn blink_clip(dir: &Path) -> PathBuf {
+    let frames = carphone_frames();
+    let black = Frame::new(frames[0].width, frames[0].height);
+    let mut v: Vec<Frame> = frames[..40].to_vec();
+    v.extend(std::iter::repeat_n(black, 20));
+    let p = dir.join("blink.y4m");
+    write_y4m(&p, &v);
+    p
+}
+
+#[test]
+fn demo_config_prints_schema_valid_landmarks_for_every_frame() {
+    crate::common::assets();
+    let o = run_ok(bin().args(["run", "--config", "config/demo.yaml"]));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 120, "one line per frame of the 120-frame clip");
+    for (i, l) in lines.iter().enumerate() {
+        check_schema("landmarks", l);
+        assert_eq!(l["frame"], i as u64);
+    }
+    let with_face = lines
+        .iter()
+        .filter(|l| l["faces"].as_array().unwrap().len() == 1)
+        .count();
+    assert!(with_face >= 115, "{with_face} of 120 frames with the driver's face");
+}
+
+#[test]
+fn mqtt_topics_carry_schema_valid_payloads_and_retained_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start("");
+    let sub = Sub::start(broker.port, "steadyface/#", dir.path(), "all", false);
+    let clip = blink_clip(dir.path());
+    let cfg = config(dir.path(), &clip, broker.port, "");
+    let d = Daemon::start(&cfg, &[], &[]);
+    let m = sub.wait_for("every topic", Duration::from_secs(30), |m| {
+        ["status", "state", "events", "landmarks", "metrics"]
+            .iter()
+            .all(|t| m.iter().any(|(topic, _)| topic.ends_with(t)))
+            && m.iter().filter(|(t, _)| t.ends_with("/events")).count() >= 2
+    });
+    // A late subscriber gets the retained online status and the current state.
+    let st = retained(broker.port, "steadyface/car-1/status");
+    assert_eq!(st["state"], "online");
+    assert_eq!(retained(broker.port, "steadyface/car-1/state")["camera"], "ok");
+    let (secs, ok, log) = d.stop();
+    assert!(ok, "{log}");
+    assert!(secs < 1.5, "SIGTERM took {secs:.2} s");
+    for (topic, payload) in &m {
+        assert!(topic.starts_with("steadyface/car-1/"), "{topic}");
+        check_schema(topic, payload);
+        assert_eq!(payload["device"], "car-1");
+    }
+    let events: Vec<&Value> = m
+        .iter()
+        .filter(|(t, _)| t.ends_with("/events"))
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(events[0]["event"], "track_started");
+    assert_eq!(events[1]["event"], "track_lost");
+    assert!(
+        (38..=42).contains(&events[1]["frame"].as_u64().unwrap()),
+        "the track ends where the black frames start (frame 40): {}",
+        events[1]
+    );
+    let after = retained(broker.port, "steadyface/car-1/status");
+    assert_eq!(
+        (after["state"].as_str(), after["reason"].as_str()),
+        (Some("offline"), Some("shutdown"))
+    );
+}
+
+#[test]
+fn kill_9_leaves_the_last_will_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start("");
+    let sub = Sub::start(broker.port, "steadyface/car-1/status", dir.path(), "status", false);
+    let cfg = config(dir.path(), &data("carphone_pristine.mp4"), broker.port, "");
+    let mut d = Daemon::start(&cfg, &[], &[]);
+    sub.wait_for("online", Duration::from_secs(20), |m| {
+        m.iter().any(|(_, p)| p["state"] == "online")
+    });
+    d.child.kill().unwrap(); // SIGKILL: no goodbye, the broker must publish the will
+    d.child.wait().unwrap();
+    let m = sub.wait_for("the last will", Duration::from_secs(10), |m| {
+        m.iter().any(|(_, p)| p["state"] == "offline")
+    });
+    let will = &m.iter().find(|(_, p)| p["state"] == "offline").unwrap().1;
+    check_schema("status", will);
+    assert_eq!(will["reason"], "connection lost");
+    assert_eq!(retained(broker.port, "steadyface/car-1/status")["state"], "offline");
+}
+
+/// The broker goes away for 30 s mid-run: every event is still delivered (at least once, in
+/// sequence), landmark frames from the outage are dropped and counted, and memory stays flat.
+#[test]
+fn broker_outage_of_30s_loses_no_event_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start("");
+    let sub = Sub::start(broker.port, "steadyface/car-1/#", dir.path(), "outage-sub", true);
+    let clip = blink_clip(dir.path());
+    let cfg = config(dir.path(), &clip, broker.port, "");
+    let d = Daemon::start(&cfg, &[], &[]);
+    sub.wait_for("events before the outage", Duration::from_secs(30), |m| {
+        m.iter().filter(|(t, _)| t.ends_with("/events")).count() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = d.rss_kb();
+    broker.pause();
+    std::thread::sleep(Duration::from_secs(30));
+    let rss_during = d.rss_kb();
+    broker.resume();
+    d.wait_log("mqtt: connected", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(4));
+    let rss_after = d.rss_kb();
+    let (_, ok, log) = d.stop();
+    assert!(ok, "{log}");
+    let m = sub.wait_for("the goodbye", Duration::from_secs(10), |m| {
+        m.iter().any(|(_, p)| p["reason"] == "shutdown")
+    });
+    let mut seqs: Vec<u64> = m
+        .iter()
+        .filter(|(t, _)| t.ends_with("/events"))
+        .map(|(_, p)| p["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    let last = *seqs.last().unwrap();
+    assert!(last >= 20, "about 2 events per 2 s loop over 40 s, got {last}");
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every event from 1 to {last}, none missing"
+    );
+    // The final log line counts what was not published: landmark frames during the outage.
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stopped after"))
+        .expect("summary line");
+    let dropped: u64 = summary
+        .split("not published: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(
+        dropped >= 600,
+        "~30 s x 30 fps of landmark frames dropped and counted: {summary}"
+    );
+    assert!(summary.contains(" 0 events,"), "no event dropped: {summary}");
+    eprintln!("RSS kB: before {rss_before}, during {rss_during}, after {rss_after}; {summary}");
+    assert!(
+        rss_during < rss_before + 8 * 1024 && rss_after < rss_before + 8 * 1024,
+        "RSS grew: {rss_before} -> {rss_during} -> {rss_after} kB"
+    );
+}
+
+#[test]
+fn broker_refusing_credentials_is_an_error_naming_the_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("passwd");
+    let st = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&pw)
+        .args(["driver", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let broker = Broker::start(&format!("password_file {}", pw.display()));
+    let cfg = config(
+        dir.path(),
+        &data("carphone_pristine.mp4"),
+        broker.port,
+        "  username: driver\n  password: wrong\n",
+    );
+    let err = run_err(bin().args(["validate", "--config"]).arg(&cfg), 2);
+    assert!(err.contains("refused") && err.contains("mqtt.username"), "{err}");
+    // The right password passes.
+    run_ok(
+        bin()
+            .args(["validate", "--config"])
+            .arg(&cfg)
+            .args(["--set", "mqtt.password=s3cret"]),
+    );
+}
+
+#[test]
+fn malformed_tls_files_are_named_by_field_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let cfg = config(
+        dir.path(),
+        &data("carphone_pristine.mp4"),
+        1,
+        &format!("  tls:\n    enabled: true\n    ca_file: {}\n", ca.display()),
+    );
+    for cmd in ["validate", "run"] {
+        let err = run_err(bin().arg(cmd).arg("--config").arg(&cfg), 2);
+        assert!(
+            err.contains("mqtt.tls.ca_file") && err.contains(&ca.display().to_string()),
+            "{cmd}: {err}"
+        );
+    }
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "garbage").unwrap();
+    let err = run_err(
+        bin()
+            .args(["validate", "--config"])
+            .arg(&cfg)
+            .arg("--set")
+            .arg(format!("mqtt.tls.cert_file={}", ca.display()))
+            .arg("--set")
+            .arg(format!("mqtt.tls.key_file={}", key.display())),
+        2,
+    );
+    assert!(err.contains("mqtt.tls.ca_file"), "{err}");
+}
+
+#[test]
+fn a_missing_camera_is_a_warning_and_the_daemon_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, _) = crate::common::assets();
+    let cfg = dir.path().join("cam.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "models:\n  dir: {}\nsource:\n  device: /dev/video-steadyface-test\n  reopen_min_ms: 50\n  reopen_max_ms: 200\n",
+            models.display()
+        ),
+    )
+    .unwrap();
+    let o = run_ok(bin().args(["validate", "--config"]).arg(&cfg));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: source.device: /dev/video-steadyface-test does not exist"),
+        "{err}"
+    );
+    let err = run_err(bin().args(["validate", "--strict", "--config"]).arg(&cfg), 2);
+    assert!(err.contains("source.device"), "{err}");
+    let d = Daemon::start(&cfg, &[], &[]);
+    d.wait_log("camera: no such device", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let (secs, ok, log) = d.stop();
+    assert!(ok && secs < 1.5, "{secs:.2} s: {log}");
+    assert!(log.contains("1 camera outages"), "one outage, retried quietly: {log}");
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, _) = crate::common::assets();
+    let cfg = dir.path().join("hup.yaml");
+    let write = |device: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  repeat: true\ndaemon:\n  stdout: true\nmqtt:\n  device_id: {device}\n",
+                models.display(),
+                data("carphone_pristine.mp4").display()
+            ),
+        )
+        .unwrap()
+    };
+    write("before");
+    let mut d = Daemon::start(&cfg, &[], &[]);
+    let mut out = std::io::BufReader::new(d.child.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut next_device = |out: &mut std::io::BufReader<std::process::ChildStdout>| {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()["device"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(next_device(&mut out), "before");
+    write("after");
+    signal(&d.child, libc::SIGHUP);
+    let end = Instant::now() + Duration::from_secs(20);
+    while next_device(&mut out) != "after" {
+        assert!(Instant::now() < end, "no reload: {}", d.log());
+    }
+    std::fs::write(&cfg, "mqtt:\n  port: 0\n").unwrap();
+    signal(&d.child, libc::SIGHUP);
+    d.wait_log("keeping the running configuration", Duration::from_secs(20));
+    assert!(d.log().contains("mqtt.port: must not be 0"), "{}", d.log());
+    assert_eq!(next_device(&mut out), "after");
+    // Keep draining stdout so the daemon never blocks on a full pipe while stopping.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    let (_, ok, log) = d.stop();
+    assert!(ok, "{log}");
+}
+
+#[test]
+fn systemd_notify_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (models, _) = crate::common::assets();
+    let cfg = dir.path().join("n.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  repeat: true\n",
+            models.display(),
+            data("carphone_pristine.mp4").display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        &cfg,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while got.iter().filter(|m: &&String| m.as_str() == "WATCHDOG=1").count() < 3 {
+        let n = sock.recv(&mut buf).expect("notify datagram");
+        got.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(got[0].starts_with("READY=1"), "{got:?}");
+    let (_, ok, log) = d.stop();
+    assert!(ok, "{log}");
+    let mut rest = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        if rest.last().unwrap() == "STOPPING=1" {
+            break;
+        }
+    }
+    assert_eq!(rest.last().map(String::as_str), Some("STOPPING=1"), "{rest:?}");
+}
+
+#[test]
+fn systemd_unit_verifies_and_scores_well_on_security() {
+    let exe = env!("CARGO_BIN_EXE_steadyface");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("steadyface.service");
+    let text = std::fs::read_to_string(root().join("systemd/steadyface.service")).unwrap();
+    assert!(text.contains("Type=notify") && text.contains("WatchdogSec=") && text.contains("ExecStartPre="));
+    std::fs::write(&unit, text.replace("/usr/local/bin/steadyface", exe)).unwrap();
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze");
+    assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
+    let o = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let score = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("{score}");
+    assert!(
+        o.status.success(),
+        "exposure above 2.0 (threshold 20 in tenths): {score}"
+    );
+}
