@@ -233,6 +233,26 @@ mod tests {
     }
 
     #[test]
+    fn mjpeg_frames_decode_to_their_own_size() {
+        let mut img = image::RgbImage::new(16, 8);
+        for p in img.pixels_mut() {
+            *p = image::Rgb([200, 40, 40]);
+        }
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode_image(&img)
+            .unwrap();
+        let mut f = Frame::new(1, 1);
+        to_rgb(PixelFormat::Mjpeg, &jpeg, 0, 16, 8, true, &mut f).unwrap();
+        assert_eq!((f.width, f.height), (16, 8));
+        let [r, g, b] = [f.data[0] as i32, f.data[1] as i32, f.data[2] as i32];
+        assert!(
+            (r - 200).abs() < 8 && (g - 40).abs() < 8 && (b - 40).abs() < 8,
+            "{r} {g} {b}"
+        );
+    }
+
+    #[test]
     fn fourcc_round_trip() {
         for p in [
             PixelFormat::Yuyv,

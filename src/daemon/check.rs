@@ -87,7 +87,7 @@ fn broker(cfg: &Config) -> std::result::Result<Option<String>, String> {
         match r {
             Ok(Ok(_)) => Ok(None),
             Ok(Err(e @ rumqttc::ConnectionError::ConnectionRefused(_))) => Err(mqtt::explain(&e, &cfg.mqtt)),
-            Ok(Err(e @ rumqttc::ConnectionError::Tls(_))) => Err(mqtt::explain(&e, &cfg.mqtt)),
+            Ok(Err(e)) if mqtt::is_tls_failure(&e) => Err(mqtt::explain(&e, &cfg.mqtt)),
             Ok(Err(e)) => Ok(Some(format!(
                 "{}; the daemon will keep retrying",
                 mqtt::explain(&e, &cfg.mqtt)

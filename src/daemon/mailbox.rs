@@ -97,6 +97,16 @@ impl Mailbox {
         }
     }
 
+    /// Empty the slot; true if a frame was waiting (it will never be processed).
+    pub fn discard(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .meta
+            .take()
+            .is_some()
+    }
+
     /// No more frames will come; wakes both sides.
     pub fn close(&self) {
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).closed = true;

@@ -494,6 +494,10 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     while !capture.is_finished() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // A frame still waiting for inference is never processed: count it with the drops.
+    if mb.discard() {
+        shared.dropped_capture.fetch_add(1, Ordering::Relaxed);
+    }
     while let Ok(m) = rx.try_recv() {
         publisher.handle(m);
     }

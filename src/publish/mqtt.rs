@@ -153,6 +153,17 @@ fn read_pem(path: &Path, field: &str, kind: PemKind) -> Result<Vec<u8>> {
     }
 }
 
+/// Whether a connection error is the TLS handshake failing (bad CA, missing or rejected client
+/// certificate): a setup problem, not an outage. With TLS 1.3 a rejected client certificate
+/// arrives as an alert after the handshake, so rumqttc reports it as an I/O error.
+pub fn is_tls_failure(e: &ConnectionError) -> bool {
+    if matches!(e, ConnectionError::Tls(_)) {
+        return true;
+    }
+    let m = e.to_string().to_ascii_lowercase();
+    m.contains("alert") || m.contains("certificate")
+}
+
 /// Explain a connection error in the terms of the config that can fix it.
 pub fn explain(e: &ConnectionError, cfg: &MqttConfig) -> String {
     use rumqttc::ConnectReturnCode as C;
@@ -166,7 +177,9 @@ pub fn explain(e: &ConnectionError, cfg: &MqttConfig) -> String {
         ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("{at} is not accepting connections (is it running? mqtt.host/mqtt.port)")
         }
-        ConnectionError::Tls(t) => format!("{at}: TLS failed: {t} (check mqtt.tls.*)"),
+        _ if is_tls_failure(e) => {
+            format!("{at}: TLS failed: {e} (check mqtt.tls.ca_file, mqtt.tls.cert_file, mqtt.tls.key_file)")
+        }
         _ => format!("{at}: {e}"),
     }
 }

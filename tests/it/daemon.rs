@@ -47,10 +47,18 @@ impl Broker {
         } else {
             "true"
         };
+        // Started as root, mosquitto would switch to user `mosquitto`, which cannot read our
+        // private temp dir (keys, password file, persistence).
+        // SAFETY: geteuid has no preconditions.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous {anon}\npersistence true\npersistence_location {}\n{extra}\n",
+                "{user}listener {port} 127.0.0.1\nallow_anonymous {anon}\npersistence true\npersistence_location {}\n{extra}\n",
                 persist.display()
             ),
         )
@@ -651,5 +659,114 @@ fn systemd_unit_verifies_and_scores_well_on_security() {
     assert!(
         o.status.success(),
         "exposure above 2.0 (threshold 20 in tenths): {score}"
+    );
+}
+
+#[test]
+fn max_fps_caps_processing_and_every_skipped_frame_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, _) = crate::common::assets();
+    let cfg = dir.path().join("cap.yaml");
+    // The 120-frame clip at its own 30 fps (4 s), processed at most 10 times a second.
+    std::fs::write(
+        &cfg,
+        format!(
+            "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  pace: realtime\ndaemon:\n  max_fps: 10\n",
+            models.display(),
+            data("carphone_pristine.mp4").display()
+        ),
+    )
+    .unwrap();
+    let o = run_ok(bin().env("RUST_LOG", "info").args(["run", "--config"]).arg(&cfg));
+    let log = String::from_utf8_lossy(&o.stderr);
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stopped after"))
+        .expect("summary");
+    let num = |after: &str| -> u64 {
+        let (head, _) = summary
+            .split_once(after)
+            .unwrap_or_else(|| panic!("{after:?}: {summary}"));
+        head.rsplit(|c: char| !c.is_ascii_digit())
+            .find(|s| !s.is_empty())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (captured, processed, dropped) = (
+        num(" frames captured"),
+        num(" processed"),
+        num(" dropped before inference"),
+    );
+    assert_eq!(captured, 120, "{summary}");
+    assert!(
+        (30..=60).contains(&processed),
+        "about 4 s x 10 fps processed: {summary}"
+    );
+    assert_eq!(
+        processed + dropped,
+        captured,
+        "every frame processed or counted: {summary}"
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
+fn make_certs(dir: &Path) {
+    let sh = |cmd: &str| {
+        let o = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem");
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        sh(&format!(
+            "openssl req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr && \
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+             -extfile {name}.ext -out {name}.pem"
+        ));
+    }
+}
+
+#[test]
+fn tls_with_a_client_certificate_reaches_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    let tls_port = free_port();
+    // A plain listener for the test's subscriber, and a TLS one that demands client certificates.
+    let broker = Broker::start(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n\
+         require_certificate true\n",
+        d.display()
+    ));
+    wait_port(tls_port, true);
+    let sub = Sub::start(broker.port, "steadyface/car-1/status", d, "tls-sub", false);
+    let tls = format!(
+        "  tls:\n    enabled: true\n    ca_file: {0}/ca.pem\n    cert_file: {0}/client.pem\n    key_file: {0}/client.key\n",
+        d.display()
+    );
+    let cfg = config(d, &data("carphone_pristine.mp4"), tls_port, &tls);
+    run_ok(bin().args(["validate", "--config"]).arg(&cfg));
+    let daemon = Daemon::start(&cfg, &[], &[]);
+    sub.wait_for("online over TLS", Duration::from_secs(20), |m| {
+        m.iter().any(|(_, p)| p["state"] == "online")
+    });
+    let (_, ok, log) = daemon.stop();
+    assert!(ok, "{log}");
+    // Without the client certificate the broker refuses the handshake, and validate says TLS.
+    let no_cert = config(
+        d,
+        &data("carphone_pristine.mp4"),
+        tls_port,
+        &format!("  tls:\n    enabled: true\n    ca_file: {}/ca.pem\n", d.display()),
+    );
+    let err = run_err(bin().args(["validate", "--config"]).arg(&no_cert), 2);
+    assert!(
+        err.contains("TLS failed") && err.contains("mqtt.tls.cert_file"),
+        "{err}"
     );
 }

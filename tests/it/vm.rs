@@ -62,18 +62,28 @@ fn v4l2_capture_from_vivid_survives_unplug_and_replug() {
         eprintln!("{l}");
     }
     eprintln!("frames: {before} before unplug, {during} while unplugged, {after} after replug");
-    assert!(before >= 5, "frames flowed from vivid: {out}");
+    assert!(before >= 3, "frames flowed from vivid: {out}");
     assert!(
-        after >= during + 5,
+        after >= during + 3,
         "frames flow again after the camera came back: {out}"
     );
     assert!(out.contains("VM: daemon exit status 0"), "{out}");
+    for fmt in ["nv12", "grey"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("VM: format {fmt}:")))
+            .unwrap_or_else(|| panic!("no {fmt} run:\n{out}"));
+        let n: u64 = line.split_whitespace().nth(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!(n >= 1 && line.contains("exit 0;"), "{line}");
+    }
     for needle in [
         "camera: /dev/video0 (vivid",
         "Yuyv 640x480",
         "event CameraLost",
         "event CameraRestored",
         "1 camera outages",
+        "Nv12 640x480",
+        "Grey 640x480",
     ] {
         assert!(out.contains(needle), "no {needle:?} in:\n{out}");
     }
