@@ -10,10 +10,12 @@ use steadyface::{app, config::Config, models, Error};
 #[command(
     name = "steadyface",
     version,
-    about = "Stable facial landmarks from video: heatmap backbone + PDC decoding, with stability metrics",
+    about = "Stable facial landmarks from video: heatmap backbone + PDC decoding, as a tool and an MQTT daemon",
     long_about = "steadyface finds faces, tracks them with persistent ids and writes their landmarks.\n\n\
 First run `steadyface models fetch` to get the models listed in models/manifest.yaml,\n\
 then `steadyface track VIDEO --output landmarks.jsonl`.\n\n\
+As a service, `steadyface run --config FILE` reads a camera (or replays a clip) and publishes\n\
+landmarks over MQTT; `steadyface run --config config/demo.yaml` tries it on the bundled clip.\n\n\
 Coordinates are input-image pixels; the centre of the top-left pixel is (0, 0)."
 )]
 struct Cli {

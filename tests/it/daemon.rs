@@ -430,9 +430,26 @@ fn broker_outage_of_30s_loses_no_event_and_memory_stays_flat() {
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{summary}"));
+    let processed: u64 = summary
+        .split(" frames captured, ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    let received = m.iter().filter(|(t, _)| t.ends_with("/landmarks")).count() as u64;
+    // 30 s of frames at up to 30 fps; fewer when the machine is busy (those are counted as
+    // dropped before inference instead).
     assert!(
-        dropped >= 600,
-        "~30 s x 30 fps of landmark frames dropped and counted: {summary}"
+        dropped >= 150,
+        "the outage's landmark frames dropped and counted: {summary}"
+    );
+    // Every processed frame was either received or counted, except QoS 0 frames already handed
+    // to the client when the connection died (at most its 64-message channel plus the socket).
+    let unaccounted = processed.abs_diff(received + dropped);
+    eprintln!("landmarks: {processed} processed, {received} received, {dropped} dropped and counted");
+    assert!(
+        unaccounted <= 80,
+        "{processed} processed vs {received} received + {dropped} dropped"
     );
     assert!(summary.contains(" 0 events,"), "no event dropped: {summary}");
     eprintln!("RSS kB: before {rss_before}, during {rss_during}, after {rss_after}; {summary}");
