@@ -508,13 +508,7 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     }
     publisher.upstream = shared.counts();
     publisher.metrics();
-    if let Some(q) = publisher.mqtt.take() {
-        let c = q.close(&mut link_rx, Duration::from_millis(400)).await;
-        publisher.upstream.dropped_landmarks += c.dropped_landmarks;
-        publisher.upstream.dropped_events += c.dropped_events;
-        publisher.upstream.dropped_metrics += c.dropped_metrics;
-        publisher.upstream.mqtt_disconnects += c.disconnects;
-    }
+    publisher.close(&mut link_rx, Duration::from_millis(400)).await;
     let counts = publisher.counts();
     Ok(RunReport { ended, counts, device })
 }
@@ -560,27 +554,11 @@ pub fn serve(config: Option<PathBuf>, overrides: Vec<String>) -> Result<RunRepor
                         "stopped after {:.1} s ({:?}): {}",
                         started.elapsed().as_secs_f64(),
                         report.ended,
-                        summary(&report.counts)
+                        report.counts
                     );
                     return Ok(report);
                 }
             }
         }
     })
-}
-
-/// One line with every counter, for the final log line.
-pub fn summary(c: &Counts) -> String {
-    format!(
-        "{} frames captured, {} processed, {} dropped before inference, {} failed; not published: {} landmarks, {} events, {} metrics; {} camera outages, {} broker disconnects",
-        c.captured,
-        c.processed,
-        c.dropped_capture,
-        c.failed_frames,
-        c.dropped_landmarks,
-        c.dropped_events,
-        c.dropped_metrics,
-        c.camera_outages,
-        c.mqtt_disconnects
-    )
 }

@@ -68,6 +68,8 @@ pub struct Publisher {
     window_started: std::time::Instant,
     /// Frames and messages dropped before they reached the publisher (inference side).
     pub upstream: Counts,
+    /// The MQTT sink's counts once it is closed.
+    closed: mqtt::MqttCounts,
 }
 
 impl Publisher {
@@ -87,6 +89,7 @@ impl Publisher {
             started: std::time::Instant::now(),
             window_started: std::time::Instant::now(),
             upstream: Counts::default(),
+            closed: mqtt::MqttCounts::default(),
         }
     }
 
@@ -103,10 +106,12 @@ impl Publisher {
                     }
                 }
                 self.window.prev.clone_from(&m.faces);
-                let tracks: Vec<u32> = m.faces.iter().map(|f| f.id).collect();
-                if tracks != self.state.tracks {
-                    self.state.tracks = tracks;
+                if !m.faces.iter().map(|f| f.id).eq(self.state.tracks.iter().copied()) {
+                    self.state.tracks = m.faces.iter().map(|f| f.id).collect();
                     self.publish_state();
+                }
+                if self.stdout.is_none() && self.mqtt.is_none() {
+                    return;
                 }
                 let payload = serde_json::to_vec(&m).expect("landmarks serialise");
                 if let Some(out) = &mut self.stdout {
@@ -168,13 +173,23 @@ impl Publisher {
     /// Totals so far: the inference side's counts plus the sink's.
     pub fn counts(&self) -> Counts {
         let mut c = self.upstream;
-        if let Some(q) = &self.mqtt {
-            c.dropped_landmarks += q.counts.dropped_landmarks;
-            c.dropped_events += q.counts.dropped_events;
-            c.dropped_metrics += q.counts.dropped_metrics;
-            c.mqtt_disconnects += q.counts.disconnects;
-        }
+        let q = self.mqtt.as_ref().map_or(self.closed, |q| q.counts);
+        c.dropped_landmarks += q.dropped_landmarks;
+        c.dropped_events += q.dropped_events;
+        c.dropped_metrics += q.dropped_metrics;
+        c.mqtt_disconnects += q.disconnects;
         c
+    }
+
+    /// Say goodbye to the broker (see [`mqtt::MqttSink::close`]), keeping its final counts.
+    pub async fn close(
+        &mut self,
+        link_rx: &mut tokio::sync::mpsc::UnboundedReceiver<mqtt::Link>,
+        grace: std::time::Duration,
+    ) {
+        if let Some(q) = self.mqtt.take() {
+            self.closed = q.close(link_rx, grace).await;
+        }
     }
 
     /// Close the metrics window: log it, and publish it when a broker is configured.
@@ -192,22 +207,13 @@ impl Publisher {
             mqtt_connected: self.mqtt.as_ref().is_some_and(|q| q.connected()),
             counts: self.counts(),
         };
-        let c = &m.counts;
         log::info!(
-            "{:.1} fps, latency {:.1}/{:.1} ms (median/p90), jitter {}; frames {} captured, {} processed, {} dropped before inference, {} failed; dropped messages: {} landmarks, {} events, {} metrics; camera outages {}, broker disconnects {}",
+            "{:.1} fps, latency {:.1}/{:.1} ms (median/p90), jitter {}; {}",
             m.fps,
             m.latency_ms.median,
             m.latency_ms.p90,
             m.jitter.map(|j| format!("{j:.4}")).unwrap_or_else(|| "-".into()),
-            c.captured,
-            c.processed,
-            c.dropped_capture,
-            c.failed_frames,
-            c.dropped_landmarks,
-            c.dropped_events,
-            c.dropped_metrics,
-            c.camera_outages,
-            c.mqtt_disconnects
+            m.counts
         );
         if let Some(q) = &mut self.mqtt {
             q.metrics(serde_json::to_vec(&m).expect("metrics serialise"));

@@ -156,6 +156,25 @@ pub struct Counts {
     pub mqtt_disconnects: u64,
 }
 
+/// One line with every counter, for logs.
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} frames captured, {} processed, {} dropped before inference, {} failed; not published: {} landmarks, {} events, {} metrics; {} camera outages, {} broker disconnects",
+            self.captured,
+            self.processed,
+            self.dropped_capture,
+            self.failed_frames,
+            self.dropped_landmarks,
+            self.dropped_events,
+            self.dropped_metrics,
+            self.camera_outages,
+            self.mqtt_disconnects
+        )
+    }
+}
+
 /// `metrics`: QoS 0, every `daemon.metrics_interval_s`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
