@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# Build the test suite for aarch64 (zig-linked, glibc floor 2.31) and run the unit tests under
-# qemu-user, through cargo's target runner (cross/cargo-config.toml). The integration tests
-# run the real models frame by frame, ~80x slower under emulation, so they stay native.
+# The aarch64 (Jetson) checks, as CI runs them:
+#  1. build the tests and the binary for aarch64 with zig, against a glibc floor (2.31 =
+#     JetPack 5 / Ubuntu 20.04), and run them under qemu-user through cargo's target runner
+#     (cross/cargo-config.toml): every unit test, and the integration tests of bad input
+#     (`errors::`). The other integration tests run the models frame by frame, about 80x slower
+#     under emulation, so they run natively only (scripts/test.sh);
+#  2. check that the binary needs no GLIBC symbol above the floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="$HOME/.cache/steadyface"
+floor="${GLIBC_FLOOR:-2.31}"
 cross/setup.sh >/dev/null
 export PATH="$cache/zig-venv/bin:$cache/tools/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 # Cortex-A76 rather than QEMU's default `max` CPU, whose SVE2 sends tract down paths that are
 # very slow under emulation (and that Orin's A78AE does not have).
 export QEMU_CPU="${QEMU_CPU:-cortex-a76}"
-cargo-zigbuild test --config cross/cargo-config.toml --release --locked \
-  --target "aarch64-unknown-linux-gnu.${GLIBC_FLOOR:-2.31}" --lib
+# The integration tests start the binary themselves; this runs it under emulation too.
+export STEADYFACE_BIN_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+test=(cargo-zigbuild test --config cross/cargo-config.toml --release --locked
+      --target "aarch64-unknown-linux-gnu.$floor")
+"${test[@]}" --lib
+"${test[@]}" --test it errors::
+bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/steadyface"
+need=$(aarch64-linux-gnu-objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+if [ "$(printf '%s\n%s\n' "$need" "$floor" | sort -V | tail -1)" != "$floor" ]; then
+  echo "cross: $bin needs GLIBC_$need, above the floor $floor" >&2; exit 1
+fi
+echo "cross: aarch64 tests passed under qemu-user; $bin needs at most GLIBC_$need (floor $floor)"

@@ -8,5 +8,10 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 cargo test --release --locked 2>&1 | tee "$log"
+# aarch64 (Jetson): build for the glibc floor, run the unit and bad-input tests under
+# qemu-user, check the binary's GLIBC symbols. STEADYFACE_SKIP_CROSS=1 skips it locally.
+if [ "${STEADYFACE_SKIP_CROSS:-0}" != 1 ]; then
+  cross/test.sh 2>&1 | tee -a "$log"
+fi
 # One closing line over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

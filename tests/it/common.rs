@@ -26,8 +26,26 @@ pub fn data(name: &str) -> PathBuf {
     assets().1.join(name)
 }
 
+/// The binary under test. `STEADYFACE_BIN_RUNNER` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`,
+/// set by `cross/test.sh`) runs a cross-built binary under emulation, as cargo's target runner
+/// does for the test binary itself.
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_steadyface"));
+    let exe = env!("CARGO_BIN_EXE_steadyface");
+    let runner = std::env::var("STEADYFACE_BIN_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut c = match words.next() {
+        Some(prog) => {
+            // Resolved now: some tests run the binary with an empty PATH.
+            let prog = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join(prog))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from(prog));
+            let mut c = Command::new(prog);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     c.current_dir(root()).arg("--log").arg("warn");
     c
 }
