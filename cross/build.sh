@@ -12,11 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 cargo --config cross/cargo-config.toml zigbuild --release --locked --target "aarch64-unknown-linux-gnu.$floor"
 bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/steadyface"
 # The highest GLIBC symbol version the binary needs must not exceed the floor.
-need=$(aarch64-linux-gnu-objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
-if [ "$(printf '%s\n%s\n' "$need" "$floor" | sort -V | tail -1)" != "$floor" ]; then
-  echo "cross: $bin needs GLIBC_$need, above the floor $floor" >&2; exit 1
-fi
-echo "cross: $bin needs at most GLIBC_$need (floor $floor)"
+cross/glibc-check.sh "$bin" "$floor"
 # Smoke test under user-mode emulation. QEMU's default `max` CPU has SVE2, which makes
 # tract take paths that emulate ~100x slower; a Cortex-A76 is close to Orin's A78AE.
 QEMU_CPU=cortex-a76 qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" validate --config config/demo.yaml

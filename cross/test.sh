@@ -23,8 +23,5 @@ test=(cargo-zigbuild test --config cross/cargo-config.toml --release --locked
 "${test[@]}" --lib
 "${test[@]}" --test it errors::
 bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/steadyface"
-need=$(aarch64-linux-gnu-objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
-if [ "$(printf '%s\n%s\n' "$need" "$floor" | sort -V | tail -1)" != "$floor" ]; then
-  echo "cross: $bin needs GLIBC_$need, above the floor $floor" >&2; exit 1
-fi
-echo "cross: aarch64 tests passed under qemu-user; $bin needs at most GLIBC_$need (floor $floor)"
+cross/glibc-check.sh "$bin" "$floor"
+echo "cross: aarch64 tests passed under qemu-user"

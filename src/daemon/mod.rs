@@ -201,6 +201,11 @@ fn capture_loop(
         Duration::from_millis(s.reopen_min_ms),
         Duration::from_millis(s.reopen_max_ms),
     );
+    // One outage: counted once and announced once, however many reopen attempts follow.
+    let lost = |e: &Error, frame: u64| {
+        shared.camera_outages.fetch_add(1, Ordering::Relaxed);
+        ev.send(EventKind::CameraLost, frame, None, Some(e.to_string()));
+    };
     let mut src = first;
     let mut frame = Frame::new(1, 1);
     let mut backoff = min;
@@ -225,13 +230,7 @@ fn capture_loop(
                 Err(e) => {
                     if !reported_lost {
                         log::warn!("{e}; retrying every {}..{} ms", min.as_millis(), max.as_millis());
-                        shared.camera_outages.fetch_add(1, Ordering::Relaxed);
-                        ev.send(
-                            EventKind::CameraLost,
-                            last_index.map_or(0, |i| i + 1),
-                            None,
-                            Some(e.to_string()),
-                        );
+                        lost(&e, last_index.map_or(0, |i| i + 1));
                         reported_lost = true;
                     } else {
                         log::debug!("source still unavailable: {e}");
@@ -289,13 +288,7 @@ fn capture_loop(
             }
             Err(e) => {
                 log::warn!("{e}; reopening");
-                shared.camera_outages.fetch_add(1, Ordering::Relaxed);
-                ev.send(
-                    EventKind::CameraLost,
-                    last_index.map_or(0, |i| i + 1),
-                    None,
-                    Some(e.to_string()),
-                );
+                lost(&e, last_index.map_or(0, |i| i + 1));
                 reported_lost = true;
                 base_index = last_index.map_or(0, |i| i + 1);
                 base_time = last_time;

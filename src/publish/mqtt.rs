@@ -310,25 +310,20 @@ impl MqttSink {
         .expect("status serialises")
     }
 
+    /// Offer a QoS 0 message: true if handed to the client (connected, channel not full).
+    fn offer_qos0(&self, topic: &str, payload: Vec<u8>) -> bool {
+        self.connected && self.client.try_publish(topic, QoS::AtMostOnce, false, payload).is_ok()
+    }
+
     /// A per-frame message: published now if connected, otherwise dropped and counted.
     pub fn landmarks(&mut self, payload: Vec<u8>) {
-        if !self.connected
-            || self
-                .client
-                .try_publish(self.topics.landmarks.clone(), QoS::AtMostOnce, false, payload)
-                .is_err()
-        {
+        if !self.offer_qos0(&self.topics.landmarks, payload) {
             self.counts.dropped_landmarks += 1;
         }
     }
 
     pub fn metrics(&mut self, payload: Vec<u8>) {
-        if !self.connected
-            || self
-                .client
-                .try_publish(self.topics.metrics.clone(), QoS::AtMostOnce, false, payload)
-                .is_err()
-        {
+        if !self.offer_qos0(&self.topics.metrics, payload) {
             self.counts.dropped_metrics += 1;
         }
     }
