@@ -4,13 +4,8 @@
 #   GLIBC_FLOOR=2.35 cross/build.sh   (JetPack 6 only; default 2.31 = JetPack 5, Ubuntu 20.04)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-floor="${GLIBC_FLOOR:-2.31}"
-cache="$HOME/.cache/steadyface"
-cross/setup.sh >/dev/null
-export PATH="$cache/zig-venv/bin:$cache/tools/bin:$PATH"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+. cross/env.sh
 cargo --config cross/cargo-config.toml zigbuild --release --locked --target "aarch64-unknown-linux-gnu.$floor"
-bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/steadyface"
 # The highest GLIBC symbol version the binary needs must not exceed the floor.
 cross/glibc-check.sh "$bin" "$floor"
 # Smoke test under user-mode emulation. QEMU's default `max` CPU has SVE2, which makes

@@ -8,11 +8,7 @@
 #  2. check that the binary needs no GLIBC symbol above the floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cache="$HOME/.cache/steadyface"
-floor="${GLIBC_FLOOR:-2.31}"
-cross/setup.sh >/dev/null
-export PATH="$cache/zig-venv/bin:$cache/tools/bin:$PATH"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+. cross/env.sh
 # Cortex-A76 rather than QEMU's default `max` CPU, whose SVE2 sends tract down paths that are
 # very slow under emulation (and that Orin's A78AE does not have).
 export QEMU_CPU="${QEMU_CPU:-cortex-a76}"
@@ -22,6 +18,5 @@ test=(cargo-zigbuild test --config cross/cargo-config.toml --release --locked
       --target "aarch64-unknown-linux-gnu.$floor")
 "${test[@]}" --lib
 "${test[@]}" --test it errors::
-bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/steadyface"
 cross/glibc-check.sh "$bin" "$floor"
 echo "cross: aarch64 tests passed under qemu-user"

@@ -447,6 +447,19 @@ impl Config {
                 p.push(format!("{name}: {v:?} is not one of {}", set.join(", ")));
             }
         };
+        let int_range = |p: &mut Vec<String>, name: &str, v: u64, lo: u64, hi: u64| {
+            if !(lo..=hi).contains(&v) {
+                p.push(format!("{name}: {v} is out of range [{lo}, {hi}]"));
+            }
+        };
+        // A back-off that starts at `min` and doubles up to `max`.
+        let backoff = |p: &mut Vec<String>, section: &str, what: &str, min: u64, max: u64| {
+            if min == 0 || min > max {
+                p.push(format!(
+                    "{section}.{what}_min_ms ({min}) must be at least 1 and at most {section}.{what}_max_ms ({max})"
+                ));
+            }
+        };
         let s = &self.source;
         one_of(p, "source.kind", &s.kind, SOURCE_KINDS);
         one_of(p, "source.pace", &s.pace, REPLAY_PACES);
@@ -457,26 +470,13 @@ impl Config {
         if s.kind == "v4l2" && s.device.trim().is_empty() {
             p.push("source.device: required when source.kind is v4l2".into());
         }
-        for (name, v) in [("source.width", s.width), ("source.height", s.height)] {
-            if !(16..=8192).contains(&v) {
-                p.push(format!("{name}: {v} is out of range [16, 8192]"));
-            }
-        }
+        int_range(p, "source.width", s.width.into(), 16, 8192);
+        int_range(p, "source.height", s.height.into(), 16, 8192);
         if !(s.fps > 0.0 && s.fps <= 1000.0) {
             p.push(format!("source.fps: {} is out of range (0, 1000]", s.fps));
         }
-        if !(50..=60_000).contains(&s.timeout_ms) {
-            p.push(format!(
-                "source.timeout_ms: {} is out of range [50, 60000]",
-                s.timeout_ms
-            ));
-        }
-        if s.reopen_min_ms == 0 || s.reopen_min_ms > s.reopen_max_ms {
-            p.push(format!(
-                "source.reopen_min_ms ({}) must be at least 1 and at most source.reopen_max_ms ({})",
-                s.reopen_min_ms, s.reopen_max_ms
-            ));
-        }
+        int_range(p, "source.timeout_ms", s.timeout_ms, 50, 60_000);
+        backoff(p, "source", "reopen", s.reopen_min_ms, s.reopen_max_ms);
         let d = &self.daemon;
         if !(d.max_fps >= 0.0 && d.max_fps <= 1000.0) {
             p.push(format!(
@@ -522,24 +522,9 @@ impl Config {
                 m.device_id
             ));
         }
-        if !(1..=65_535).contains(&m.keep_alive_s) {
-            p.push(format!(
-                "mqtt.keep_alive_s: {} is out of range [1, 65535]",
-                m.keep_alive_s
-            ));
-        }
-        if !(1..=1_000_000).contains(&m.event_queue) {
-            p.push(format!(
-                "mqtt.event_queue: {} is out of range [1, 1000000]",
-                m.event_queue
-            ));
-        }
-        if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {
-            p.push(format!(
-                "mqtt.reconnect_min_ms ({}) must be at least 1 and at most mqtt.reconnect_max_ms ({})",
-                m.reconnect_min_ms, m.reconnect_max_ms
-            ));
-        }
+        int_range(p, "mqtt.keep_alive_s", m.keep_alive_s, 1, 65_535);
+        int_range(p, "mqtt.event_queue", m.event_queue as u64, 1, 1_000_000);
+        backoff(p, "mqtt", "reconnect", m.reconnect_min_ms, m.reconnect_max_ms);
         if m.password.is_some() && m.password_file.is_some() {
             p.push("mqtt.password and mqtt.password_file: give one, not both".into());
         }

@@ -258,25 +258,30 @@ impl Drop for Daemon {
     }
 }
 
+/// Write a config at `path`: the fetched models, then `body`, in which `{carphone}` stands for
+/// the bundled clip.
+fn write_config(path: &Path, body: &str) {
+    let (models, _) = crate::common::assets();
+    let body = body.replace("{carphone}", &data("carphone_pristine.mp4").display().to_string());
+    std::fs::write(path, format!("models:\n  dir: {}\n{body}", models.display())).unwrap();
+}
+
 /// A config replaying `clip` (realtime, looping) to a broker on `port`.
 fn config(dir: &Path, clip: &Path, port: u16, extra: &str) -> PathBuf {
-    let (models, _) = crate::common::assets();
     let p = dir.join("steadyface.yaml");
-    std::fs::write(
+    write_config(
         &p,
-        format!(
+        &format!(
             concat!(
-                "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  pace: realtime\n  repeat: true\n",
-                "daemon:\n  metrics_interval_s: 1.0\nmqtt:\n  enabled: true\n  port: {port}\n  device_id: car-1\n",
-                "  keep_alive_s: 2\n  reconnect_min_ms: 100\n  reconnect_max_ms: 1000\n{extra}"
+                "source:\n  kind: replay\n  path: {}\n  pace: realtime\n  repeat: true\n",
+                "daemon:\n  metrics_interval_s: 1.0\nmqtt:\n  enabled: true\n  port: {}\n  device_id: car-1\n",
+                "  keep_alive_s: 2\n  reconnect_min_ms: 100\n  reconnect_max_ms: 1000\n{}"
             ),
-            models.display(),
             clip.display(),
-            port = port,
-            extra = extra
+            port,
+            extra
         ),
-    )
-    .unwrap();
+    );
     p
 }
 
@@ -528,16 +533,11 @@ fn malformed_tls_files_are_named_by_field_and_path() {
 #[test]
 fn a_missing_camera_is_a_warning_and_the_daemon_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (models, _) = crate::common::assets();
     let cfg = dir.path().join("cam.yaml");
-    std::fs::write(
+    write_config(
         &cfg,
-        format!(
-            "models:\n  dir: {}\nsource:\n  device: /dev/video-steadyface-test\n  reopen_min_ms: 50\n  reopen_max_ms: 200\n",
-            models.display()
-        ),
-    )
-    .unwrap();
+        "source:\n  device: /dev/video-steadyface-test\n  reopen_min_ms: 50\n  reopen_max_ms: 200\n",
+    );
     let o = run_ok(bin().args(["validate", "--config"]).arg(&cfg));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -557,18 +557,14 @@ fn a_missing_camera_is_a_warning_and_the_daemon_waits_for_it() {
 #[test]
 fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
     let dir = tempfile::tempdir().unwrap();
-    let (models, _) = crate::common::assets();
     let cfg = dir.path().join("hup.yaml");
     let write = |device: &str| {
-        std::fs::write(
+        write_config(
             &cfg,
-            format!(
-                "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  repeat: true\ndaemon:\n  stdout: true\nmqtt:\n  device_id: {device}\n",
-                models.display(),
-                data("carphone_pristine.mp4").display()
+            &format!(
+                "source:\n  kind: replay\n  path: {{carphone}}\n  repeat: true\ndaemon:\n  stdout: true\nmqtt:\n  device_id: {device}\n"
             ),
         )
-        .unwrap()
     };
     write("before");
     let mut d = Daemon::start(&cfg, &[], &[]);
@@ -609,17 +605,8 @@ fn systemd_notify_ready_watchdog_and_stopping() {
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let (models, _) = crate::common::assets();
     let cfg = dir.path().join("n.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  repeat: true\n",
-            models.display(),
-            data("carphone_pristine.mp4").display()
-        ),
-    )
-    .unwrap();
+    write_config(&cfg, "source:\n  kind: replay\n  path: {carphone}\n  repeat: true\n");
     let d = Daemon::start(
         &cfg,
         &[],
@@ -682,18 +669,12 @@ fn systemd_unit_verifies_and_scores_well_on_security() {
 #[test]
 fn max_fps_caps_processing_and_every_skipped_frame_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (models, _) = crate::common::assets();
     let cfg = dir.path().join("cap.yaml");
     // The 120-frame clip at its own 30 fps (4 s), processed at most 10 times a second.
-    std::fs::write(
+    write_config(
         &cfg,
-        format!(
-            "models:\n  dir: {}\nsource:\n  kind: replay\n  path: {}\n  pace: realtime\ndaemon:\n  max_fps: 10\n",
-            models.display(),
-            data("carphone_pristine.mp4").display()
-        ),
-    )
-    .unwrap();
+        "source:\n  kind: replay\n  path: {carphone}\n  pace: realtime\ndaemon:\n  max_fps: 10\n",
+    );
     let o = run_ok(bin().env("RUST_LOG", "info").args(["run", "--config"]).arg(&cfg));
     let log = String::from_utf8_lossy(&o.stderr);
     let summary = log
