@@ -13,7 +13,9 @@ use crate::metrics;
 use crate::models::{self, Manifest, ModelKind, SchemeSpec};
 use crate::pipeline::{Faces, Pipeline, PipelineParams, PipelineStats};
 use crate::records::{read_jsonl, FaceRecord, FrameRecord};
+use crate::signals::{Events as SignalEvents, Outputs as SignalOutputs, SignalPoints, Signals};
 use crate::truth;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -94,6 +96,16 @@ impl Models {
         )
     }
 
+    /// The drowsiness signals for this backbone's landmark scheme.
+    pub fn signals(&self, cfg: &Config) -> Result<Signals> {
+        let points =
+            SignalPoints::from_scheme(&self.backbone_spec.scheme, self.scheme()).map_err(|e| Error::Config {
+                origin: None,
+                problems: vec![format!("signals: {e} (set signals.enabled: false to run without them)")],
+            })?;
+        Ok(Signals::new(cfg.signals.clone(), points))
+    }
+
     pub fn pipeline(&self, cfg: &Config) -> Result<Pipeline> {
         Pipeline::new(
             self.load_backbone()?,
@@ -120,12 +132,19 @@ pub struct TrackSummary {
     pub fps: f64,
     pub decoder: String,
     pub stats: PipelineStats,
+    /// With `--signals`: how many of each signal event (blink, yawn, ...) the clip produced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal_events: Option<BTreeMap<String, u64>>,
 }
 
-/// Run the pipeline over `input`, writing one JSON line per frame to `output`.
-pub fn track(cfg: &Config, input: &Path, output: &Path) -> Result<TrackSummary> {
+/// Run the pipeline over `input`, writing one JSON line per frame to `output`; with
+/// `signals`, each face also carries its drowsiness signals and the summary counts them.
+pub fn track(cfg: &Config, input: &Path, output: &Path, signals: bool) -> Result<TrackSummary> {
     let models = Models::resolve(cfg)?;
     let mut pipeline = models.pipeline(cfg)?;
+    let mut sig = signals.then(|| models.signals(cfg)).transpose()?;
+    let (mut sig_out, mut sig_ev) = (SignalOutputs::new(), SignalEvents::new());
+    let mut events = BTreeMap::<String, u64>::new();
     let scheme = models.backbone_spec.scheme.clone();
     // Image directories name each frame's file, so `eval` can match dlib XML by name.
     let names: Option<Vec<String>> = if input.is_dir() {
@@ -151,12 +170,29 @@ pub fn track(cfg: &Config, input: &Path, output: &Path) -> Result<TrackSummary> 
     let start = Instant::now();
     while let Some(meta) = source.next_frame(&mut frame)? {
         pipeline.process(&frame, meta.time_s, &mut faces)?;
-        let rec = FrameRecord {
+        let mut rec = FrameRecord {
             frame: meta.index,
             time_s: (meta.time_s * 1e6).round() / 1e6,
             file: names.as_ref().and_then(|n| n.get(meta.index as usize).cloned()),
             faces: faces.iter().map(|f| FaceRecord::from_obs(f, &scheme)).collect(),
         };
+        if let Some(s) = sig.as_mut() {
+            s.update(&faces, meta.time_s, &mut sig_out, &mut sig_ev);
+            for (r, o) in rec.faces.iter_mut().zip(&sig_out) {
+                r.signals = Some(*o);
+            }
+            for e in &sig_ev {
+                log::debug!(
+                    "frame {}: track {} {:?} {:?}",
+                    meta.index,
+                    e.track,
+                    e.kind,
+                    e.duration_s
+                );
+                let name = serde_json::to_value(e.kind).expect("kind serialises");
+                *events.entry(name.as_str().unwrap_or("?").to_string()).or_default() += 1;
+            }
+        }
         n_faces += faces.len() as u64;
         score_sum += faces.iter().map(|f| f.score as f64).sum::<f64>();
         serde_json::to_writer(&mut out, &rec).map_err(|e| Error::io(output, e.into()))?;
@@ -180,6 +216,7 @@ pub fn track(cfg: &Config, input: &Path, output: &Path) -> Result<TrackSummary> 
         fps: stats.frames as f64 / secs.max(1e-9),
         decoder: cfg.decoder.method.clone(),
         stats,
+        signal_events: sig.map(|_| events),
     })
 }
 

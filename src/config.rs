@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::face::tracker::TrackerParams;
 use crate::face::MAX_FACES;
 use crate::pdc::{HeatmapNorm, Pdc};
+use crate::signals::SignalsConfig;
 use crate::stabilizer::OneEuroParams;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
@@ -274,6 +275,9 @@ pub struct MqttConfig {
     /// Back-off between reconnect attempts: starts here, doubles up to `reconnect_max_ms`.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Subscribe to PREFIX/DEVICE_ID/cmd for `record`, `recalibrate` and `reset` commands.
+    /// Anyone who may publish there controls these, so restrict the topic with broker ACLs.
+    pub commands: bool,
 }
 
 impl Default for MqttConfig {
@@ -294,6 +298,51 @@ impl Default for MqttConfig {
             event_queue: 1000,
             reconnect_min_ms: 500,
             reconnect_max_ms: 10000,
+            commands: true,
+        }
+    }
+}
+
+/// Field clips: the last seconds of frames and landmarks, saved on a trigger for `tune`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClipsConfig {
+    /// Keep a ring of recent frames and save clips on a trigger or a `record` command.
+    /// Costs `max_ring_mb` of memory once the ring is full.
+    pub enabled: bool,
+    /// Directory of the clips (one sub-directory each: frames.y4m, landmarks.jsonl, clip.json).
+    pub dir: PathBuf,
+    /// Seconds of history a clip holds (fewer when `max_ring_mb` is reached first).
+    pub seconds: f64,
+    /// Memory cap of the ring (frames are kept as 4:2:0, 1.5 bytes per pixel).
+    pub max_ring_mb: u64,
+    /// Disk quota for all clips: after each save the oldest clips are deleted (and counted)
+    /// until the total fits.
+    pub max_total_mb: u64,
+    /// Save a clip when the mean landmark score, averaged over `trigger_window_s`, falls below
+    /// this while a face is tracked (0: off). Faces score 0.73–0.86 on lm0.
+    pub trigger_score_below: f32,
+    /// Save a clip when the live jitter (mean frame-to-frame point motion over the face size),
+    /// averaged over `trigger_window_s`, exceeds this (0: off). Still faces show about 0.002.
+    pub trigger_jitter_above: f32,
+    /// Averaging window of the triggers.
+    pub trigger_window_s: f64,
+    /// Least time between two triggered clips (commands are not limited).
+    pub cooldown_s: f64,
+}
+
+impl Default for ClipsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("clips"),
+            seconds: 10.0,
+            max_ring_mb: 150,
+            max_total_mb: 2048,
+            trigger_score_below: 0.0,
+            trigger_jitter_above: 0.0,
+            trigger_window_s: 2.0,
+            cooldown_s: 300.0,
         }
     }
 }
@@ -313,6 +362,8 @@ pub struct Config {
     pub source: SourceConfig,
     pub daemon: DaemonConfig,
     pub mqtt: MqttConfig,
+    pub signals: SignalsConfig,
+    pub clips: ClipsConfig,
 }
 
 impl Config {
@@ -383,6 +434,8 @@ impl Config {
         section!("source", source);
         section!("daemon", daemon);
         section!("mqtt", mqtt);
+        section!("signals", signals);
+        section!("clips", clips);
         cfg.check(&mut problems);
         if problems.is_empty() {
             Ok(cfg)
@@ -438,6 +491,7 @@ impl Config {
             ));
         }
         self.check_daemon(p);
+        self.signals.check(p);
     }
 
     /// Checks of the daemon sections (`source`, `daemon`, `mqtt`).
@@ -537,6 +591,27 @@ impl Config {
         }
         if t.enabled && t.ca_file.is_none() {
             p.push("mqtt.tls.ca_file: required when mqtt.tls.enabled is true".into());
+        }
+        let c = &self.clips;
+        let span = |p: &mut Vec<String>, name: &str, v: f64, lo: f64, hi: f64| {
+            if !(lo..=hi).contains(&v) {
+                p.push(format!("clips.{name}: {v} is out of range [{lo}, {hi}]"));
+            }
+        };
+        span(p, "seconds", c.seconds, 0.5, 600.0);
+        span(p, "trigger_window_s", c.trigger_window_s, 0.1, 600.0);
+        span(p, "cooldown_s", c.cooldown_s, 0.0, 86_400.0);
+        span(p, "trigger_score_below", c.trigger_score_below.into(), 0.0, 1.0);
+        span(p, "trigger_jitter_above", c.trigger_jitter_above.into(), 0.0, 10.0);
+        int_range(p, "clips.max_ring_mb", c.max_ring_mb, 1, 65_536);
+        if c.max_total_mb < c.max_ring_mb {
+            p.push(format!(
+                "clips.max_total_mb ({}) must be at least clips.max_ring_mb ({}), or no clip fits",
+                c.max_total_mb, c.max_ring_mb
+            ));
+        }
+        if c.dir.as_os_str().is_empty() {
+            p.push("clips.dir: must not be empty".into());
         }
     }
 

@@ -17,11 +17,14 @@
 //! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
 //! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro).
+//! - [`signals`]: drowsiness from landmarks: EAR, MAR, blinks, the eyes-closed alarm,
+//!   PERCLOS, yawns, gated by landmark confidence so that occlusion reads as unknown.
 //! - [`pipeline`]: the per-frame path shared by every front end.
 //! - [`metrics`]: NME, NRMSE, AUC/FR, MCV (Eq. 9–10), MAV (Eq. 11), jitter.
 //! - [`truth`], [`records`]: ground-truth formats and the landmark JSONL record.
 //! - [`app`]: the `track`, `eval` and `models fetch` commands; [`bench`]: `bench`.
 //! - [`daemon`]: `steadyface run`: capture, inference and publishing threads, signals,
+//!   field clips and commands,
 //!   systemd notify/watchdog; [`publish`]: MQTT and stdout output and the payload
 //!   [`publish::schema`].
 
@@ -44,6 +47,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod records;
 pub mod runtime;
+pub mod signals;
 pub mod stabilizer;
 pub mod truth;
 

@@ -58,6 +58,10 @@ enum Cmd {
         /// Also write a JSON summary here.
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Add each face's drowsiness signals (EAR, blinks, PERCLOS, yawns; see `signals` in the
+        /// config) to every record, and count the signal events in the summary.
+        #[arg(long)]
+        signals: bool,
     },
     /// Compare predicted landmarks with ground truth: NME, NRMSE, AUC, FR, MCV, MAV, jitter.
     Eval {
@@ -201,6 +205,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             decoder,
             stabilizer,
             summary,
+            signals,
         } => {
             if let Some(d) = decoder {
                 let name = match d {
@@ -215,7 +220,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 set.push(format!("stabilizer.method={s}"));
             }
             let cfg = Config::load(config.as_deref(), &set)?;
-            let s = app::track(&cfg, &input, &output)?;
+            let s = app::track(&cfg, &input, &output, signals)?;
             println!(
                 "{} frames ({} with a face, {} face observations, mean score {:.3}) in {:.2} s = {:.1} fps; decoder {}; detector ran {} times; tracks started {}, lost {}; wrote {}",
                 s.frames, s.frames_with_face, s.faces_seen, s.mean_score, s.seconds, s.fps, s.decoder, s.stats.detector_runs, s.stats.tracks_started, s.stats.tracks_lost, s.output

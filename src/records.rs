@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::face::FaceObs;
 use crate::geometry::{BBox, Point};
+use crate::signals::FaceSignals;
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 use std::path::Path;
@@ -23,6 +24,9 @@ pub struct FaceRecord {
     pub score: f32,
     pub points: Vec<[f32; 2]>,
     pub scheme: String,
+    /// Drowsiness signals (`track --signals`, and the daemon when `signals.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<FaceSignals>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +52,7 @@ impl FaceRecord {
             score: r3(o.score),
             points: o.points.iter().map(|p| [r3(p.x), r3(p.y)]).collect(),
             scheme: scheme.to_string(),
+            signals: None,
         }
     }
     pub fn points(&self) -> Vec<Point> {

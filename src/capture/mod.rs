@@ -10,7 +10,7 @@ mod ffmpeg;
 mod imagedir;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
-mod y4m;
+pub mod y4m;
 
 pub use ffmpeg::FfmpegSource;
 pub use imagedir::ImageDirSource;

@@ -234,6 +234,16 @@ fn yuv_to_rgb(raw: &[u8], chroma: Chroma, full: bool, w: usize, h: usize, rgb: &
     }
 }
 
+/// Full-range BT.601 (JFIF) RGB → YCbCr, the inverse of what the reader applies to full-range files.
+fn ycbcr(r: f32, g: f32, b: f32) -> [u8; 3] {
+    [
+        0.299 * r + 0.587 * g + 0.114 * b,
+        128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+        128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b,
+    ]
+    .map(|v| v.round().clamp(0.0, 255.0) as u8)
+}
+
 /// Write frames as Y4M 4:4:4 (lossless for RGB round trips within rounding) or mono.
 pub fn write_y4m_444(
     out: &mut impl std::io::Write,
@@ -250,18 +260,54 @@ pub fn write_y4m_444(
     for f in frames {
         out.write_all(b"FRAME\n")?;
         for i in 0..w * h {
-            let (r, g, b) = (f.data[3 * i] as f32, f.data[3 * i + 1] as f32, f.data[3 * i + 2] as f32);
-            planes[i] = (0.299 * r + 0.587 * g + 0.114 * b).round().clamp(0.0, 255.0) as u8;
-            planes[w * h + i] = (128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b)
-                .round()
-                .clamp(0.0, 255.0) as u8;
-            planes[2 * w * h + i] = (128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b)
-                .round()
-                .clamp(0.0, 255.0) as u8;
+            let [y, u, v] = ycbcr(f.data[3 * i] as f32, f.data[3 * i + 1] as f32, f.data[3 * i + 2] as f32);
+            (planes[i], planes[w * h + i], planes[2 * w * h + i]) = (y, u, v);
         }
         out.write_all(&planes)?;
     }
     Ok(())
+}
+
+/// Bytes of one 4:2:0 frame.
+pub fn i420_len(w: usize, h: usize) -> usize {
+    w * h + 2 * w.div_ceil(2) * h.div_ceil(2)
+}
+
+/// Convert `frame` to full-range 4:2:0 planes (chroma averaged over 2×2) in `out`, which is
+/// resized to [`i420_len`] (no allocation once it has that capacity).
+pub fn rgb_to_i420(frame: &Frame, out: &mut Vec<u8>) {
+    let (w, h) = (frame.width, frame.height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    out.resize(i420_len(w, h), 0);
+    let (luma, chroma) = out.split_at_mut(w * h);
+    let (cb, cr) = chroma.split_at_mut(cw * ch);
+    for y in 0..h {
+        for x in 0..w {
+            let p = frame.pixel(x, y);
+            luma[y * w + x] = ycbcr(p[0] as f32, p[1] as f32, p[2] as f32)[0];
+        }
+    }
+    for cy in 0..ch {
+        for cx in 0..cw {
+            let (mut sum, mut n) = ([0f32; 3], 0.0);
+            for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)].map(|(dx, dy)| (2 * cx + dx, 2 * cy + dy)) {
+                if x < w && y < h {
+                    let p = frame.pixel(x, y);
+                    for c in 0..3 {
+                        sum[c] += p[c] as f32;
+                    }
+                    n += 1.0;
+                }
+            }
+            let [_, u, v] = ycbcr(sum[0] / n, sum[1] / n, sum[2] / n);
+            (cb[cy * cw + cx], cr[cy * cw + cx]) = (u, v);
+        }
+    }
+}
+
+/// The stream header of a full-range 4:2:0 Y4M file, as [`rgb_to_i420`] frames need.
+pub fn i420_header(w: usize, h: usize, fps_num: u32, fps_den: u32) -> String {
+    format!("YUV4MPEG2 W{w} H{h} F{fps_num}:{fps_den} Ip A1:1 C420jpeg XCOLORRANGE=FULL\n")
 }
 
 #[cfg(test)]
@@ -311,6 +357,35 @@ mod tests {
         s.next_frame(&mut g).unwrap();
         for (a, b) in f.data.iter().zip(&g.data) {
             assert!((*a as i32 - *b as i32).abs() <= 2, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn i420_round_trip_through_the_reader() {
+        let mut f = Frame::new(5, 3);
+        for (i, p) in f.data.chunks_mut(3).enumerate() {
+            p.copy_from_slice(&[(i * 17) as u8, 120, 200 - (i * 9) as u8]);
+        }
+        let mut planes = Vec::new();
+        rgb_to_i420(&f, &mut planes);
+        let mut bytes = i420_header(5, 3, 30, 1).into_bytes();
+        bytes.extend_from_slice(b"FRAME\n");
+        bytes.extend_from_slice(&planes);
+        let mut s = src(bytes).unwrap();
+        let mut g = Frame::default();
+        s.next_frame(&mut g).unwrap().unwrap();
+        assert_eq!((g.width, g.height), (5, 3));
+        // Luma is exact; chroma is shared by 2×2 blocks, so allow the block's colour spread.
+        for (a, b) in f.data.iter().zip(&g.data) {
+            assert!(a.abs_diff(*b) <= 40, "{a} vs {b}");
+        }
+        let luma = |d: &[u8]| -> Vec<f32> {
+            d.chunks(3)
+                .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+                .collect()
+        };
+        for (a, b) in luma(&f.data).iter().zip(luma(&g.data)) {
+            assert!((a - b).abs() <= 3.0, "{a} vs {b}");
         }
     }
 

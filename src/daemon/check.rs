@@ -18,7 +18,14 @@ pub fn environment(cfg: &Config) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     let mut only: Option<Error> = None;
     // Building the whole pipeline runs every load-time model check there is.
-    if let Err(e) = Models::resolve(cfg).and_then(|m| m.pipeline(cfg).map(drop)) {
+    let models = Models::resolve(cfg).and_then(|m| {
+        m.pipeline(cfg)?;
+        if cfg.signals.enabled {
+            m.signals(cfg)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = models {
         errors.push(e.to_string());
         only = Some(e);
     }
@@ -38,6 +45,18 @@ pub fn environment(cfg: &Config) -> Result<Vec<String>> {
                     p.display()
                 ));
             }
+        }
+    }
+    if cfg.clips.enabled {
+        // The clip writer must be able to create clip directories there (under systemd,
+        // a relative dir lands in the unit's StateDirectory).
+        let dir = &cfg.clips.dir;
+        let probe = dir.join(".steadyface-validate");
+        let ok = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::create_dir(&probe))
+            .and_then(|_| std::fs::remove_dir(&probe));
+        if let Err(e) = ok {
+            errors.push(format!("clips.dir: cannot write clips in {}: {e}", dir.display()));
         }
     }
     if cfg.mqtt.enabled {

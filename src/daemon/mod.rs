@@ -15,6 +15,7 @@
 //! the new one is invalid).
 
 pub mod check;
+pub mod clips;
 pub mod mailbox;
 pub mod systemd;
 
@@ -25,14 +26,15 @@ use crate::error::{Error, Result};
 use crate::face::MAX_FACES;
 use crate::frame::Frame;
 use crate::pipeline::{Faces, Pipeline};
-use crate::publish::schema::{unix_now, Counts, EventKind, EventMsg, LandmarksMsg, SCHEMA_VERSION};
+use crate::publish::schema::{unix_now, CommandMsg, Counts, EventKind, EventMsg, LandmarksMsg, SCHEMA_VERSION};
 use crate::publish::{mqtt, Outgoing, Publisher};
 use crate::records::FaceRecord;
+use crate::signals::{Events as SignalEvents, Outputs as SignalOutputs, Signals};
 use mailbox::{Captured, Mailbox};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -69,6 +71,10 @@ struct Shared {
     dropped_events: AtomicU64,
     failed_frames: AtomicU64,
     camera_outages: AtomicU64,
+    clips_saved: AtomicU64,
+    clips_deleted: AtomicU64,
+    clips_failed: AtomicU64,
+    commands_rejected: AtomicU64,
     /// Milliseconds since `t0` of the last sign of progress: a processed frame, or an attempt
     /// to reopen a lost camera. The watchdog is pinged only while this is recent.
     heartbeat_ms: AtomicU64,
@@ -89,15 +95,27 @@ impl Shared {
             dropped_events: g(&self.dropped_events),
             failed_frames: g(&self.failed_frames),
             camera_outages: g(&self.camera_outages),
+            clips_saved: g(&self.clips_saved),
+            clips_deleted: g(&self.clips_deleted),
+            clips_failed: g(&self.clips_failed),
+            commands_rejected: g(&self.commands_rejected),
             ..Counts::default()
         }
     }
 }
 
-/// Sends events from either thread with one sequence.
+/// The publisher's channel. The stages hold it strongly; the async loop holds it weakly, so
+/// the channel still closes (and a replay ends the run) when the stages are done.
+#[derive(Clone)]
+enum Tx {
+    Strong(mpsc::Sender<Outgoing>),
+    Weak(mpsc::WeakSender<Outgoing>),
+}
+
+/// Sends events from any thread with one sequence.
 #[derive(Clone)]
 struct Events {
-    tx: mpsc::Sender<Outgoing>,
+    tx: Tx,
     seq: Arc<AtomicU64>,
     device: String,
     shared: Arc<Shared>,
@@ -105,6 +123,17 @@ struct Events {
 
 impl Events {
     fn send(&self, event: EventKind, frame: u64, track: Option<u32>, reason: Option<String>) {
+        self.send_timed(event, frame, track, reason, None);
+    }
+
+    fn send_timed(
+        &self,
+        event: EventKind,
+        frame: u64,
+        track: Option<u32>,
+        reason: Option<String>,
+        duration_s: Option<f32>,
+    ) {
         let msg = EventMsg {
             schema: SCHEMA_VERSION,
             device: self.device.clone(),
@@ -114,10 +143,24 @@ impl Events {
             frame,
             track,
             reason,
+            duration_s,
         };
-        if self.tx.try_send(Outgoing::Event(msg)).is_err() {
+        let sent = match &self.tx {
+            Tx::Strong(tx) => tx.try_send(Outgoing::Event(msg)).is_ok(),
+            Tx::Weak(tx) => tx.upgrade().is_some_and(|tx| tx.try_send(Outgoing::Event(msg)).is_ok()),
+        };
+        if !sent {
             self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The same sequence, without keeping the channel open.
+    fn weak(&self) -> Self {
+        let tx = match &self.tx {
+            Tx::Strong(tx) => Tx::Weak(tx.downgrade()),
+            weak => weak.clone(),
+        };
+        Self { tx, ..self.clone() }
     }
 }
 
@@ -300,12 +343,97 @@ fn capture_loop(
     mb.close();
 }
 
-/// The inference thread: pipeline, track events, landmark messages.
-#[allow(clippy::too_many_arguments)]
-fn inference_loop(
-    mut pipeline: Pipeline,
+/// Field-clip recording as the inference thread sees it.
+struct Recorder {
+    ring: Arc<Mutex<clips::Ring>>,
+    jobs: std::sync::mpsc::SyncSender<clips::Request>,
+    /// The writer is saving a clip (set here when a job is queued, cleared by the writer).
+    busy: Arc<AtomicBool>,
+    trigger: clips::Trigger,
+}
+
+impl Recorder {
+    /// Queue a save of the ring; `Err` says why not.
+    fn request(
+        &self,
+        reason: &'static str,
+        note: Option<String>,
+        ev: &Events,
+        scheme: &str,
+    ) -> std::result::Result<(), String> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err("busy writing a clip".into());
+        }
+        let req = clips::Request {
+            reason,
+            note,
+            device: ev.device.clone(),
+            scheme: scheme.to_string(),
+        };
+        self.jobs.try_send(req).map_err(|_| {
+            self.busy.store(false, Ordering::Release);
+            "the clip writer has stopped".to_string()
+        })
+    }
+}
+
+/// What the inference thread owns.
+struct Inference {
+    pipeline: Pipeline,
     scheme: String,
     max_fps: f64,
+    signals: Option<Signals>,
+    recorder: Option<Recorder>,
+    commands: std::sync::mpsc::Receiver<CommandMsg>,
+}
+
+impl Inference {
+    /// Carry out a command from the `cmd` topic, answering with an event either way.
+    fn command(&mut self, c: CommandMsg, frame: u64, ev: &Events) {
+        let result = match c.command.as_str() {
+            "record" => match &self.recorder {
+                Some(r) => r.request("record", c.note.clone(), ev, &self.scheme),
+                None => Err("clips.enabled is false on this device".into()),
+            },
+            "recalibrate" => match &mut self.signals {
+                Some(s) => {
+                    s.recalibrate();
+                    Ok(())
+                }
+                None => Err("signals.enabled is false on this device".into()),
+            },
+            "reset" => {
+                self.pipeline.reset();
+                if let Some(s) = &mut self.signals {
+                    s.reset();
+                }
+                Ok(())
+            }
+            other => Err(format!("unknown command {other:?}")),
+        };
+        match result {
+            Ok(()) => {
+                log::info!("command {:?} accepted", c.command);
+                ev.send(EventKind::CommandAccepted, frame, None, Some(c.command));
+            }
+            Err(why) => {
+                log::warn!("command {:?} rejected: {why}", c.command);
+                ev.shared.commands_rejected.fetch_add(1, Ordering::Relaxed);
+                ev.send(
+                    EventKind::CommandRejected,
+                    frame,
+                    None,
+                    Some(format!("{}: {why}", c.command)),
+                );
+            }
+        }
+    }
+}
+
+/// The inference thread: pipeline, signals, track and signal events, landmark messages, the
+/// clip ring and its triggers.
+fn inference_loop(
+    mut inf: Inference,
     mb: Arc<Mailbox>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<Outgoing>,
@@ -314,16 +442,21 @@ fn inference_loop(
 ) {
     let mut frame = Frame::new(1, 1);
     let mut faces = Faces::new();
+    let (mut sig_out, mut sig_ev) = (SignalOutputs::new(), SignalEvents::new());
     let mut prev: heapless::Vec<u32, MAX_FACES> = heapless::Vec::new();
-    let interval = (max_fps > 0.0).then(|| Duration::from_secs_f64(1.0 / max_fps));
+    let mut prev_records: Vec<FaceRecord> = Vec::new();
+    let interval = (inf.max_fps > 0.0).then(|| Duration::from_secs_f64(1.0 / inf.max_fps));
     let mut next_at = Instant::now();
     let mut last_index = 0;
     while let Some(c) = mb.take(&mut frame, &shared.stop) {
         last_index = c.index;
-        if c.discontinuity && c.index > 0 {
-            pipeline.reset();
+        while let Ok(cmd) = inf.commands.try_recv() {
+            inf.command(cmd, c.index, &ev);
         }
-        if let Err(e) = pipeline.process(&frame, c.time_s, &mut faces) {
+        if c.discontinuity && c.index > 0 {
+            inf.pipeline.reset();
+        }
+        if let Err(e) = inf.pipeline.process(&frame, c.time_s, &mut faces) {
             let n = shared.failed_frames.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 log::warn!("frame {}: {e} ({n} failed frames so far)", c.index);
@@ -346,6 +479,34 @@ fn inference_loop(
         for f in &faces {
             let _ = prev.push(f.id);
         }
+        if let Some(s) = inf.signals.as_mut() {
+            s.update(&faces, c.time_s, &mut sig_out, &mut sig_ev);
+            for e in &sig_ev {
+                let reason = e.reason.map(str::to_string);
+                ev.send_timed(e.kind.into(), c.index, Some(e.track), reason, e.duration_s);
+            }
+        }
+        let mut records: Vec<FaceRecord> = faces.iter().map(|o| FaceRecord::from_obs(o, &inf.scheme)).collect();
+        for (r, s) in records.iter_mut().zip(&sig_out) {
+            r.signals = inf.signals.is_some().then_some(*s);
+        }
+        if let Some(rec) = &mut inf.recorder {
+            if let Ok(mut ring) = rec.ring.try_lock() {
+                ring.push(c.index, c.time_s, &frame, &faces, &sig_out);
+            }
+            if rec.trigger.enabled() {
+                let score =
+                    (!faces.is_empty()).then(|| faces.iter().map(|f| f.score).sum::<f32>() / faces.len() as f32);
+                let jitter = crate::publish::mean_motion(&prev_records, &records);
+                if let Some(fired) = rec.trigger.update(c.time_s, score, jitter) {
+                    log::info!("frame {}: clip trigger {:?}", c.index, fired);
+                    if let Err(why) = rec.request(fired.reason(), None, &ev, &inf.scheme) {
+                        log::warn!("clip trigger {fired:?} not recorded: {why}");
+                    }
+                }
+                prev_records.clone_from(&records);
+            }
+        }
         let msg = LandmarksMsg {
             schema: SCHEMA_VERSION,
             device: ev.device.clone(),
@@ -353,7 +514,7 @@ fn inference_loop(
             time_s: c.time_s,
             ts: unix_now(),
             latency_ms: c.at.elapsed().as_secs_f32() * 1000.0,
-            faces: faces.iter().map(|o| FaceRecord::from_obs(o, &scheme)).collect(),
+            faces: records,
         };
         if tx.try_send(Outgoing::Landmarks(msg)).is_err() {
             shared.dropped_landmarks.fetch_add(1, Ordering::Relaxed);
@@ -369,6 +530,54 @@ fn inference_loop(
     }
 }
 
+/// The clip writer thread: save the ring on request, then keep the disk quota.
+fn writer_loop(
+    cfg: crate::config::ClipsConfig,
+    ring: Arc<Mutex<clips::Ring>>,
+    jobs: std::sync::mpsc::Receiver<clips::Request>,
+    busy: Arc<AtomicBool>,
+    ev: Events,
+) {
+    for (seq, req) in (1..).zip(jobs) {
+        let saved = {
+            let ring = ring.lock().unwrap_or_else(|p| p.into_inner());
+            std::fs::create_dir_all(&cfg.dir)
+                .map_err(|e| Error::io(&cfg.dir, e))
+                .and_then(|_| clips::save(&ring, &cfg.dir, &req, seq))
+                .map(|p| (p, ring.len(), ring.newest_index()))
+        };
+        match saved {
+            Ok((path, n, frame)) => {
+                ev.shared.clips_saved.fetch_add(1, Ordering::Relaxed);
+                log::info!("clip saved ({}, {n} frames): {}", req.reason, path.display());
+                ev.send(EventKind::ClipSaved, frame, None, Some(path.display().to_string()));
+                match clips::enforce_quota(&cfg.dir, cfg.max_total_mb << 20) {
+                    Ok(deleted) => {
+                        for (p, bytes) in deleted {
+                            ev.shared.clips_deleted.fetch_add(1, Ordering::Relaxed);
+                            log::warn!(
+                                "clip quota ({} MB): deleted the oldest clip {} ({:.1} MB)",
+                                cfg.max_total_mb,
+                                p.display(),
+                                bytes as f64 / 1048576.0
+                            );
+                            ev.send(EventKind::ClipDeleted, frame, None, Some(p.display().to_string()));
+                        }
+                    }
+                    Err(e) => log::error!("clip quota not enforced: {e}"),
+                }
+            }
+            Err(e) => {
+                ev.shared.clips_failed.fetch_add(1, Ordering::Relaxed);
+                log::error!("clip ({}) not saved: {e}", req.reason);
+                let frame = ring.lock().map_or(0, |r| r.newest_index());
+                ev.send(EventKind::ClipFailed, frame, None, Some(e.to_string()));
+            }
+        }
+        busy.store(false, Ordering::Release);
+    }
+}
+
 /// Run the daemon with `cfg` until `stop` resolves or a replayed clip ends.
 pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunReport> {
     let t0 = Instant::now();
@@ -376,6 +585,7 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     let models = Models::resolve(cfg)?;
     let pipeline = models.pipeline(cfg)?;
     let scheme = models.backbone_spec.scheme.clone();
+    let signals = cfg.signals.enabled.then(|| models.signals(cfg)).transpose()?;
     // A clip that cannot be opened is a startup error; a missing camera is an outage that the
     // capture thread keeps retrying (it may be plugged in later).
     let first = match open_source(cfg) {
@@ -399,7 +609,7 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     shared.beat(t0);
     let mb = Arc::new(Mailbox::default());
     let ev = Events {
-        tx: tx.clone(),
+        tx: Tx::Strong(tx.clone()),
         seq: Arc::new(AtomicU64::new(0)),
         device: device.clone(),
         shared: shared.clone(),
@@ -411,11 +621,42 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
             .spawn(move || capture_loop(cfg, first, mb, shared, ev, t0))
             .map_err(|e| Error::io("capture thread", e))?
     };
+    let (recorder, writer) = if cfg.clips.enabled {
+        let ring = Arc::new(Mutex::new(clips::Ring::new(&cfg.clips)));
+        let busy = Arc::new(AtomicBool::new(false));
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(1);
+        let writer = {
+            let (c, ring, busy, ev) = (cfg.clips.clone(), ring.clone(), busy.clone(), ev.clone());
+            std::thread::Builder::new()
+                .name("clip-writer".into())
+                .spawn(move || writer_loop(c, ring, jobs_rx, busy, ev))
+                .map_err(|e| Error::io("clip writer thread", e))?
+        };
+        let rec = Recorder {
+            ring,
+            jobs: jobs_tx,
+            busy,
+            trigger: clips::Trigger::new(&cfg.clips),
+        };
+        (Some(rec), Some(writer))
+    } else {
+        (None, None)
+    };
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<CommandMsg>();
+    let ev_weak = ev.weak();
     let inference = {
-        let (mb, shared, max_fps) = (mb.clone(), shared.clone(), cfg.daemon.max_fps);
+        let (mb, shared) = (mb.clone(), shared.clone());
+        let inf = Inference {
+            pipeline,
+            scheme,
+            max_fps: cfg.daemon.max_fps,
+            signals,
+            recorder,
+            commands: cmd_rx,
+        };
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || inference_loop(pipeline, scheme, max_fps, mb, shared, tx, ev, t0))
+            .spawn(move || inference_loop(inf, mb, shared, tx, ev, t0))
             .map_err(|e| Error::io("inference thread", e))?
     };
     publisher.announce();
@@ -445,11 +686,14 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
                 Some(m) => publisher.handle(m),
                 None => break Ended::SourceEnded,
             },
-            Some(l) = link_rx.recv() => {
-                if let Some(q) = publisher.mqtt.as_mut() {
-                    q.on_link(l);
+            Some(l) = link_rx.recv() => match l {
+                mqtt::Link::Command { payload, retained } => command(&payload, retained, &cmd_tx, &ev_weak),
+                l => {
+                    if let Some(q) = publisher.mqtt.as_mut() {
+                        q.on_link(l);
+                    }
                 }
-            }
+            },
             _ = metrics.tick() => {
                 publisher.upstream = shared.counts();
                 publisher.metrics();
@@ -487,6 +731,17 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     while !capture.is_finished() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // A clip being written is finished (the inference thread has dropped the job queue, so the
+    // writer ends after it); a clip cut short would only be a `.partial` directory.
+    if let Some(w) = writer {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !w.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !w.is_finished() {
+            log::warn!("a clip is still being written at shutdown; it will be left incomplete");
+        }
+    }
     // A frame still waiting for inference is never processed: count it with the drops.
     if mb.discard() {
         shared.dropped_capture.fetch_add(1, Ordering::Relaxed);
@@ -504,6 +759,33 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     publisher.close(&mut link_rx, Duration::from_millis(400)).await;
     let counts = publisher.counts();
     Ok(RunReport { ended, counts, device })
+}
+
+/// A payload on the `cmd` topic: check it here (the inference thread carries it out).
+fn command(payload: &[u8], retained: bool, to_inference: &std::sync::mpsc::Sender<CommandMsg>, ev: &Events) {
+    if payload.is_empty() {
+        // An empty message is how a retained message is cleared; it is nobody's command.
+        log::debug!("empty payload on the command topic ignored");
+        return;
+    }
+    let parsed = if retained {
+        // A retained command would run again on every reconnect.
+        Err("retained commands are ignored; publish commands without the retain flag".to_string())
+    } else {
+        CommandMsg::parse(payload)
+    };
+    match parsed {
+        Ok(c) => {
+            if to_inference.send(c).is_err() {
+                log::debug!("command arrived while stopping; ignored");
+            }
+        }
+        Err(why) => {
+            log::warn!("command rejected: {why}");
+            ev.shared.commands_rejected.fetch_add(1, Ordering::Relaxed);
+            ev.send(EventKind::CommandRejected, 0, None, Some(why));
+        }
+    }
 }
 
 /// The `run` command: load the config, run until SIGTERM/SIGINT, reload on SIGHUP.

@@ -10,7 +10,10 @@ pub mod mqtt;
 pub mod schema;
 
 use crate::records::FaceRecord;
-use schema::{unix_now, Counts, EventKind, EventMsg, LandmarksMsg, MetricsMsg, Quantiles, StateMsg, SCHEMA_VERSION};
+use crate::signals::SignalEventKind;
+use schema::{
+    unix_now, Counts, EventKind, EventMsg, LandmarksMsg, MetricsMsg, Quantiles, StateMsg, TrackSignals, SCHEMA_VERSION,
+};
 use std::io::Write;
 
 /// A message from the pipeline side.
@@ -42,6 +45,16 @@ pub fn quantiles(v: &mut [f32]) -> Quantiles {
     }
 }
 
+/// Mean of [`motion`] over the faces of `now` that were in `before` (matched by id), or
+/// `None` when no face was.
+pub fn mean_motion(before: &[FaceRecord], now: &[FaceRecord]) -> Option<f32> {
+    let (sum, n) = now
+        .iter()
+        .filter_map(|f| before.iter().find(|p| p.id == f.id).and_then(|p| motion(p, f)))
+        .fold((0.0, 0), |(s, n), m| (s + m, n + 1));
+    (n > 0).then(|| sum / n as f32)
+}
+
 /// Mean point motion between two observations of the same face, as a fraction of the box size
 /// (the larger side), or `None` when the point counts differ.
 fn motion(a: &FaceRecord, b: &FaceRecord) -> Option<f32> {
@@ -70,6 +83,8 @@ pub struct Publisher {
     pub upstream: Counts,
     /// The MQTT sink's counts once it is closed.
     closed: mqtt::MqttCounts,
+    /// Signals of the last landmark message, for the periodic refresh of `state`.
+    latest_signals: Vec<TrackSignals>,
 }
 
 impl Publisher {
@@ -85,11 +100,13 @@ impl Publisher {
                 ts: unix_now(),
                 camera: "ok".into(),
                 tracks: Vec::new(),
+                signals: Vec::new(),
             },
             started: std::time::Instant::now(),
             window_started: std::time::Instant::now(),
             upstream: Counts::default(),
             closed: mqtt::MqttCounts::default(),
+            latest_signals: Vec::new(),
         }
     }
 
@@ -106,8 +123,19 @@ impl Publisher {
                     }
                 }
                 self.window.prev.clone_from(&m.faces);
-                if !m.faces.iter().map(|f| f.id).eq(self.state.tracks.iter().copied()) {
+                let tracks_changed = !m.faces.iter().map(|f| f.id).eq(self.state.tracks.iter().copied());
+                let now: Vec<TrackSignals> = m
+                    .faces
+                    .iter()
+                    .filter_map(|f| f.signals.as_ref().map(|s| TrackSignals::new(f.id, s)))
+                    .collect();
+                let signals_changed = now.len() != self.state.signals.len()
+                    || now.iter().zip(&self.state.signals).any(|(a, b)| !a.same_state(b));
+                // The windowed figures (PERCLOS, blink rate) ride along; `metrics` refreshes them.
+                self.latest_signals.clone_from(&now);
+                if tracks_changed || signals_changed {
                     self.state.tracks = m.faces.iter().map(|f| f.id).collect();
+                    self.state.signals = now;
                     self.publish_state();
                 }
                 if self.stdout.is_none() && self.mqtt.is_none() {
@@ -124,7 +152,10 @@ impl Publisher {
             }
             Outgoing::Event(e) => {
                 match e.event {
-                    EventKind::TrackStarted | EventKind::TrackLost => {
+                    EventKind::TrackStarted
+                    | EventKind::TrackLost
+                    | EventKind::Signal(SignalEventKind::Blink | SignalEventKind::LongClosure)
+                    | EventKind::Signal(SignalEventKind::SignalsKnown | SignalEventKind::SignalsUnknown) => {
                         log::debug!("event {:?} track {:?} at frame {}", e.event, e.track, e.frame)
                     }
                     _ => log::info!(
@@ -149,6 +180,8 @@ impl Publisher {
                         self.state.camera = c.into();
                         if c != "ok" {
                             self.state.tracks.clear();
+                            self.state.signals.clear();
+                            self.latest_signals.clear();
                         }
                         self.publish_state();
                     }
@@ -192,8 +225,13 @@ impl Publisher {
         }
     }
 
-    /// Close the metrics window: log it, and publish it when a broker is configured.
+    /// Close the metrics window: log it, and publish it when a broker is configured. The
+    /// retained `state` is refreshed too when its PERCLOS or blink rate moved.
     pub fn metrics(&mut self) -> MetricsMsg {
+        if self.latest_signals != self.state.signals {
+            self.state.signals.clone_from(&self.latest_signals);
+            self.publish_state();
+        }
         let secs = self.window_started.elapsed().as_secs_f64().max(1e-3);
         let jitter = (!self.window.jitter.is_empty()).then(|| quantiles(&mut self.window.jitter).median);
         let m = MetricsMsg {
@@ -237,6 +275,7 @@ mod tests {
             score: 0.9,
             points: vec![[10.0 + dx, 10.0], [20.0 + dx, 10.0]],
             scheme: "osf66".into(),
+            signals: None,
         }
     }
 

@@ -28,6 +28,11 @@ pub enum Link {
     Acked(u16),
     /// The connection task ended (after a requested disconnect).
     Closed,
+    /// A payload arrived on the `cmd` topic (`retained`: the broker replayed an old one).
+    Command {
+        payload: Vec<u8>,
+        retained: bool,
+    },
 }
 
 struct Pending {
@@ -196,6 +201,7 @@ impl MqttSink {
             Duration::from_millis(cfg.reconnect_max_ms),
         );
         let cfg2 = cfg.clone();
+        let (sub, cmd_topic) = (client.clone(), topics.cmd.clone());
         let conn_task = tokio::spawn(async move {
             let mut backoff = min;
             let mut up = false;
@@ -204,7 +210,20 @@ impl MqttSink {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         up = true;
                         backoff = min;
+                        // Clean sessions forget subscriptions, so subscribe on every connect.
+                        // `try_` because this task is the one that drains the request queue.
+                        if cfg2.commands {
+                            if let Err(e) = sub.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce) {
+                                log::warn!("mqtt: cannot subscribe to {cmd_topic}: {e}; commands are off until the next connect");
+                            }
+                        }
                         let _ = link_tx.send(Link::Connected);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                        let _ = link_tx.send(Link::Command {
+                            payload: p.payload.to_vec(),
+                            retained: p.retain,
+                        });
                     }
                     Ok(Event::Incoming(Packet::PubAck(a))) => {
                         let _ = link_tx.send(Link::Acked(a.pkid));
@@ -295,6 +314,8 @@ impl MqttSink {
                 self.flush();
             }
             Link::Closed => self.connected = false,
+            // Commands are the daemon's business (see `daemon::run`).
+            Link::Command { .. } => {}
         }
     }
 

@@ -7,7 +7,7 @@ use crate::records::FaceRecord;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible payload change; subscribers should check it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The JSON Schema (draft 2020-12) of every payload, as shipped in the repository.
 pub const JSON_SCHEMA: &str = include_str!("schema.json");
@@ -25,6 +25,8 @@ pub struct Topics {
     pub state: String,
     /// Periodic metrics (QoS 0).
     pub metrics: String,
+    /// Commands to this device (subscribed, QoS 1): see [`CommandMsg`]. Lock it down with broker ACLs.
+    pub cmd: String,
 }
 
 impl Topics {
@@ -36,6 +38,7 @@ impl Topics {
             events: t("events"),
             state: t("state"),
             metrics: t("metrics"),
+            cmd: t("cmd"),
         }
     }
 }
@@ -91,6 +94,26 @@ pub enum EventKind {
     CameraRestored,
     /// A replayed clip reached its end (without `source.repeat`); the daemon stops.
     SourceEnded,
+    /// A field clip was written (`reason`: its directory).
+    ClipSaved,
+    /// A field clip could not be written (`reason`).
+    ClipFailed,
+    /// The oldest clip was deleted to keep `clips.max_total_mb` (`reason`: its directory).
+    ClipDeleted,
+    /// A command from the `cmd` topic was carried out (`reason`: the command).
+    CommandAccepted,
+    /// A command was refused (`reason` says why: bad payload, unknown command, clips disabled, busy).
+    CommandRejected,
+    /// A drowsiness signal of track `track` (`blink`, `yawn`, `eyes_closed`, ...; see
+    /// [`crate::signals::SignalEventKind`]), serialised as its own name.
+    #[serde(untagged)]
+    Signal(crate::signals::SignalEventKind),
+}
+
+impl From<crate::signals::SignalEventKind> for EventKind {
+    fn from(k: crate::signals::SignalEventKind) -> Self {
+        Self::Signal(k)
+    }
 }
 
 /// `events`: QoS 1, queued while the broker is unreachable (bounded, oldest dropped and counted).
@@ -109,6 +132,87 @@ pub struct EventMsg {
     pub track: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Seconds, for blinks, closures and yawns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f32>,
+}
+
+/// One tracked face's drowsiness state in `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackSignals {
+    pub track: u32,
+    /// `open`, `closed` or `unknown`.
+    pub eyes: crate::signals::EyeState,
+    /// The eyes-closed alarm is raised.
+    pub alarm: bool,
+    /// A yawn is in progress (absent: mouth not readable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yawning: Option<bool>,
+    /// PERCLOS P80 and blinks per minute over `signals.perclos_window_s` (absent until half
+    /// the window had readable eyes). Refreshed at least every metrics interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perclos: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blink_rate: Option<f32>,
+    /// The open-eye baseline was learnt from this driver.
+    pub calibrated: bool,
+}
+
+impl TrackSignals {
+    pub fn new(track: u32, s: &crate::signals::FaceSignals) -> Self {
+        Self {
+            track,
+            eyes: s.eyes,
+            alarm: s.alarm,
+            yawning: s.yawning,
+            perclos: s.perclos,
+            blink_rate: s.blink_rate,
+            calibrated: s.calibrated,
+        }
+    }
+    /// Same discrete state (eyes, alarm, yawning, calibration); the windowed figures are
+    /// refreshed on the metrics tick instead of every frame.
+    pub fn same_state(&self, o: &Self) -> bool {
+        (self.track, self.eyes, self.alarm, self.yawning, self.calibrated)
+            == (o.track, o.eyes, o.alarm, o.yawning, o.calibrated)
+    }
+}
+
+/// A command on `PREFIX/DEVICE_ID/cmd` (JSON). Anyone who may publish there controls the
+/// device's recording and calibration, so restrict the topic with broker ACLs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandMsg {
+    /// `record` (save a field clip of the last `clips.seconds`), `recalibrate` (learn every
+    /// tracked driver's open-eye EAR again) or `reset` (forget all tracks and signal history).
+    pub command: String,
+    /// Free text kept with a recorded clip (`record`), e.g. who asked and why.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Commands the daemon knows.
+pub const COMMANDS: &[&str] = &["record", "recalibrate", "reset"];
+
+impl CommandMsg {
+    /// Parse and check a payload; the error names the problem for the `command_rejected` event.
+    pub fn parse(payload: &[u8]) -> Result<Self, String> {
+        let c: CommandMsg = serde_json::from_slice(payload).map_err(|e| {
+            format!(
+                "payload {:?} is not a command ({e}); expected {{\"command\": \"record\" | \"recalibrate\" | \"reset\"}}",
+                String::from_utf8_lossy(&payload[..payload.len().min(80)])
+            )
+        })?;
+        if !COMMANDS.contains(&c.command.as_str()) {
+            return Err(format!(
+                "unknown command {:?} (one of {})",
+                c.command,
+                COMMANDS.join(", ")
+            ));
+        }
+        Ok(c)
+    }
 }
 
 /// `state`: retained, QoS 1, published on change.
@@ -122,6 +226,9 @@ pub struct StateMsg {
     pub camera: String,
     /// Ids of the faces tracked now.
     pub tracks: Vec<u32>,
+    /// Drowsiness state per tracked face (empty when `signals.enabled` is false).
+    #[serde(default)]
+    pub signals: Vec<TrackSignals>,
 }
 
 /// Median and 90th percentile.
@@ -154,6 +261,16 @@ pub struct Counts {
     pub camera_outages: u64,
     /// Broker connections lost (or refused) since start.
     pub mqtt_disconnects: u64,
+    /// Field clips written, deleted for the disk quota, and failed.
+    #[serde(default)]
+    pub clips_saved: u64,
+    #[serde(default)]
+    pub clips_deleted: u64,
+    #[serde(default)]
+    pub clips_failed: u64,
+    /// Commands refused (bad payload, unknown command, clips disabled or busy).
+    #[serde(default)]
+    pub commands_rejected: u64,
 }
 
 /// One line with every counter, for logs.
@@ -161,7 +278,7 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} frames captured, {} processed, {} dropped before inference, {} failed; not published: {} landmarks, {} events, {} metrics; {} camera outages, {} broker disconnects",
+            "{} frames captured, {} processed, {} dropped before inference, {} failed; not published: {} landmarks, {} events, {} metrics; {} camera outages, {} broker disconnects; clips: {} saved, {} deleted for the quota, {} failed; {} commands rejected",
             self.captured,
             self.processed,
             self.dropped_capture,
@@ -170,7 +287,11 @@ impl std::fmt::Display for Counts {
             self.dropped_events,
             self.dropped_metrics,
             self.camera_outages,
-            self.mqtt_disconnects
+            self.mqtt_disconnects,
+            self.clips_saved,
+            self.clips_deleted,
+            self.clips_failed,
+            self.commands_rejected
         )
     }
 }
@@ -200,4 +321,43 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signals::SignalEventKind;
+
+    #[test]
+    fn signal_events_serialise_by_their_own_names() {
+        for (k, name) in [
+            (EventKind::Signal(SignalEventKind::Blink), "\"blink\""),
+            (EventKind::Signal(SignalEventKind::EyesClosed), "\"eyes_closed\""),
+            (
+                EventKind::Signal(SignalEventKind::SignalsUnknown),
+                "\"signals_unknown\"",
+            ),
+            (EventKind::TrackLost, "\"track_lost\""),
+            (EventKind::ClipDeleted, "\"clip_deleted\""),
+        ] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), name);
+            assert_eq!(serde_json::from_str::<EventKind>(name).unwrap(), k);
+        }
+        assert!(serde_json::from_str::<EventKind>("\"snore\"").is_err());
+    }
+
+    #[test]
+    fn commands_parse_or_say_why_not() {
+        let c = CommandMsg::parse(br#"{"command": "record", "note": "bumpy road"}"#).unwrap();
+        assert_eq!((c.command.as_str(), c.note.as_deref()), ("record", Some("bumpy road")));
+        let e = CommandMsg::parse(br#"{"command": "Record"}"#).unwrap_err();
+        assert!(
+            e.contains("unknown command \"Record\" (one of record, recalibrate, reset)"),
+            "{e}"
+        );
+        let e = CommandMsg::parse(br#"{"cmd": "record"}"#).unwrap_err();
+        assert!(e.contains("unknown field `cmd`"), "{e}");
+        let e = CommandMsg::parse(&[0xff, 0xfe]).unwrap_err();
+        assert!(e.contains("is not a command"), "{e}");
+    }
 }

@@ -137,6 +137,8 @@ impl Sub {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_once(' '))
+            // Commands (ours, some deliberately malformed) are not the daemon's payloads.
+            .filter(|(t, _)| !t.ends_with("/cmd"))
             .map(|(t, p)| {
                 (
                     t.to_string(),
@@ -766,5 +768,196 @@ fn tls_with_a_client_certificate_reaches_the_broker() {
     assert!(
         err.contains("TLS failed") && err.contains("mqtt.tls.cert_file"),
         "{err}"
+    );
+}
+
+/// Publish one command payload (QoS 1) to the daemon's `cmd` topic.
+fn publish_cmd(port: u16, payload: &str, retain: bool) {
+    let mut c = Command::new("mosquitto_pub");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        "steadyface/car-1/cmd",
+        "-m",
+        payload,
+    ]);
+    if retain {
+        c.arg("-r");
+    }
+    run_ok(&mut c);
+}
+
+fn events_named<'a>(m: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
+    m.iter()
+        .filter(|(t, p)| t.ends_with("/events") && p["event"] == name)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// Complete clips (directories with clip.json) under `dir`, oldest first.
+fn clip_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("clip.json").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn commands_record_field_clips_that_track_reads_back_under_a_disk_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start("");
+    let sub = Sub::start(broker.port, "steadyface/#", dir.path(), "all", false);
+    let clips = dir.path().join("clips");
+    // carphone is 176×144: 38 KB per 4:2:0 frame, so a 1 MB ring holds 27 frames (~1.1 MB per
+    // clip with its landmarks) and a 2 MB quota keeps only the newest clip.
+    let cfg = config(
+        dir.path(),
+        &data("carphone_pristine.mp4"),
+        broker.port,
+        &format!(
+            "clips:\n  enabled: true\n  dir: {}\n  seconds: 5.0\n  max_ring_mb: 1\n  max_total_mb: 2\n",
+            clips.display()
+        ),
+    );
+    // A retained command is replayed to the daemon when it subscribes: it must not act on it
+    // (it would on every reconnect).
+    publish_cmd(broker.port, r#"{"command": "record"}"#, true);
+    let d = Daemon::start(&cfg, &[], &[]);
+    sub.wait_for("landmarks with signals", Duration::from_secs(30), |m| {
+        m.iter()
+            .filter(|(t, p)| t.ends_with("/landmarks") && p["faces"][0]["signals"].is_object())
+            .count()
+            > 30
+    });
+    // Bad commands are refused, each with its reason, and counted.
+    publish_cmd(broker.port, "not json", false);
+    publish_cmd(broker.port, r#"{"command": "dance"}"#, false);
+    publish_cmd(broker.port, r#"{"command": "record", "volume": 11}"#, false);
+    let m = sub.wait_for("4 rejections", Duration::from_secs(10), |m| {
+        events_named(m, "command_rejected").len() == 4
+    });
+    let reasons: Vec<String> = events_named(&m, "command_rejected")
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons[0].contains("retained commands are ignored"), "{reasons:?}");
+    assert!(reasons[1].contains("\"not json\" is not a command"), "{reasons:?}");
+    assert!(reasons[2].contains("unknown command \"dance\""), "{reasons:?}");
+    assert!(reasons[3].contains("unknown field `volume`"), "{reasons:?}");
+    assert!(events_named(&m, "clip_saved").is_empty());
+    // Clear the retained command so no later subscriber replays it.
+    publish_cmd(broker.port, "", true);
+
+    // Three recordings; the quota deletes the two older clips, oldest first.
+    for i in 1..=3 {
+        publish_cmd(
+            broker.port,
+            &format!(r#"{{"command": "record", "note": "take {i}"}}"#),
+            false,
+        );
+        sub.wait_for("the clip", Duration::from_secs(20), |m| {
+            events_named(m, "clip_saved").len() == i
+        });
+    }
+    let m = sub.wait_for("2 deletions", Duration::from_secs(10), |m| {
+        events_named(m, "clip_deleted").len() == 2
+    });
+    publish_cmd(broker.port, r#"{"command": "recalibrate"}"#, false);
+    publish_cmd(broker.port, r#"{"command": "reset"}"#, false);
+    let m2 = sub.wait_for("2 more acceptances", Duration::from_secs(10), |m| {
+        events_named(m, "command_accepted").len() == 5
+    });
+    let saved: Vec<&str> = events_named(&m, "clip_saved")
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    let deleted: Vec<&str> = events_named(&m, "clip_deleted")
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, saved[..2].to_vec());
+    for (t, p) in &m2 {
+        check_schema(t, p);
+    }
+    let (_, ok, log) = d.stop();
+    assert!(ok, "{log}");
+    assert_eq!(log.matches("deleted the oldest clip").count(), 2, "{log}");
+    assert!(
+        log.contains("clips: 3 saved, 2 deleted for the quota, 0 failed; 4 commands rejected"),
+        "{log}"
+    );
+
+    // What is left is the newest clip, complete, and `track` reads it back.
+    let left = clip_dirs(&clips);
+    assert_eq!(left, vec![PathBuf::from(saved[2])]);
+    let meta: Value = serde_json::from_slice(&std::fs::read(left[0].join("clip.json")).unwrap()).unwrap();
+    assert_eq!(
+        (meta["reason"].as_str(), meta["note"].as_str()),
+        (Some("record"), Some("take 3"))
+    );
+    assert_eq!(
+        (meta["width"].as_u64(), meta["height"].as_u64()),
+        (Some(176), Some(144))
+    );
+    let n = meta["frames"].as_u64().unwrap();
+    assert_eq!(n, (1 << 20) / (176 * 144 * 3 / 2), "the ring's memory bound");
+    let saved_recs = steadyface::records::read_jsonl(&left[0].join("landmarks.jsonl")).unwrap();
+    assert_eq!(saved_recs.len() as u64, n);
+    assert!(saved_recs
+        .iter()
+        .all(|r| r.faces.len() == 1 && r.faces[0].signals.is_some()));
+    let again = crate::common::track(&left[0].join("frames.y4m"), &dir.path().join("again.jsonl"), &[]);
+    assert_eq!(again.len() as u64, n);
+    // Re-tracking the saved frames finds the same face within a pixel or two (4:2:0 rounding,
+    // and a fresh track instead of one in progress).
+    let last = (saved_recs.last().unwrap(), again.last().unwrap());
+    let (a, b) = (&last.0.faces[0].points, &last.1.faces[0].points);
+    let mean: f32 = a
+        .iter()
+        .zip(b)
+        .map(|(p, q)| ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt())
+        .sum::<f32>()
+        / a.len() as f32;
+    assert!(mean < 2.0, "mean point distance {mean} px");
+}
+
+#[test]
+fn a_jitter_trigger_saves_one_clip_per_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let clips = dir.path().join("clips");
+    let cfg = dir.path().join("trigger.yaml");
+    // The man moves all the time (live jitter ~0.01), so a 0.002 threshold fires once the
+    // 0.5 s average is warm; the 300 s cooldown allows no second clip in the 4 s clip.
+    write_config(
+        &cfg,
+        &format!(
+            "source:\n  kind: replay\n  path: {{carphone}}\n  pace: fast\nclips:\n  enabled: true\n  dir: {}\n  seconds: 2.0\n  trigger_jitter_above: 0.002\n  trigger_window_s: 0.5\n",
+            clips.display()
+        ),
+    );
+    let o = run_ok(bin().env("RUST_LOG", "info").args(["run", "--config"]).arg(&cfg));
+    let log = String::from_utf8_lossy(&o.stderr);
+    let left = clip_dirs(&clips);
+    assert_eq!(left.len(), 1, "{log}");
+    assert!(left[0].to_string_lossy().ends_with("-jitter"), "{left:?}");
+    let meta: Value = serde_json::from_slice(&std::fs::read(left[0].join("clip.json")).unwrap()).unwrap();
+    assert_eq!(meta["reason"], "jitter");
+    // Fired after one warm window: the clip holds the frames up to then (at most 2 s).
+    let n = meta["frames"].as_u64().unwrap();
+    assert!((15..=61).contains(&n), "{n} frames");
+    assert!(
+        log.contains("clips: 1 saved, 0 deleted for the quota, 0 failed"),
+        "{log}"
     );
 }

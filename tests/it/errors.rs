@@ -151,6 +151,35 @@ fn unknown_config_field_and_bad_values_all_reported() {
     ] {
         assert!(err.contains(want), "missing {want:?}: {err}");
     }
+    // The signals and clips sections, all at once.
+    std::fs::write(
+        &c,
+        "signals:\n  closed_openness: 0.9\n  yawn_mar: 9\n  blink_max_s: 3\nclips:\n  max_ring_mb: 4096\n  seconds: 0\n",
+    )
+    .unwrap();
+    let err = run_err(bin().args(["validate", "--no-environment", "--config"]).arg(&c), 2);
+    for want in [
+        "signals.closed_openness (0.9) must be below signals.open_openness (0.55)",
+        "signals.yawn_mar: 9 is out of range",
+        "signals.blink_max_s (3) must be below signals.eyes_closed_alarm_s (2)",
+        "clips.max_total_mb (2048) must be at least clips.max_ring_mb (4096)",
+        "clips.seconds: 0 is out of range",
+    ] {
+        assert!(err.contains(want), "missing {want:?}: {err}");
+    }
+    // A clip directory that cannot be created is named by field and path.
+    std::fs::write(tmp.path().join("file"), "").unwrap();
+    let bad = tmp.path().join("file/clips");
+    let err = run_err(
+        bin()
+            .args(["validate", "--set", "clips.enabled=true", "--set"])
+            .arg(format!("clips.dir={}", bad.display())),
+        2,
+    );
+    assert!(
+        err.contains("clips.dir: cannot write clips in") && err.contains("file/clips"),
+        "{err}"
+    );
     let err = run_err(
         bin().args(["track", "x.y4m", "-o", "/dev/null", "--stabilizer", "convlstm"]),
         2,

@@ -9,4 +9,5 @@ mod common;
 mod daemon;
 mod errors;
 mod pipeline;
+mod signals;
 mod vm;
