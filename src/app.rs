@@ -239,8 +239,24 @@ pub struct EvalReport {
     pub points: usize,
 }
 
+/// Per-frame data behind an [`EvalReport`], for `eval --plots`.
+#[derive(Debug, Clone, Default)]
+pub struct EvalSeries {
+    /// NME (by IOD) per truth face in order; NaN where no prediction matched.
+    pub nme: Vec<f32>,
+    /// Single-face clips: predicted and true points per frame, in the prediction's scheme.
+    pub pred: Vec<Vec<Point>>,
+    pub truth: Vec<Vec<Point>>,
+    pub eye_corners: [usize; 2],
+}
+
 /// Compare predictions with truth. `schemes` come from the manifest.
 pub fn eval(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Result<EvalReport> {
+    eval_series(pred_path, gt_path, manifest).map(|(r, _)| r)
+}
+
+/// [`eval`], also returning the per-frame series.
+pub fn eval_series(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Result<(EvalReport, EvalSeries)> {
     let preds = read_jsonl(pred_path)?;
     let truth = truth::load(gt_path)?;
     if preds.is_empty() {
@@ -323,7 +339,13 @@ pub fn eval(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Result<Eva
     report.mcv_pct = metrics::cvar(&track);
     report.mav = metrics::avar(&track);
     report.jitter = metrics::jitter(&track);
-    Ok(report)
+    let series = EvalSeries {
+        nme: errors,
+        pred: seq_pred,
+        truth: seq_truth,
+        eye_corners: eye,
+    };
+    Ok((report, series))
 }
 
 /// Bring a predicted face and a truth face into one scheme (the prediction's).

@@ -17,6 +17,8 @@
 //! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
 //! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro).
+//! - [`jitter_loss`]: the Jitter loss (Eq. 2, 3, 7) with differentiable PDC (Eq. 6) and its
+//!   gradients, for fine-tuning the temporal stage.
 //! - [`signals`]: drowsiness from landmarks: EAR, MAR, blinks, the eyes-closed alarm,
 //!   PERCLOS, yawns, gated by landmark confidence so that occlusion reads as unknown.
 //! - [`pipeline`]: the per-frame path shared by every front end.
@@ -27,6 +29,8 @@
 //!   field clips and commands,
 //!   systemd notify/watchdog; [`publish`]: MQTT and stdout output and the payload
 //!   [`publish::schema`].
+//! - [`viz`]: `render` (landmarks drawn on video), `eval --plots`, and `watch` (a terminal
+//!   view of running daemons).
 
 pub mod app;
 pub mod backbone;
@@ -39,6 +43,7 @@ pub mod error;
 pub mod face;
 pub mod frame;
 pub mod geometry;
+pub mod jitter_loss;
 pub mod metrics;
 pub mod models;
 pub mod onnx_rewrite;
@@ -50,5 +55,6 @@ pub mod runtime;
 pub mod signals;
 pub mod stabilizer;
 pub mod truth;
+pub mod viz;
 
 pub use error::{Error, Result};

@@ -4,6 +4,9 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use steadyface::viz::plots::{self, Method};
+use steadyface::viz::render::{self, labelled, Layout, RenderOptions};
+use steadyface::viz::watch::{self, WatchOptions};
 use steadyface::{app, config::Config, models, Error};
 
 #[derive(Parser)]
@@ -65,18 +68,23 @@ enum Cmd {
     },
     /// Compare predicted landmarks with ground truth: NME, NRMSE, AUC, FR, MCV, MAV, jitter.
     Eval {
-        /// Landmark JSONL written by `track`.
-        #[arg(long)]
-        pred: PathBuf,
+        /// Landmark JSONL written by `track`, as `[LABEL=]PATH` (repeatable: one per method,
+        /// e.g. --pred none=a.jsonl --pred one-euro=b.jsonl).
+        #[arg(long, required = true, value_name = "[LABEL=]PATH")]
+        pred: Vec<String>,
         /// Truth: {"frames": [[[x,y]...]...]} JSON, a menpo .pts file or directory of them, or dlib XML.
         #[arg(long)]
         gt: PathBuf,
         /// Directory of manifest.yaml (for landmark schemes).
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
-        /// Print JSON instead of a table.
+        /// Print JSON instead of a table (one object; with several --pred, keyed by label).
         #[arg(long)]
         json: bool,
+        /// Also write plots here (created): error ellipses per landmark (the paper's Fig. 1),
+        /// CED, error over time, and jitter against lag, one colour per --pred.
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
     },
     /// Time the per-frame pipeline on a clip by stage (median, p90), with fps and peak RSS.
     Bench {
@@ -130,6 +138,58 @@ enum Cmd {
     },
     /// Print the commented default configuration.
     GenerateConfig,
+    /// Draw landmark sets on the video they came from: one colour per set, boxes, ids and
+    /// scores, optional trails. Output: a directory of PNGs, one .png, .y4m, or .mp4 (ffmpeg).
+    Render {
+        /// The video, .y4m or image directory the landmarks were tracked on.
+        input: PathBuf,
+        /// A landmark JSONL (from `track`, or a field clip's landmarks.jsonl) as `[LABEL=]PATH`;
+        /// repeat to compare sets.
+        #[arg(long = "landmarks", required = true, value_name = "[LABEL=]PATH")]
+        landmarks: Vec<String>,
+        /// A directory (PNG per frame), a .png (the first frame drawn), a .y4m or an .mp4.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Draw all sets on one picture instead of side by side.
+        #[arg(long)]
+        overlay: bool,
+        /// Draw each point's path over the last N frames (makes jitter visible).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        trail: usize,
+        /// Upscale factor (default: enough for 360 rows, at most 4).
+        #[arg(long)]
+        scale: Option<u32>,
+        /// Only these frames, START:END (END exclusive), e.g. 60:61.
+        #[arg(long, value_name = "START:END")]
+        frames: Option<String>,
+        /// Draw on a grey background instead of the video (for sharing results without the footage).
+        #[arg(long)]
+        no_video: bool,
+    },
+    /// Watch running daemons through their broker: status, fps, latency, drops, jitter, the
+    /// drowsiness state, recent events and a braille face outline. Ctrl-C stops.
+    Watch {
+        /// Broker as HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Topic prefix (mqtt.prefix of the daemons).
+        #[arg(long, default_value = "steadyface")]
+        prefix: String,
+        /// Only this device (default: every device under the prefix).
+        #[arg(long)]
+        device: Option<String>,
+        /// Print one snapshot once a device has sent status, state, metrics and landmarks, then exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: give up after this many seconds.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the password from this file.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,15 +317,115 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             gt,
             models_dir,
             json,
+            plots,
         } => {
             let manifest = models::Manifest::load(&models::manifest_path(&models_dir))?;
-            let r = app::eval(&pred, &gt, &manifest)?;
+            let preds: Vec<(String, PathBuf)> = pred.iter().map(|p| labelled(p)).collect();
+            let mut results = Vec::new();
+            for (label, path) in &preds {
+                results.push((label.clone(), app::eval_series(path, &gt, &manifest)?));
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&r).expect("report serialises"));
+                let v = if results.len() == 1 {
+                    serde_json::to_value(&results[0].1 .0)
+                } else {
+                    serde_json::to_value(
+                        results
+                            .iter()
+                            .map(|(l, (r, _))| (l, r))
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    )
+                };
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v.expect("report serialises")).expect("json")
+                );
             } else {
-                print!("{}", app::format_report(&r));
+                for (label, (r, _)) in &results {
+                    if results.len() > 1 {
+                        println!("== {label}");
+                    }
+                    print!("{}", app::format_report(r));
+                }
+            }
+            if let Some(dir) = plots {
+                let methods: Vec<Method> = results
+                    .iter()
+                    .map(|(l, (_, s))| Method { label: l, series: s })
+                    .collect();
+                for p in plots::write_all(&dir, &methods)? {
+                    eprintln!("wrote {}", p.display());
+                }
             }
             Ok(())
+        }
+        Cmd::Render {
+            input,
+            landmarks,
+            output,
+            overlay,
+            trail,
+            scale,
+            frames,
+            no_video,
+        } => {
+            let frames = frames
+                .map(|f| {
+                    f.split_once(':')
+                        .and_then(|(a, b)| Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()?))
+                        .filter(|r| r.start < r.end)
+                        .ok_or_else(|| {
+                            Error::Usage(format!(
+                                "--frames {f:?}: expected START:END with START < END, e.g. 60:61"
+                            ))
+                        })
+                })
+                .transpose()?;
+            let opts = RenderOptions {
+                sets: landmarks.iter().map(|l| labelled(l)).collect(),
+                layout: if overlay { Layout::Overlay } else { Layout::SideBySide },
+                trail,
+                scale,
+                frames,
+                no_video,
+            };
+            let s = render::render(&input, &output, &opts)?;
+            println!(
+                "drew {} of {} frames ({}x{}) into {}",
+                s.frames_written, s.frames_read, s.width, s.height, s.output
+            );
+            Ok(())
+        }
+        Cmd::Watch {
+            broker,
+            prefix,
+            device,
+            once,
+            timeout,
+            username,
+            password_file,
+        } => {
+            let (host, port) = broker
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| Error::Usage(format!("--broker {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883")))?;
+            let password = password_file
+                .map(|p| {
+                    std::fs::read_to_string(&p)
+                        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                        .map_err(|e| Error::Io { path: p, source: e })
+                })
+                .transpose()?;
+            watch::watch(&WatchOptions {
+                host,
+                port,
+                prefix,
+                device,
+                once,
+                timeout: std::time::Duration::from_secs_f64(timeout.max(0.1)),
+                username,
+                password,
+            })
         }
         Cmd::Models { cmd } => match cmd {
             ModelsCmd::Fetch { dir, data, mirror } => {

@@ -256,16 +256,22 @@ pub fn write_y4m_444(
         out,
         "YUV4MPEG2 W{w} H{h} F{fps_num}:{fps_den} Ip A1:1 C444 XCOLORRANGE=FULL"
     )?;
-    let mut planes = vec![0u8; 3 * w * h];
     for f in frames {
-        out.write_all(b"FRAME\n")?;
-        for i in 0..w * h {
-            let [y, u, v] = ycbcr(f.data[3 * i] as f32, f.data[3 * i + 1] as f32, f.data[3 * i + 2] as f32);
-            (planes[i], planes[w * h + i], planes[2 * w * h + i]) = (y, u, v);
-        }
-        out.write_all(&planes)?;
+        write_y4m_444_frame(out, f)?;
     }
     Ok(())
+}
+
+/// Write one frame of a 4:4:4 full-range stream (after its header).
+pub fn write_y4m_444_frame(out: &mut impl std::io::Write, f: &Frame) -> std::io::Result<()> {
+    let n = f.width * f.height;
+    let mut planes = vec![0u8; 3 * n];
+    for i in 0..n {
+        let [y, u, v] = ycbcr(f.data[3 * i] as f32, f.data[3 * i + 1] as f32, f.data[3 * i + 2] as f32);
+        (planes[i], planes[n + i], planes[2 * n + i]) = (y, u, v);
+    }
+    out.write_all(b"FRAME\n")?;
+    out.write_all(&planes)
 }
 
 /// Bytes of one 4:2:0 frame.

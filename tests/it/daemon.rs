@@ -133,8 +133,10 @@ impl Sub {
     }
     /// (topic, payload) pairs received so far.
     fn messages(&self) -> Vec<(String, Value)> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        // mosquitto_sub may be half-way through writing the last line: only complete lines count.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
             .lines()
             .filter_map(|l| l.split_once(' '))
             // Commands (ours, some deliberately malformed) are not the daemon's payloads.
@@ -960,4 +962,57 @@ fn a_jitter_trigger_saves_one_clip_per_cooldown() {
         log.contains("clips: 1 saved, 0 deleted for the quota, 0 failed"),
         "{log}"
     );
+}
+
+#[test]
+fn watch_once_decodes_a_running_daemon_and_names_a_dead_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start("");
+    let cfg = config(dir.path(), &data("carphone_pristine.mp4"), broker.port, "");
+    let d = Daemon::start(&cfg, &[], &[]);
+    let o = run_ok(bin().args([
+        "watch",
+        "--once",
+        "--timeout",
+        "20",
+        "--broker",
+        &format!("127.0.0.1:{}", broker.port),
+    ]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "device car-1: online, version",
+        "camera ok, tracks [1]",
+        "driver #1: eyes Open",
+        " fps, latency ",
+        "1 face(s)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // The face outline: braille dots in at least 5 rows.
+    let rows = text
+        .lines()
+        .filter(|l| l.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)))
+        .count();
+    assert!(rows >= 5, "{rows} braille rows in:\n{text}");
+    let (_, ok, log) = d.stop();
+    assert!(ok, "{log}");
+    drop(broker);
+
+    let port = free_port();
+    let err = run_err(
+        bin().args([
+            "watch",
+            "--once",
+            "--timeout",
+            "2",
+            "--broker",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        2,
+    );
+    assert!(
+        err.contains(&format!("cannot reach the broker at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("refused"), "{err}");
 }

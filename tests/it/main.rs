@@ -10,4 +10,5 @@ mod daemon;
 mod errors;
 mod pipeline;
 mod signals;
+mod viz;
 mod vm;

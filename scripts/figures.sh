@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The README's figures, from the bundled clip, with the documented commands:
+#   scripts/figures/compare.png   `render` of none vs one-euro (frame 60, 8-frame trails), drawn with
+#                      --no-video: the clip's own pixels may not be redistributed, our points may;
+#   scripts/figures/ellipses.png  `eval --plots`: 95% error ellipses per landmark against the dlib pseudo-labels.
+# Also writes out/figures/compare-video.png (the same frame over the video) for local viewing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}"
+cargo build --release --locked --quiet
+bin="$CARGO_TARGET_DIR/release/steadyface"
+"$bin" models fetch --data data >/dev/null
+out=out/figures
+mkdir -p "$out" scripts/figures
+"$bin" --log warn track data/carphone_pristine.mp4 --stabilizer none -o "$out/none.jsonl"
+"$bin" --log warn track data/carphone_pristine.mp4 --stabilizer one-euro -o "$out/one-euro.jsonl"
+sets=(--landmarks "none=$out/none.jsonl" --landmarks "one-euro=$out/one-euro.jsonl")
+"$bin" render data/carphone_pristine.mp4 "${sets[@]}" --trail 8 --frames 60:61 --no-video -o scripts/figures/compare.png
+"$bin" render data/carphone_pristine.mp4 "${sets[@]}" --trail 8 --frames 60:61 -o "$out/compare-video.png"
+# dlib's 68-point pseudo-labels as truth: {"frames": [[[x, y], ...], ...]}.
+python3 - "$out/truth.json" <<'PY'
+import json, sys
+rows = open("data/carphone_pristine.dlib68_pseudolabels.csv").read().split("\n")[1:]
+frames = []
+for r in rows:
+    if r.strip():
+        v = [float(x) for x in r.split(",")[1:]]
+        frames.append([[v[i], v[i + 1]] for i in range(0, len(v), 2)])
+json.dump({"frames": frames}, open(sys.argv[1], "w"))
+PY
+"$bin" eval --gt "$out/truth.json" --pred "none=$out/none.jsonl" --pred "one-euro=$out/one-euro.jsonl" --plots "$out/plots"
+cp "$out/plots/ellipses.png" scripts/figures/ellipses.png
+echo "figures: scripts/figures/compare.png scripts/figures/ellipses.png ($out/ has the rest)"
