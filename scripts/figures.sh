@@ -1,15 +1,10 @@
 #!/usr/bin/env bash
 # The README's figures, from the bundled clip, with the documented commands:
-#   scripts/figures/compare.png   `render` of none vs one-euro (frame 60, 8-frame trails), drawn with
+#   scripts/figures/compare.png: `render` of none vs one-euro (frame 60, 8-frame trails), drawn with
 #                      --no-video: the clip's own pixels may not be redistributed, our points may;
-#   scripts/figures/ellipses.png  `eval --plots`: 95% error ellipses per landmark against the dlib pseudo-labels.
+#   scripts/figures/ellipses.png: `eval --plots`: 95% error ellipses per landmark against the dlib pseudo-labels.
 # Also writes out/figures/compare-video.png (the same frame over the video) for local viewing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}"
-cargo build --release --locked --quiet
-bin="$CARGO_TARGET_DIR/release/steadyface"
-"$bin" models fetch --data data >/dev/null
+source "$(dirname "$0")/lib.sh"
 out=out/figures
 mkdir -p "$out" scripts/figures
 "$bin" --log warn track data/carphone_pristine.mp4 --stabilizer none -o "$out/none.jsonl"

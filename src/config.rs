@@ -11,7 +11,7 @@ use crate::face::tracker::TrackerParams;
 use crate::face::MAX_FACES;
 use crate::pdc::{HeatmapNorm, Pdc};
 use crate::signals::SignalsConfig;
-use crate::stabilizer::OneEuroParams;
+use crate::stabilizer::{OneEuroParams, StabilizerKind};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -140,16 +140,18 @@ impl Default for DecoderConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StabilizerConfig {
-    /// none or one-euro (the ConvLSTM stabilizer is not part of this build yet).
+    /// none, one-euro (per point) or shape-one-euro (the face's shape in its own frame; the
+    /// default: it smooths still faces without lagging behind vibration). The ConvLSTM
+    /// stabilizer is not part of this build yet.
     pub method: String,
-    /// One Euro filter parameters (used when method is one-euro).
+    /// One Euro filter parameters (used by one-euro and shape-one-euro).
     pub one_euro: OneEuroParams,
 }
 
 impl Default for StabilizerConfig {
     fn default() -> Self {
         Self {
-            method: "none".into(),
+            method: "shape-one-euro".into(),
             one_euro: OneEuroParams::default(),
         }
     }
@@ -348,7 +350,7 @@ impl Default for ClipsConfig {
 }
 
 /// Stabilizers this build has.
-pub const STABILIZER_NAMES: &[&str] = &["none", "one-euro"];
+pub const STABILIZER_NAMES: &[&str] = &["none", "one-euro", "shape-one-euro"];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -640,7 +642,11 @@ impl Config {
             accept_confidence: self.tracker.accept_confidence,
             lost_confidence: self.tracker.lost_confidence,
             crop_deadband: self.tracker.crop_deadband,
-            one_euro: (self.stabilizer.method == "one-euro").then_some(self.stabilizer.one_euro),
+            stabilizer: match self.stabilizer.method.as_str() {
+                "one-euro" => Some(StabilizerKind::OneEuro(self.stabilizer.one_euro)),
+                "shape-one-euro" => Some(StabilizerKind::ShapeOneEuro(self.stabilizer.one_euro)),
+                _ => None,
+            },
         }
     }
 

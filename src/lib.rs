@@ -17,6 +17,8 @@
 //! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
 //! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro).
+//! - [`synth`]: clips with exact truth (a still image warped along a known path): still,
+//!   slow sway, vibration with motion blur, low light; the stability bench's data.
 //! - [`jitter_loss`]: the Jitter loss (Eq. 2, 3, 7) with differentiable PDC (Eq. 6) and its
 //!   gradients, for fine-tuning the temporal stage.
 //! - [`signals`]: drowsiness from landmarks: EAR, MAR, blinks, the eyes-closed alarm,
@@ -54,6 +56,7 @@ pub mod records;
 pub mod runtime;
 pub mod signals;
 pub mod stabilizer;
+pub mod synth;
 pub mod truth;
 pub mod viz;
 

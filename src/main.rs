@@ -55,7 +55,7 @@ enum Cmd {
         /// Heatmap decoder (overrides decoder.method).
         #[arg(long, value_enum)]
         decoder: Option<DecoderArg>,
-        /// Temporal stabilizer (overrides stabilizer.method): none or one-euro.
+        /// Temporal stabilizer (overrides stabilizer.method): none, one-euro or shape-one-euro.
         #[arg(long)]
         stabilizer: Option<String>,
         /// Also write a JSON summary here.
@@ -96,7 +96,7 @@ enum Cmd {
         /// Threads for tract's matrix products.
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Temporal stabilizer: none or one-euro.
+        /// Temporal stabilizer: none, one-euro or shape-one-euro.
         #[arg(long)]
         stabilizer: Option<String>,
         #[arg(long, short)]
@@ -165,6 +165,32 @@ enum Cmd {
         /// Draw on a grey background instead of the video (for sharing results without the footage).
         #[arg(long)]
         no_video: bool,
+    },
+    /// Make a clip with exact truth from a still image with landmarks: the image is warped
+    /// along a known path (still, slow sway, vibration with motion blur, low light), and the
+    /// truth moves with it. For measuring stability: `track` it, then `eval` against the truth.
+    Synth {
+        /// The image (PNG, JPEG, PNM).
+        image: PathBuf,
+        /// Its landmarks: a menpo .pts file (one face).
+        #[arg(long)]
+        pts: PathBuf,
+        /// still, slow, vibration or lowlight.
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value_t = 90)]
+        frames: usize,
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
+        /// Noise seed (the same seed gives the same clip everywhere).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The clip (.y4m).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The truth per frame, as `eval --gt` reads it ({"frames": [[[x, y], ...], ...]}).
+        #[arg(long)]
+        truth: PathBuf,
     },
     /// Watch running daemons through their broker: status, fps, latency, drops, jitter, the
     /// drowsiness state, recent events and a braille face outline. Ctrl-C stops.
@@ -393,6 +419,65 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             println!(
                 "drew {} of {} frames ({}x{}) into {}",
                 s.frames_written, s.frames_read, s.width, s.height, s.output
+            );
+            Ok(())
+        }
+        Cmd::Synth {
+            image,
+            pts,
+            kind,
+            frames,
+            fps,
+            seed,
+            output,
+            truth,
+        } => {
+            let img = image::open(&image)
+                .map_err(|e| Error::Io {
+                    path: image.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+                .to_rgb8();
+            let frame = steadyface::frame::Frame::from_rgb_image(&img);
+            let t = steadyface::truth::load_pts(&pts)?;
+            let face = t
+                .faces
+                .first()
+                .ok_or_else(|| Error::Usage(format!("{}: no face", pts.display())))?;
+            if !(1.0..=240.0).contains(&fps) || frames == 0 {
+                return Err(Error::Usage(format!(
+                    "--fps {fps} / --frames {frames}: need 1..240 fps and at least one frame"
+                )));
+            }
+            let clip = steadyface::synth::make(&frame, face, &kind, frames, fps, seed)?;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&output).map_err(|e| Error::Io {
+                path: output.clone(),
+                source: e,
+            })?);
+            steadyface::capture::write_y4m_444(&mut f, &clip.frames, (fps * 1000.0).round() as u32, 1000).map_err(
+                |e| Error::Io {
+                    path: output.clone(),
+                    source: e,
+                },
+            )?;
+            let frames_json: Vec<Vec<[f32; 2]>> = clip
+                .truth
+                .iter()
+                .map(|t| t.iter().map(|p| [p.x, p.y]).collect())
+                .collect();
+            std::fs::write(&truth, serde_json::json!({ "frames": frames_json }).to_string()).map_err(|e| {
+                Error::Io {
+                    path: truth.clone(),
+                    source: e,
+                }
+            })?;
+            println!(
+                "{} {kind} frames ({}x{}) into {}; truth in {}",
+                frames,
+                frame.width,
+                frame.height,
+                output.display(),
+                truth.display()
             );
             Ok(())
         }

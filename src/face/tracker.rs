@@ -15,7 +15,7 @@
 use super::detector::Detection;
 use super::{MAX_FACES, MAX_POINTS};
 use crate::geometry::{BBox, Point};
-use crate::stabilizer::{OneEuro, OneEuroParams};
+use crate::stabilizer::{Stabilizer, StabilizerKind};
 
 /// Tracker settings.
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +27,8 @@ pub struct TrackerParams {
     /// Crop edges move only when the landmark box moved more than this fraction of its size;
     /// small landmark noise then does not feed back into the next crop.
     pub crop_deadband: f32,
-    /// Smooth each track's output points with a One Euro filter (None: raw points).
-    pub one_euro: Option<OneEuroParams>,
+    /// Smooth each track's output points (None: raw points).
+    pub stabilizer: Option<StabilizerKind>,
 }
 
 impl Default for TrackerParams {
@@ -39,7 +39,7 @@ impl Default for TrackerParams {
             accept_confidence: 0.68,
             lost_confidence: 0.6,
             crop_deadband: 0.02,
-            one_euro: None,
+            stabilizer: None,
         }
     }
 }
@@ -66,7 +66,7 @@ pub struct Track {
     pub age: u64,
     /// Output smoothing state; the crop always follows the raw landmarks, so smoothing
     /// never makes the next crop lag behind the face.
-    pub filter: Option<OneEuro>,
+    pub filter: Option<Stabilizer>,
 }
 
 /// Book-keeping for tracks; the landmark runs themselves happen in the pipeline.
@@ -128,7 +128,7 @@ impl Tracker {
                 lm_box,
                 last: obs,
                 age: 0,
-                filter: self.params.one_euro.map(OneEuro::new),
+                filter: self.params.stabilizer.map(|k| k.build()),
             })
             .ok()?;
         Some(id)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The stability bench: still images with landmark truth, warped along known paths by
+# `steadyface synth` (still, slow sway, vibration with motion blur, low light), tracked with
+# each stabilizer, and scored by `eval` against the moving truth: NME and the jitter of the
+# error (mean |e_t - e_t-1| / IOD). Usage: scripts/stability.sh [stabilizer...]
+source "$(dirname "$0")/lib.sh"
+stabs=("${@:-none one-euro shape-one-euro}")
+read -r -a stabs <<<"${stabs[*]}"
+out=out/stability
+mkdir -p "$out"
+# takeo (150x225) as it is; einstein halved (408x512), its .pts scaled to match.
+ffmpeg -loglevel error -y -i data/einstein.jpg -vf scale=408:512 "$out/einstein.png"
+python3 - "$out/einstein.pts" <<'PY'
+import re, sys
+body = open("data/einstein.pts").read().split("{")[1].split("}")[0]
+pts = re.findall(r"([-0-9.eE]+)\s+([-0-9.eE]+)", body)
+# .pts is 1-based: scale the 0-based pixel centres, then back to 1-based.
+rows = ["%f %f" % ((float(x) - 1) * 0.5 + 1, (float(y) - 1) * 0.5 + 1) for x, y in pts]
+open(sys.argv[1], "w").write("version: 1\nn_points: %d\n{\n%s\n}\n" % (len(rows), "\n".join(rows)))
+PY
+printf "%-9s %-10s" image condition; for s in "${stabs[@]}"; do printf " | %-22s" "$s NME / jitter"; done; echo
+for img in takeo einstein; do
+  if [ "$img" = takeo ]; then src=(data/takeo.ppm --pts data/takeo.pts); else src=("$out/einstein.png" --pts "$out/einstein.pts"); fi
+  for kind in still slow vibration lowlight; do
+    clip="$out/$img-$kind"
+    "$bin" --log error synth "${src[@]}" --kind "$kind" -o "$clip.y4m" --truth "$clip.json" >/dev/null
+    preds=()
+    for s in "${stabs[@]}"; do
+      "$bin" --log error track "$clip.y4m" -o "$clip-$s.jsonl" --stabilizer "$s" >/dev/null
+      preds+=(--pred "$s=$clip-$s.jsonl")
+    done
+    printf "%-9s %-10s" "$img" "$kind"
+    "$bin" eval --json --gt "$clip.json" "${preds[@]}" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+if "nme_iod" in d:
+    d = {"": d}
+print("".join(" | %.4f / %.4f        " % (v["nme_iod"], v["jitter"]) for v in d.values()))'
+  done
+done
