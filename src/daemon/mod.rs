@@ -487,8 +487,9 @@ fn inference_loop(
             }
         }
         let mut records: Vec<FaceRecord> = faces.iter().map(|o| FaceRecord::from_obs(o, &inf.scheme)).collect();
+        // Empty when signals are off.
         for (r, s) in records.iter_mut().zip(&sig_out) {
-            r.signals = inf.signals.is_some().then_some(*s);
+            r.signals = Some(*s);
         }
         if let Some(rec) = &mut inf.recorder {
             if let Ok(mut ring) = rec.ring.try_lock() {

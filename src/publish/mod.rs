@@ -124,18 +124,19 @@ impl Publisher {
                 }
                 self.window.prev.clone_from(&m.faces);
                 let tracks_changed = !m.faces.iter().map(|f| f.id).eq(self.state.tracks.iter().copied());
-                let now: Vec<TrackSignals> = m
-                    .faces
-                    .iter()
-                    .filter_map(|f| f.signals.as_ref().map(|s| TrackSignals::new(f.id, s)))
-                    .collect();
+                let now = &mut self.latest_signals;
+                now.clear();
+                now.extend(
+                    m.faces
+                        .iter()
+                        .filter_map(|f| f.signals.as_ref().map(|s| TrackSignals::new(f.id, s))),
+                );
                 let signals_changed = now.len() != self.state.signals.len()
                     || now.iter().zip(&self.state.signals).any(|(a, b)| !a.same_state(b));
                 // The windowed figures (PERCLOS, blink rate) ride along; `metrics` refreshes them.
-                self.latest_signals.clone_from(&now);
                 if tracks_changed || signals_changed {
                     self.state.tracks = m.faces.iter().map(|f| f.id).collect();
-                    self.state.signals = now;
+                    self.state.signals.clone_from(&self.latest_signals);
                     self.publish_state();
                 }
                 if self.stdout.is_none() && self.mqtt.is_none() {
