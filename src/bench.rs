@@ -2,7 +2,8 @@
 //!
 //! Stages: `convert` (read + YUV→RGB), `detect` (its time on the frames where it ran, 0
 //! elsewhere; `mean_ms` is the amortised cost), `crop`, `backbone`, `decode`,
-//! `stabilizer` (0 with `--stabilizer none`). Reported as median and p90 over the
+//! `stabilizer` (0 with `--stabilizer none`), `signals` (drowsiness, when `signals.enabled`).
+//! Reported as median and p90 over the
 //! measured frames, plus overall fps and peak RSS. Timings are for reading, not for
 //! asserting: absolute times drift on shared machines, so compare ratios from one run.
 
@@ -83,10 +84,20 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
     set_threads(threads);
     let models = Models::resolve(cfg)?;
     let mut pipeline = models.pipeline(cfg)?;
+    let mut signals = cfg.signals.enabled.then(|| models.signals(cfg)).transpose()?;
+    let (mut sig_out, mut sig_ev) = (crate::signals::Outputs::new(), crate::signals::Events::new());
     let mut source = capture::open(input)?;
     let mut frame = Frame::default();
     let mut faces = Faces::new();
-    let names = ["convert", "detect", "crop", "backbone", "stabilizer", "decode"];
+    let names = [
+        "convert",
+        "detect",
+        "crop",
+        "backbone",
+        "stabilizer",
+        "decode",
+        "signals",
+    ];
     let mut series: Vec<Vec<Duration>> = names.iter().map(|_| Vec::with_capacity(frames)).collect();
     let mut started = None;
     for i in 0..frames + WARMUP {
@@ -104,11 +115,17 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
         }
         let convert = t.elapsed();
         pipeline.process(&frame, time_s, &mut faces)?;
+        let t = Instant::now();
+        if let Some(s) = signals.as_mut() {
+            s.update(&faces, time_s, &mut sig_out, &mut sig_ev);
+        }
+        let sig = t.elapsed();
         if i >= WARMUP {
             let st = pipeline.last_times();
-            for (s, d) in series
-                .iter_mut()
-                .zip([convert, st.detect, st.crop, st.backbone, st.stabilizer, st.decode])
+            for (s, d) in
+                series
+                    .iter_mut()
+                    .zip([convert, st.detect, st.crop, st.backbone, st.stabilizer, st.decode, sig])
             {
                 s.push(d);
             }

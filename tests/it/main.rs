@@ -5,6 +5,7 @@
 //! README (with the command that produced them), plus a small margin; they are not read
 //! back from the code under test.
 
+mod alloc;
 mod common;
 mod daemon;
 mod errors;
