@@ -123,6 +123,24 @@ pub struct Method<'a> {
     pub series: &'a EvalSeries,
 }
 
+/// A short line in colour `c`, as a legend entry.
+fn legend_line(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+}
+
+/// The legend box, in one style for every plot.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+}
+
 /// What drawing on the bitmap backend fails with.
 type DrawError = DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>;
 
@@ -205,17 +223,11 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
                     c.stroke_width(2),
                 )))?;
                 if std::mem::take(&mut first) {
-                    series
-                        .label(m.label)
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                    series.label(m.label).legend(legend_line(c));
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
     })?;
     written.push(p);
 
@@ -238,14 +250,9 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
             chart
                 .draw_series(LineSeries::new(ced(&m.series.nme, 0.1, 100), c.stroke_width(2)))?
                 .label(m.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(legend_line(c));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
     })?;
     written.push(p);
 
@@ -282,13 +289,9 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
                 .label(m.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(legend_line(c));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
     })?;
     written.push(p);
 

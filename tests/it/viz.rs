@@ -23,6 +23,13 @@ fn tiny(dir: &Path, records: usize) -> (std::path::PathBuf, std::path::PathBuf) 
     (clip, lm)
 }
 
+/// `steadyface render CLIP --landmarks LM -o OUT`, to add options to.
+fn render(clip: &Path, lm: &Path, out: &Path) -> std::process::Command {
+    let mut c = bin();
+    c.arg("render").arg(clip).arg("--landmarks").arg(lm).arg("-o").arg(out);
+    c
+}
+
 fn png(path: &Path) -> image::RgbImage {
     image::open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -37,16 +44,7 @@ fn render_draws_a_known_point_at_the_exact_pixel() {
     let green = image::Rgb([60, 180, 75]);
     // Scale 1: the point (20, 10) is pixel (20, 10); a PNG per frame.
     let dir = tmp.path().join("frames");
-    run_ok(
-        bin()
-            .arg("render")
-            .arg(&clip)
-            .arg("--landmarks")
-            .arg(&lm)
-            .arg("-o")
-            .arg(&dir)
-            .args(["--scale", "1"]),
-    );
+    run_ok(render(&clip, &lm, &dir).args(["--scale", "1"]));
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -80,16 +78,7 @@ fn render_draws_a_known_point_at_the_exact_pixel() {
     assert_eq!(*img.get_pixel(192 + 61, 31), green);
     // The same as Y4M: 3 frames of 4:4:4 that our reader takes back.
     let y4m = tmp.path().join("out.y4m");
-    run_ok(
-        bin()
-            .arg("render")
-            .arg(&clip)
-            .arg("--landmarks")
-            .arg(&lm)
-            .arg("-o")
-            .arg(&y4m)
-            .args(["--scale", "1"]),
-    );
+    run_ok(render(&clip, &lm, &y4m).args(["--scale", "1"]));
     let mut src = steadyface::capture::open(&y4m).unwrap();
     let mut f = Frame::default();
     let mut n = 0;
@@ -105,54 +94,20 @@ fn render_draws_a_known_point_at_the_exact_pixel() {
 fn render_rejects_mismatched_frames_and_unwritable_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let (clip, lm) = tiny(tmp.path(), 2);
-    let err = run_err(
-        bin()
-            .arg("render")
-            .arg(&clip)
-            .arg("--landmarks")
-            .arg(&lm)
-            .arg("-o")
-            .arg(tmp.path().join("o")),
-        4,
-    );
+    let err = run_err(&mut render(&clip, &lm, &tmp.path().join("o")), 4);
     assert!(
         err.contains("lm.jsonl: has 2 landmark frames, but") && err.contains("grey.y4m has more"),
         "{err}"
     );
     let (clip, lm) = tiny(tmp.path(), 3);
     std::fs::write(tmp.path().join("file"), "").unwrap();
-    let err = run_err(
-        bin()
-            .arg("render")
-            .arg(&clip)
-            .arg("--landmarks")
-            .arg(&lm)
-            .arg("-o")
-            .arg(tmp.path().join("file/out")),
-        1,
-    );
+    let err = run_err(&mut render(&clip, &lm, &tmp.path().join("file/out")), 1);
     assert!(err.contains("file/out"), "{err}");
-    let err = run_err(
-        bin()
-            .arg("render")
-            .arg(&clip)
-            .arg("--landmarks")
-            .arg(&lm)
-            .arg("-o")
-            .arg(tmp.path().join("x.gif")),
-        2,
-    );
+    let err = run_err(&mut render(&clip, &lm, &tmp.path().join("x.gif")), 2);
     assert!(err.contains("unknown extension .gif"), "{err}");
     // MP4 needs ffmpeg; without it on PATH the error says so.
     let err = run_err(
-        bin()
-            .env("PATH", "/nonexistent")
-            .arg("render")
-            .arg(&clip)
-            .arg("--landmarks")
-            .arg(&lm)
-            .arg("-o")
-            .arg(tmp.path().join("x.mp4")),
+        render(&clip, &lm, &tmp.path().join("x.mp4")).env("PATH", "/nonexistent"),
         2,
     );
     assert!(err.contains("needs ffmpeg on PATH"), "{err}");
