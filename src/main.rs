@@ -496,9 +496,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 .ok_or_else(|| Error::Usage(format!("--broker {broker:?}: expected HOST:PORT, e.g. 127.0.0.1:1883")))?;
             let password = password_file
                 .map(|p| {
-                    std::fs::read_to_string(&p)
-                        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                        .map_err(|e| Error::Io { path: p, source: e })
+                    steadyface::publish::mqtt::read_password_file(&p).map_err(|e| Error::Io { path: p, source: e })
                 })
                 .transpose()?;
             watch::watch(&WatchOptions {

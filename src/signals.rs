@@ -660,10 +660,6 @@ impl Signals {
             m.recalibrate(&self.cfg);
         }
     }
-
-    pub fn config(&self) -> &SignalsConfig {
-        &self.cfg
-    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,13 @@ pub struct MqttSink {
 
 /// Broker connection options from the config: Last Will, credentials, TLS. Reads and parses
 /// the password and TLS files, so a bad file is reported by name before any connection.
+/// A password kept in a file (e.g. written by `echo`): its trailing newline is not part of it.
+pub fn read_password_file(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?
+        .trim_end_matches(['\n', '\r'])
+        .to_string())
+}
+
 pub fn options(cfg: &MqttConfig, device: &str, topics: &Topics) -> Result<MqttOptions> {
     let client_id = if cfg.client_id.is_empty() {
         format!("steadyface-{device}")
@@ -93,10 +100,9 @@ pub fn options(cfg: &MqttConfig, device: &str, topics: &Topics) -> Result<MqttOp
     if let Some(user) = &cfg.username {
         let pass = match (&cfg.password, &cfg.password_file) {
             (Some(p), _) => p.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| config_err(format!("mqtt.password_file: {}: {e}", f.display())))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
+            (None, Some(f)) => {
+                read_password_file(f).map_err(|e| config_err(format!("mqtt.password_file: {}: {e}", f.display())))?
+            }
             (None, None) => String::new(),
         };
         o.set_credentials(user.clone(), pass);
