@@ -1,10 +1,12 @@
 //! criterion benches for the pure per-frame stages: decoders (incl. PDC), resampling and
-//! the One Euro stabilizer step.
+//! the stabilizer steps (One Euro, and the ConvLSTM's CPU kernel at the shipped and the
+//! 3×3 sizes).
 //! Run: `cargo bench --bench stages`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use steadyface::backbone::BackboneSpec;
+use steadyface::convlstm::{ConvLstm, ConvLstmMeta, ConvLstmWeights};
 use steadyface::decode::Decoder;
 use steadyface::frame::{resample_planar, Border, Frame, InputLut, Normalize, Sampling};
 use steadyface::geometry::{BBox, CropTransform, Point};
@@ -136,6 +138,18 @@ fn stabilizer(c: &mut Criterion) {
             f.apply(black_box(&mut pts), t, 120.0)
         })
     });
+    // The ConvLSTM's cost depends only on its shape, not on trained values.
+    let spec = lm0_spec();
+    for (hidden, kernel) in [(6, 1), (2, 3)] {
+        let meta = ConvLstmMeta::for_backbone(&spec, hidden, kernel);
+        let mut cell =
+            ConvLstm::new(ConvLstmWeights::identity(meta), &spec, std::path::Path::new("bench")).expect("fits");
+        let mut st = cell.new_state();
+        let mut out = lm0_like_output();
+        c.bench_function(&format!("convlstm_66/hidden{hidden}_k{kernel}"), |b| {
+            b.iter(|| cell.step(black_box(&mut out), &mut st))
+        });
+    }
 }
 
 criterion_group!(benches, decoders, resample, stabilizer);

@@ -30,11 +30,12 @@ for img in takeo einstein; do
       preds+=(--pred "$s=$clip-$s.jsonl")
     done
     printf "%-9s %-10s" "$img" "$kind"
+    # eval keys its JSON by label (sorted); print in the order the stabilizers were given.
     "$bin" eval --json --gt "$clip.json" "${preds[@]}" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-if "nme_iod" in d:
-    d = {"": d}
-print("".join(" | %.4f / %.4f        " % (v["nme_iod"], v["jitter"]) for v in d.values()))'
+order = sys.argv[1:]
+rows = [d] if "nme_iod" in d else [d[s] for s in order]
+print("".join(" | %.4f / %.4f        " % (v["nme_iod"], v["jitter"]) for v in rows))' "${stabs[@]}"
   done
 done

@@ -1,9 +1,10 @@
 //! Building the pipeline from a validated config, and the offline commands
 //! (`track`, `eval`, `models fetch`) that the thin binary dispatches to.
 
-use crate::backbone::{Backbone, BackboneSpec, TractBackbone};
+use crate::backbone::{Backbone, BackboneSpec};
 use crate::capture::{self, ImageDirSource};
 use crate::config::Config;
+use crate::convlstm::{ConvLstmWeights, MapStabilizer};
 use crate::error::{Error, Result};
 use crate::face::detector::DetectorParams;
 use crate::face::YuNet;
@@ -77,11 +78,28 @@ impl Models {
             .expect("checked by Manifest::load")
     }
 
-    pub fn load_backbone(&self) -> Result<Box<dyn Backbone>> {
-        Ok(Box::new(TractBackbone::load(
-            &self.backbone_path,
-            self.backbone_spec.clone(),
-        )?))
+    /// The backbone on `models.backend`'s device.
+    pub fn load_backbone(&self, cfg: &Config) -> Result<Box<dyn Backbone>> {
+        let device = crate::backend::resolve(&cfg.models.backend)?;
+        crate::backend::backbone(&self.backbone_path, self.backbone_spec.clone(), device)
+    }
+
+    /// The ConvLSTM stage when `stabilizer.method` uses it; its weights must fit the backbone.
+    pub fn map_stabilizer(&self, cfg: &Config) -> Result<Option<Box<dyn MapStabilizer>>> {
+        if !cfg.uses_convlstm() {
+            return Ok(None);
+        }
+        let path = cfg.convlstm_path();
+        if !path.exists() {
+            return Err(Error::model(
+                &path,
+                "no ConvLSTM weights here (stabilizer.weights; make them with `steadyface tune`, \
+                 or pick another stabilizer.method)",
+            ));
+        }
+        let w = ConvLstmWeights::load(&path)?;
+        let device = crate::backend::resolve(&cfg.models.backend)?;
+        crate::backend::map_stabilizer(w, &self.backbone_spec, &path, cfg.tracker.max_faces, device).map(Some)
     }
 
     pub fn load_detector(&self, cfg: &Config) -> Result<YuNet> {
@@ -108,7 +126,8 @@ impl Models {
 
     pub fn pipeline(&self, cfg: &Config) -> Result<Pipeline> {
         Pipeline::new(
-            self.load_backbone()?,
+            self.load_backbone(cfg)?,
+            self.map_stabilizer(cfg)?,
             self.load_detector(cfg)?,
             PipelineParams {
                 decoder: cfg.decoder(),

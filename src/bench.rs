@@ -155,7 +155,7 @@ pub struct ModelTimes {
 pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTimes> {
     set_threads(threads);
     let models = Models::resolve(cfg)?;
-    let mut backbone = models.load_backbone()?;
+    let mut backbone = models.load_backbone(cfg)?;
     let mut out = vec![0.0; backbone.spec().output_len()];
     for (i, v) in backbone.input_mut().iter_mut().enumerate() {
         *v = ((i % 251) as f32 / 251.0 - 0.5) * 2.0;

@@ -26,6 +26,10 @@ pub struct ModelsConfig {
     pub backbone: String,
     /// Face detector name in the manifest.
     pub detector: String,
+    /// Where the backbone and the ConvLSTM run: `cpu` (tract and the CPU kernel), `cuda`
+    /// (libtorch; needs a build with `--features torch` and a GPU), or `auto` (CUDA when this
+    /// build and machine have it, else the CPU, with one WARN saying why).
+    pub backend: String,
 }
 
 impl Default for ModelsConfig {
@@ -34,6 +38,7 @@ impl Default for ModelsConfig {
             dir: PathBuf::from("models"),
             backbone: "openseeface-lm0".into(),
             detector: "yunet-n-320".into(),
+            backend: "auto".into(),
         }
     }
 }
@@ -140,12 +145,14 @@ impl Default for DecoderConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StabilizerConfig {
-    /// none, one-euro (per point) or shape-one-euro (the face's shape in its own frame; the
-    /// default: it smooths still faces without lagging behind vibration). The ConvLSTM
-    /// stabilizer is not part of this build yet.
+    /// none, one-euro (per point), shape-one-euro (the face's shape in its own frame), convlstm
+    /// (the paper's ConvLSTM on the backbone's maps), or convlstm+one-euro /
+    /// convlstm+shape-one-euro (the ConvLSTM, then the point filter).
     pub method: String,
     /// One Euro filter parameters (used by one-euro and shape-one-euro).
     pub one_euro: OneEuroParams,
+    /// The ConvLSTM weights (made by `steadyface tune`); relative paths are under `models.dir`.
+    pub weights: PathBuf,
 }
 
 impl Default for StabilizerConfig {
@@ -153,6 +160,7 @@ impl Default for StabilizerConfig {
         Self {
             method: "shape-one-euro".into(),
             one_euro: OneEuroParams::default(),
+            weights: PathBuf::from(DEFAULT_CONVLSTM),
         }
     }
 }
@@ -349,8 +357,21 @@ impl Default for ClipsConfig {
     }
 }
 
-/// Stabilizers this build has.
-pub const STABILIZER_NAMES: &[&str] = &["none", "one-euro", "shape-one-euro"];
+/// Stabilizers: the point filters, and each of them after the ConvLSTM.
+pub const STABILIZER_NAMES: &[&str] = &[
+    "none",
+    "one-euro",
+    "shape-one-euro",
+    "convlstm",
+    "convlstm+one-euro",
+    "convlstm+shape-one-euro",
+];
+
+/// The shipped ConvLSTM for the default backbone, under `models.dir`.
+pub const DEFAULT_CONVLSTM: &str = "lm0-convlstm/stabilizer.safetensors";
+
+/// Where models run (`models.backend`).
+pub const BACKENDS: &[&str] = &["auto", "cpu", "cuda"];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -484,6 +505,15 @@ impl Config {
                 self.decoder.method,
                 DECODER_NAMES.join(", ")
             ));
+        }
+        if !BACKENDS.contains(&self.models.backend.as_str()) {
+            p.push(format!(
+                "models.backend: {:?} is not one of {}",
+                self.models.backend,
+                BACKENDS.join(", ")
+            ));
+        } else if self.models.backend == "cuda" && !cfg!(feature = "torch") {
+            p.push("models.backend: cuda needs a build with `--features torch` (libtorch); this one runs on the CPU only (use cpu or auto)".into());
         }
         if !STABILIZER_NAMES.contains(&self.stabilizer.method.as_str()) {
             p.push(format!(
@@ -642,12 +672,27 @@ impl Config {
             accept_confidence: self.tracker.accept_confidence,
             lost_confidence: self.tracker.lost_confidence,
             crop_deadband: self.tracker.crop_deadband,
-            stabilizer: match self.stabilizer.method.as_str() {
+            stabilizer: match self
+                .stabilizer
+                .method
+                .trim_start_matches("convlstm")
+                .trim_start_matches('+')
+            {
                 "one-euro" => Some(StabilizerKind::OneEuro(self.stabilizer.one_euro)),
                 "shape-one-euro" => Some(StabilizerKind::ShapeOneEuro(self.stabilizer.one_euro)),
                 _ => None,
             },
         }
+    }
+
+    /// Whether the ConvLSTM stage runs on the backbone's maps.
+    pub fn uses_convlstm(&self) -> bool {
+        self.stabilizer.method.starts_with("convlstm")
+    }
+
+    /// The ConvLSTM weights file (`stabilizer.weights`, relative to `models.dir`).
+    pub fn convlstm_path(&self) -> PathBuf {
+        self.models.dir.join(&self.stabilizer.weights)
     }
 
     /// The commented default configuration.

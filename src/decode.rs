@@ -51,6 +51,25 @@ fn offset_scale(spec: &BackboneSpec) -> (f32, f32) {
     }
 }
 
+/// Offset value → cells (x, y), and whether values are logit-encoded (the trainer's view of
+/// [`offset_at`]).
+pub fn offset_scale_cells(spec: &BackboneSpec) -> ((f32, f32), bool) {
+    (
+        offset_scale(spec),
+        matches!(spec.offsets.map(|o| o.encoding), Some(OffsetEncoding::Logit16)),
+    )
+}
+
+impl Decoder {
+    /// PDC's window radius in cells (`None`: the whole map, or not PDC).
+    pub fn pdc_window(&self) -> Option<usize> {
+        match self {
+            Decoder::Pdc(p) => p.window,
+            _ => None,
+        }
+    }
+}
+
 /// The offset at cell `i` of landmark `k`, in heatmap cells; `scale` from [`offset_scale`].
 #[inline]
 fn offset_at(spec: &BackboneSpec, out: &[f32], k: usize, i: usize, scale: (f32, f32)) -> (f32, f32) {

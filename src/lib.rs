@@ -13,18 +13,25 @@
 //! - [`frame`], [`geometry`]: RGB frames, resampling into model inputs, the
 //!   pixel-centre coordinate convention and the crop transform.
 //! - [`runtime`]: an ONNX graph under tract, shared by the models.
-//! - [`backbone`]: the [`backbone::Backbone`] trait and its tract implementation.
+//! - [`backbone`]: the [`backbone::Backbone`] trait and its tract implementation;
+//!   [`backend`]: `models.backend` (cpu, cuda, auto), the one place that knows whether the
+//!   build has libtorch; `torch` (feature `torch`): the libtorch backbone and ConvLSTM, and
+//!   the `tune` trainer.
 //! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
 //! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro).
 //! - [`synth`]: clips with exact truth (a still image warped along a known path): still,
 //!   slow sway, vibration with motion blur, low light; the stability bench's data.
+//! - [`convlstm`]: the ConvLSTM stabilizer (Eq. 1) on the backbone's maps: the CPU kernel,
+//!   its weights file and its ONNX export.
 //! - [`jitter_loss`]: the Jitter loss (Eq. 2, 3, 7) with differentiable PDC (Eq. 6) and its
 //!   gradients, for fine-tuning the temporal stage.
 //! - [`signals`]: drowsiness from landmarks: EAR, MAR, blinks, the eyes-closed alarm,
 //!   PERCLOS, yawns, gated by landmark confidence so that occlusion reads as unknown.
 //! - [`pipeline`]: the per-frame path shared by every front end.
 //! - [`metrics`]: NME, NRMSE, AUC/FR, MCV (Eq. 9–10), MAV (Eq. 11), jitter.
+//! - [`train`]: the stabilizer's training data: images, labelled clips and field clips with
+//!   pseudo-labels, through one [`train::Dataset`] trait; the frozen backbone's outputs.
 //! - [`truth`], [`records`]: ground-truth formats and the landmark JSONL record.
 //! - [`app`]: the `track`, `eval` and `models fetch` commands; [`bench`]: `bench`.
 //! - [`daemon`]: `steadyface run`: capture, inference and publishing threads, signals,
@@ -36,9 +43,11 @@
 
 pub mod app;
 pub mod backbone;
+pub mod backend;
 pub mod bench;
 pub mod capture;
 pub mod config;
+pub mod convlstm;
 pub mod daemon;
 pub mod decode;
 pub mod error;
@@ -57,6 +66,9 @@ pub mod runtime;
 pub mod signals;
 pub mod stabilizer;
 pub mod synth;
+#[cfg(feature = "torch")]
+pub mod torch;
+pub mod train;
 pub mod truth;
 pub mod viz;
 

@@ -5,6 +5,7 @@
 //! caller-owned, fixed-capacity result list.
 
 use crate::backbone::{Backbone, BackboneSpec};
+use crate::convlstm::MapStabilizer;
 use crate::decode::Decoder;
 use crate::error::Result;
 use crate::face::detector::{Detection, DetectorParams, MAX_DETECTIONS};
@@ -25,7 +26,7 @@ pub struct StageTimes {
     pub backbone: Duration,
     /// Heatmap decoding to image coordinates.
     pub decode: Duration,
-    /// Temporal smoothing of the output points.
+    /// Temporal stabilisation: the ConvLSTM on the maps and the filter on the points.
     pub stabilizer: Duration,
 }
 
@@ -59,6 +60,10 @@ pub type Faces = heapless::Vec<FaceObs, MAX_FACES>;
 
 pub struct Pipeline {
     backbone: Box<dyn Backbone>,
+    /// The ConvLSTM stage on the backbone's maps, with one state slot per tracked face.
+    maps: Option<Box<dyn MapStabilizer>>,
+    /// Which track id owns each of `maps`' slots.
+    slot_owner: [Option<u32>; MAX_FACES],
     detector: YuNet,
     spec: BackboneSpec,
     params: PipelineParams,
@@ -94,7 +99,12 @@ fn thumbnail(frame: &Frame, out: &mut [u8; THUMB_W * THUMB_H]) {
 
 impl Pipeline {
     /// Fails when the backbone has more landmarks than the fixed per-face buffers hold.
-    pub fn new(backbone: Box<dyn Backbone>, detector: YuNet, params: PipelineParams) -> Result<Self> {
+    pub fn new(
+        backbone: Box<dyn Backbone>,
+        maps: Option<Box<dyn MapStabilizer>>,
+        detector: YuNet,
+        params: PipelineParams,
+    ) -> Result<Self> {
         let spec = backbone.spec().clone();
         if spec.k > MAX_POINTS {
             return Err(crate::Error::Usage(format!(
@@ -105,6 +115,8 @@ impl Pipeline {
         Ok(Self {
             heat: vec![0.0; spec.output_len()],
             backbone,
+            maps,
+            slot_owner: [None; MAX_FACES],
             detector,
             spec,
             tracker: Tracker::new(params.tracker),
@@ -161,6 +173,24 @@ impl Pipeline {
         self.thumb_dims = dims;
     }
 
+    /// The map stabilizer's slot for track `id`: its own, or a free one (whose owner is no
+    /// longer tracked), zeroed. A track's first frame (its detection) runs without the stage.
+    fn map_slot(&mut self, id: u32) -> Option<usize> {
+        let maps = self.maps.as_mut()?;
+        if let Some(s) = self.slot_owner.iter().position(|o| *o == Some(id)) {
+            return Some(s);
+        }
+        let tracks = &self.tracker.tracks;
+        // The stage was built with `max_faces` slots.
+        let n = self.tracker.params.max_faces.min(MAX_FACES);
+        let free = self.slot_owner[..n]
+            .iter()
+            .position(|o| o.is_none_or(|owner| !tracks.iter().any(|t| t.id == owner)))?;
+        maps.reset(free);
+        self.slot_owner[free] = Some(id);
+        Some(free)
+    }
+
     /// Run the backbone on the crop around landmark box `lm_box` and decode it.
     fn landmarks(
         &mut self,
@@ -168,6 +198,7 @@ impl Pipeline {
         lut: &InputLut,
         sampling: Sampling,
         lm_box: BBox,
+        slot: Option<usize>,
         obs: &mut FaceObs,
     ) -> Result<()> {
         let s = &self.spec;
@@ -182,6 +213,23 @@ impl Pipeline {
         self.times.crop += t1 - t0;
         self.times.backbone += t2 - t1;
         self.stats.backbone_runs += 1;
+        // Confidence stays the backbone's own heatmap peak: the tracker's and the signals'
+        // thresholds were measured on it, and the stabilizer's maps are not calibrated.
+        let mut raw_peak = [0f32; MAX_POINTS];
+        let stabilized = if let (Some(m), Some(slot)) = (self.maps.as_mut(), slot) {
+            let t = Instant::now();
+            let plane = self.spec.out_h * self.spec.out_w;
+            for (k, p) in raw_peak.iter_mut().enumerate().take(self.spec.k) {
+                let c = (self.spec.heatmap_first + k) * plane;
+                *p = self.heat[c..c + plane].iter().copied().fold(f32::MIN, f32::max);
+            }
+            m.step(&mut self.heat, slot)?;
+            self.times.stabilizer += t.elapsed();
+            true
+        } else {
+            false
+        };
+        let t2 = Instant::now();
         let k = self.spec.k;
         obs.points.clear();
         obs.conf.clear();
@@ -191,6 +239,9 @@ impl Pipeline {
         self.params
             .decoder
             .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
+        if stabilized {
+            obs.conf.copy_from_slice(&raw_peak[..k]);
+        }
         obs.bbox = BBox::around(&obs.points).unwrap_or_default();
         obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
         self.times.decode += t2.elapsed();
@@ -227,7 +278,8 @@ impl Pipeline {
         let mut i = 0;
         while i < self.tracker.tracks.len() {
             let lm_box = self.tracker.tracks[i].lm_box;
-            self.landmarks(frame, &lut, sampling, lm_box, &mut obs)?;
+            let slot = self.map_slot(self.tracker.tracks[i].id);
+            self.landmarks(frame, &lut, sampling, lm_box, slot, &mut obs)?;
             if obs.score < self.tracker.params.lost_confidence || !obs.bbox.is_finite() || obs.bbox.area() < 4.0 {
                 self.tracker.drop_track(i);
                 lost_any = true;
@@ -254,10 +306,10 @@ impl Pipeline {
                 }
                 // Two passes: the first crop comes from the detector's box, the second from
                 // the landmarks it gave, which matches how tracked crops are made.
-                self.landmarks(frame, &lut, sampling, landmark_box_from_detection(&d), &mut obs)?;
+                self.landmarks(frame, &lut, sampling, landmark_box_from_detection(&d), None, &mut obs)?;
                 let first = obs.bbox;
                 if obs.score >= self.tracker.params.lost_confidence && first.area() >= 4.0 {
-                    self.landmarks(frame, &lut, sampling, first, &mut obs)?;
+                    self.landmarks(frame, &lut, sampling, first, None, &mut obs)?;
                 }
                 if obs.score >= self.tracker.params.accept_confidence && obs.bbox.area() >= 4.0 {
                     self.tracker.start(obs.clone());

@@ -110,6 +110,22 @@ pub struct Clip {
 
 /// Make `n` frames at `fps` of `image` with truth `points` under condition `kind`.
 pub fn make(image: &Frame, points: &[Point], kind: &str, n: usize, fps: f64, seed: u64) -> Result<Clip> {
+    make_from(image, points, kind, n, fps, seed, 0.0, false)
+}
+
+/// [`make`] starting at time `t0` (seconds into the path); with `clean`, the same poses
+/// without noise, gain or motion blur (the training target's view of the frame).
+#[allow(clippy::too_many_arguments)]
+pub fn make_from(
+    image: &Frame,
+    points: &[Point],
+    kind: &str,
+    n: usize,
+    fps: f64,
+    seed: u64,
+    t0: f32,
+    clean: bool,
+) -> Result<Clip> {
     if !KINDS.contains(&kind) {
         return Err(Error::Usage(format!(
             "unknown condition {kind:?} (one of {})",
@@ -120,16 +136,17 @@ pub fn make(image: &Frame, points: &[Point], kind: &str, n: usize, fps: f64, see
     let size = bbox.width().max(bbox.height());
     let centre = Point::new((image.width as f32 - 1.0) / 2.0, (image.height as f32 - 1.0) / 2.0);
     let (gain, noise) = match kind {
+        _ if clean => (1.0, 0.0),
         "lowlight" => (0.25, 6.0),
         _ => (1.0, 2.0),
     };
     // Motion blur: the exposure is the mean of sub-frames over half the frame interval.
-    let sub = if kind == "vibration" { 8 } else { 1 };
+    let sub = if kind == "vibration" && !clean { 8 } else { 1 };
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut frames = Vec::with_capacity(n);
     let mut truth = Vec::with_capacity(n);
     for k in 0..n {
-        let t = k as f32 / fps as f32;
+        let t = t0 + k as f32 / fps as f32;
         let mut acc = vec![0.0f32; image.data.len()];
         for j in 0..sub {
             let ts = t + (j as f32 / sub as f32 - 0.5) * 0.5 / fps as f32;

@@ -106,3 +106,38 @@ pub trait Backbone: Send {
     /// Run on the current input and copy the `[C, H, W]` output into `out`.
     fn run(&mut self, out: &mut [f32]) -> Result<()>;
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::models::OffsetEncoding;
+
+    /// A made-up backbone with `k` landmarks on `h`×`w` maps, laid out like lm0 (heatmaps,
+    /// then y offsets, then x offsets) when `offsets`.
+    pub(crate) fn spec_for(k: usize, h: usize, w: usize, offsets: bool) -> BackboneSpec {
+        BackboneSpec {
+            name: "test".into(),
+            input_w: 8 * w,
+            input_h: 8 * h,
+            normalize: Normalize {
+                scale: 1.0,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+                bgr: false,
+            },
+            out_c: if offsets { 3 * k } else { k },
+            out_h: h,
+            out_w: w,
+            heatmap_first: 0,
+            k,
+            offsets: offsets.then_some(OffsetSpec {
+                y_first: k,
+                x_first: 2 * k,
+                encoding: OffsetEncoding::Logit16,
+            }),
+            align: Align::Centers,
+            scheme: "test".into(),
+            crop_expand: [0.1, 0.1],
+        }
+    }
+}

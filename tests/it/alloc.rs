@@ -106,3 +106,24 @@ fn signals_and_stabilizers_allocate_nothing_per_frame() {
     // The run did real work: blinks were seen and calibration finished.
     assert!(out[0].blinks >= 5 && out[0].calibrated, "{:?}", out[0]);
 }
+
+/// The ConvLSTM's CPU kernel with the shipped weights on lm0-sized maps: no allocation per step.
+#[test]
+fn convlstm_kernel_allocates_nothing_per_frame() {
+    let (m, _) = crate::common::assets();
+    let path = m.join("manifest.yaml");
+    let manifest = steadyface::models::Manifest::load(&path).unwrap();
+    let spec =
+        steadyface::backbone::BackboneSpec::from_entry(manifest.model("openseeface-lm0").unwrap(), &path).unwrap();
+    let wpath = crate::common::root().join("models/lm0-convlstm/stabilizer.safetensors");
+    let w = steadyface::convlstm::ConvLstmWeights::load(&wpath).unwrap();
+    let mut cell = steadyface::convlstm::ConvLstm::new(w, &spec, &wpath).unwrap();
+    let mut st = cell.new_state();
+    let mut out: Vec<f32> = (0..spec.output_len()).map(|i| (i % 97) as f32 / 97.0).collect();
+    cell.step(&mut out, &mut st);
+    let before = allocs();
+    for _ in 0..20 {
+        cell.step(&mut out, &mut st);
+    }
+    assert_eq!(allocs() - before, 0, "allocations in 20 ConvLSTM steps");
+}

@@ -181,10 +181,13 @@ fn unknown_config_field_and_bad_values_all_reported() {
         "{err}"
     );
     let err = run_err(
-        bin().args(["track", "x.y4m", "-o", "/dev/null", "--stabilizer", "convlstm"]),
+        bin().args(["track", "x.y4m", "-o", "/dev/null", "--stabilizer", "kalman"]),
         2,
     );
-    assert!(err.contains("stabilizer.method") && err.contains("convlstm"), "{err}");
+    assert!(
+        err.contains("stabilizer.method") && err.contains("kalman") && err.contains("convlstm+shape-one-euro"),
+        "{err}"
+    );
 }
 
 #[test]

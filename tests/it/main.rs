@@ -7,6 +7,7 @@
 
 mod alloc;
 mod common;
+mod convlstm;
 mod daemon;
 mod errors;
 mod pipeline;

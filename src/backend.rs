@@ -1,0 +1,128 @@
+//! Where models run: the one place that knows whether this build has libtorch.
+//!
+//! `models.backend` is `cpu` (tract for the backbone, the hand-written kernel for the
+//! ConvLSTM), `cuda` (libtorch on the GPU; builds with `--features torch` only) or `auto`
+//! (CUDA when both the build and the machine have it, else the CPU, with one WARN saying why).
+//! Every `cfg(feature = "torch")` outside the `torch` module itself is here.
+
+use crate::backbone::{Backbone, BackboneSpec, TractBackbone};
+use crate::convlstm::{ConvLstm, ConvLstmBank, ConvLstmWeights, MapStabilizer};
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// The device chosen for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// libtorch on CUDA device 0.
+    Cuda,
+}
+
+/// Resolve `models.backend` on this build and machine (logs the fallback once).
+pub fn resolve(backend: &str) -> Result<Device> {
+    match backend {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if cuda_available() => Ok(Device::Cuda),
+        "cuda" => Err(Error::Usage(format!("models.backend is cuda, but {}", why_no_cuda()))),
+        "auto" if cuda_available() => Ok(Device::Cuda),
+        "auto" => {
+            // Once per process: the backbone and the stabilizer both ask.
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                if cfg!(feature = "torch") {
+                    log::warn!("models.backend auto: {}; running on the CPU", why_no_cuda());
+                } else {
+                    log::debug!("models.backend auto: {}; running on the CPU", why_no_cuda());
+                }
+            });
+            Ok(Device::Cpu)
+        }
+        other => Err(Error::Usage(format!("models.backend: unknown backend {other:?}"))),
+    }
+}
+
+/// Whether libtorch sees a CUDA device (always false without `--features torch`).
+pub fn cuda_available() -> bool {
+    #[cfg(feature = "torch")]
+    {
+        tch::Cuda::is_available()
+    }
+    #[cfg(not(feature = "torch"))]
+    {
+        false
+    }
+}
+
+fn why_no_cuda() -> &'static str {
+    if cfg!(feature = "torch") {
+        "libtorch finds no CUDA device (no GPU, no driver, or a CPU-only libtorch)"
+    } else {
+        "this build has no libtorch (rebuild with `--features torch` for CUDA)"
+    }
+}
+
+/// The backbone on `device`. TorchScript files (`.pt`) need libtorch; ONNX runs under tract.
+pub fn backbone(path: &Path, spec: BackboneSpec, device: Device) -> Result<Box<dyn Backbone>> {
+    let torchscript = path.extension().is_some_and(|e| e == "pt" || e == "ts");
+    #[cfg(feature = "torch")]
+    {
+        if torchscript {
+            return Ok(Box::new(crate::torch::TchBackbone::load(path, spec, device)?));
+        }
+    }
+    if torchscript {
+        return Err(Error::model(
+            path,
+            "a TorchScript backbone needs a build with `--features torch` (libtorch)",
+        ));
+    }
+    if device == Device::Cuda {
+        log::info!(
+            "backbone {}: ONNX runs under tract on the CPU; only TorchScript backbones use CUDA",
+            spec.name
+        );
+    }
+    Ok(Box::new(TractBackbone::load(path, spec)?))
+}
+
+/// The ConvLSTM stage on `device`, with `slots` track states.
+pub fn map_stabilizer(
+    w: ConvLstmWeights,
+    spec: &BackboneSpec,
+    path: &Path,
+    slots: usize,
+    device: Device,
+) -> Result<Box<dyn MapStabilizer>> {
+    w.check(spec, path)?;
+    #[cfg(feature = "torch")]
+    {
+        if device == Device::Cuda {
+            return Ok(Box::new(crate::torch::TchConvLstm::new(
+                &w,
+                spec,
+                slots,
+                tch::Device::Cuda(0),
+            )?));
+        }
+    }
+    let _ = device;
+    Ok(Box::new(ConvLstmBank::new(ConvLstm::new(w, spec, path)?, slots)))
+}
+
+/// `steadyface tune`: build the data cache, train with libtorch, write the stabilizer.
+pub fn tune(cfg: &crate::config::Config, args: &crate::train::TuneArgs) -> Result<()> {
+    #[cfg(feature = "torch")]
+    {
+        crate::torch::run_tune(cfg, args)
+    }
+    #[cfg(not(feature = "torch"))]
+    {
+        crate::train::check_data(cfg, &args.data)?;
+        Err(Error::Usage(
+            "tune trains with libtorch, and this build has none. Rebuild with it:\n  \
+             export LIBTORCH=$(scripts/libtorch-cpu.sh) LD_LIBRARY_PATH=$LIBTORCH/lib\n  \
+             cargo build --release --features torch"
+                .into(),
+        ))
+    }
+}

@@ -1,0 +1,667 @@
+//! The ConvLSTM stabilizer of §3.1, Eq. 1: `h_t, c_t, s_t = ConvLSTM(h_{t−1}, c_{t−1}, o_t)`,
+//! run on the frozen backbone's outputs `o_t` to give stabilized maps `s_t`.
+//!
+//! # The cell
+//! The paper gives no sizes, so these are ours:
+//! - **Per landmark, weights shared.** Each landmark's maps go through the same small cell on
+//!   their own, as a batch of `K`. A landmark's heatmap has the same statistics wherever it
+//!   sits on the face, so one cell serves all of them with `K`× fewer parameters (it trains
+//!   from a few clips without overfitting). As a batch of `K` it is a *dense* convolution,
+//!   which every runtime does well, not a grouped one (tract runs 68-group convolutions
+//!   ~5× slower than onnxruntime).
+//! - **Input channels:** the landmark's heatmap and, when the backbone has them, its two
+//!   sub-cell offset maps, in the backbone's own encoding. lm0's sub-cell precision lives in its
+//!   offsets (`pdc` module docs), so a stage that only saw heatmaps could not steady it.
+//! - **Gates** in PyTorch's order `i, f, g, o`: `z = W ∗ [x, h] + b`,
+//!   `c' = σ(z_f)·c + σ(z_i)·tanh(z_g)`, `h' = σ(z_o)·tanh(c')`. Per cell and pixel that is
+//!   `4·Ch·(Cin+Ch)·k²` MACs plus `Cin·Ch` for the output ([`ConvLstmWeights::macs`]). The
+//!   shipped cell has hidden size 6 with 1×1 gates: 234 MACs, so 66 × 28 × 28 × 234 ≈ 12.1 MMAC
+//!   per face, 9.5% of lm0's 127 MMAC (the budget is 15%). 3×3 gates with hidden size 2
+//!   cost about the same (14.9%) and trained no better; 3×3 with hidden size 3 would be 26%.
+//!   Temporal smoothing is a per-cell operation, and 1×1 gates still see the change at each
+//!   cell (`x` against `h`), which is what separates motion from noise.
+//! - **Residual output:** `s = x + Wₒ·h' + bₒ` (a 1×1 convolution). With `Wₒ = bₒ = 0` the
+//!   stage is the identity, which is where training starts: it can only learn to improve on
+//!   the backbone.
+//!
+//! # State
+//! Each track has its own `h, c` ([`ConvLstmState`]); they are zeroed when a track starts, so a
+//! lost face never leaks into the next. `c` is bounded: `|c'| ≤ σ(z_f)·|c| + 1` with σ < 1, and
+//! `h ∈ (−1, 1)`; a 100k-frame test checks that nothing drifts.
+//!
+//! # Runtimes
+//! [`ConvLstm`] is a hand-written kernel (the CPU path, allocation-free). [`onnx`] writes the
+//! same cell as an ONNX graph (batch `K`, inputs `x, h, c`, outputs `s, h', c'`), which tract
+//! runs in the parity test and any other runtime can load; `tune` (feature `torch`) trains the
+//! weights in libtorch. All three read one safetensors file.
+
+pub mod onnx;
+
+use crate::backbone::BackboneSpec;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The file format tag in the safetensors metadata.
+pub const FORMAT: &str = "steadyface-convlstm-1";
+/// The default hidden size (see the module docs).
+pub const DEFAULT_HIDDEN: usize = 6;
+/// The default kernel size (see the module docs).
+pub const DEFAULT_KERNEL: usize = 1;
+
+/// What a weights file is for, from its safetensors metadata.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConvLstmMeta {
+    /// The backbone whose outputs it was trained on (manifest name).
+    pub backbone: String,
+    /// Landmarks (the batch).
+    pub k: usize,
+    /// Input channels per landmark: 1 (heatmap) or 3 (heatmap, x offset, y offset).
+    pub cin: usize,
+    pub hidden: usize,
+    /// Kernel size of the gate convolution: 1 (per cell) or 3.
+    pub kernel: usize,
+    /// Map size.
+    pub h: usize,
+    pub w: usize,
+    /// The command that produced the file.
+    pub command: String,
+}
+
+impl ConvLstmMeta {
+    /// The shape a backbone implies.
+    pub fn for_backbone(spec: &BackboneSpec, hidden: usize, kernel: usize) -> Self {
+        Self {
+            backbone: spec.name.clone(),
+            k: spec.k,
+            cin: if spec.offsets.is_some() { 3 } else { 1 },
+            hidden,
+            kernel,
+            h: spec.out_h,
+            w: spec.out_w,
+            command: String::new(),
+        }
+    }
+}
+
+/// The cell's parameters (row-major, PyTorch layouts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvLstmWeights {
+    pub meta: ConvLstmMeta,
+    /// `[4·Ch, Cin + Ch, 3, 3]`.
+    pub gates_w: Vec<f32>,
+    /// `[4·Ch]`.
+    pub gates_b: Vec<f32>,
+    /// `[Cin, Ch, 1, 1]`.
+    pub out_w: Vec<f32>,
+    /// `[Cin]`.
+    pub out_b: Vec<f32>,
+}
+
+/// Tensor names in the safetensors file (the same in tch's `VarStore`).
+pub const TENSORS: [&str; 4] = ["gates.weight", "gates.bias", "out.weight", "out.bias"];
+
+impl ConvLstmWeights {
+    /// Shapes of [`TENSORS`] for `meta`.
+    pub fn shapes(meta: &ConvLstmMeta) -> [Vec<usize>; 4] {
+        let (c, hd, ks) = (meta.cin, meta.hidden, meta.kernel);
+        [vec![4 * hd, c + hd, ks, ks], vec![4 * hd], vec![c, hd, 1, 1], vec![c]]
+    }
+
+    /// The identity cell (`s = x`) with small seeded gate weights: where training starts.
+    pub fn identity(meta: ConvLstmMeta) -> Self {
+        let [gw, gb, ow, ob] = Self::shapes(&meta);
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let fan_in = (meta.cin + meta.hidden) * meta.kernel * meta.kernel;
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let gates_w = (0..gw.iter().product::<usize>())
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                bound * ((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+            })
+            .collect();
+        let mut gates_b = vec![0.0; gb[0]];
+        // Forget gate biased open (1.0), the usual LSTM start: memory is kept until learned otherwise.
+        gates_b[meta.hidden..2 * meta.hidden].fill(1.0);
+        Self {
+            gates_w,
+            gates_b,
+            out_w: vec![0.0; ow.iter().product()],
+            out_b: vec![0.0; ob[0]],
+            meta,
+        }
+    }
+
+    /// Multiply-accumulates per face and frame.
+    pub fn macs(&self) -> u64 {
+        let m = &self.meta;
+        let per_px = 4 * m.hidden * (m.cin + m.hidden) * m.kernel * m.kernel + m.cin * m.hidden;
+        (m.k * m.h * m.w * per_px) as u64
+    }
+
+    /// Read a weights file; every shape is checked against its metadata.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |r: String| Error::model(path, r);
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let md: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
+        match md.get("format").map(String::as_str) {
+            Some(FORMAT) => {}
+            other => {
+                return Err(bad(format!(
+                    "not a steadyface ConvLSTM (metadata format is {other:?}, expected {FORMAT:?})"
+                )))
+            }
+        }
+        let num = |key: &str| -> Result<usize> {
+            md.get(key)
+                .ok_or_else(|| bad(format!("metadata has no {key:?}")))?
+                .parse()
+                .map_err(|_| bad(format!("metadata {key:?} is not a number")))
+        };
+        let meta = ConvLstmMeta {
+            backbone: md
+                .get("backbone")
+                .cloned()
+                .ok_or_else(|| bad("metadata has no \"backbone\"".into()))?,
+            k: num("k")?,
+            cin: num("cin")?,
+            hidden: num("hidden")?,
+            kernel: num("kernel")?,
+            h: num("h")?,
+            w: num("w")?,
+            command: md.get("command").cloned().unwrap_or_default(),
+        };
+        if !(meta.cin == 1 || meta.cin == 3)
+            || meta.hidden == 0
+            || meta.hidden > 16
+            || meta.k == 0
+            || !(meta.kernel == 1 || meta.kernel == 3)
+        {
+            return Err(bad(format!(
+                "unsupported shape: cin {} (1 or 3), hidden {} (1..=16), kernel {} (1 or 3), k {}",
+                meta.cin, meta.hidden, meta.kernel, meta.k
+            )));
+        }
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let shapes = Self::shapes(&meta);
+        let mut out: Vec<Vec<f32>> = Vec::new();
+        for (name, shape) in TENSORS.iter().zip(shapes.iter()) {
+            let t = st
+                .tensor(name)
+                .map_err(|_| bad(format!("tensor {name:?} is missing")))?;
+            if t.dtype() != safetensors::Dtype::F32 {
+                return Err(bad(format!("tensor {name:?} is {:?}, expected F32", t.dtype())));
+            }
+            if t.shape() != shape.as_slice() {
+                return Err(bad(format!(
+                    "tensor {name:?} has shape {:?}, expected {shape:?} for cin {} hidden {}",
+                    t.shape(),
+                    meta.cin,
+                    meta.hidden
+                )));
+            }
+            let v: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(bad(format!("tensor {name:?} has non-finite values")));
+            }
+            out.push(v);
+        }
+        let mut it = out.into_iter();
+        Ok(Self {
+            meta,
+            gates_w: it.next().unwrap_or_default(),
+            gates_b: it.next().unwrap_or_default(),
+            out_w: it.next().unwrap_or_default(),
+            out_b: it.next().unwrap_or_default(),
+        })
+    }
+
+    /// The metadata as safetensors stores it.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let m = &self.meta;
+        HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("backbone".to_string(), m.backbone.clone()),
+            ("k".to_string(), m.k.to_string()),
+            ("cin".to_string(), m.cin.to_string()),
+            ("hidden".to_string(), m.hidden.to_string()),
+            ("kernel".to_string(), m.kernel.to_string()),
+            ("h".to_string(), m.h.to_string()),
+            ("w".to_string(), m.w.to_string()),
+            ("command".to_string(), m.command.clone()),
+        ])
+    }
+
+    /// Write a weights file (atomically: a temporary name, then a rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let shapes = Self::shapes(&self.meta);
+        let bytes: Vec<Vec<u8>> = [&self.gates_w, &self.gates_b, &self.out_w, &self.out_b]
+            .iter()
+            .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views: Vec<(&str, safetensors::tensor::TensorView)> = TENSORS
+            .iter()
+            .zip(shapes)
+            .zip(&bytes)
+            .map(|((n, s), b)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s, b).map(|v| (*n, v)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::model(path, e.to_string()))?;
+        let data =
+            safetensors::serialize(views, Some(self.metadata())).map_err(|e| Error::model(path, e.to_string()))?;
+        let tmp = path.with_extension("safetensors.tmp");
+        std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Fail unless these weights were made for `spec`'s outputs.
+    pub fn check(&self, spec: &BackboneSpec, path: &Path) -> Result<()> {
+        let want = ConvLstmMeta::for_backbone(spec, self.meta.hidden, self.meta.kernel);
+        let m = &self.meta;
+        let mut problems = Vec::new();
+        if m.backbone != want.backbone {
+            problems.push(format!(
+                "it was trained for backbone {:?}, not {:?}",
+                m.backbone, want.backbone
+            ));
+        }
+        if m.k != want.k {
+            problems.push(format!("it has K = {} landmarks, the backbone has {}", m.k, want.k));
+        }
+        if m.cin != want.cin {
+            problems.push(format!(
+                "it takes {} channels per landmark, the backbone gives {}",
+                m.cin, want.cin
+            ));
+        }
+        if (m.h, m.w) != (want.h, want.w) {
+            problems.push(format!(
+                "it takes {}×{} maps, the backbone gives {}×{}",
+                m.w, m.h, want.w, want.h
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::model(
+                path,
+                format!("stabilizer does not fit the backbone: {}", problems.join("; ")),
+            ))
+        }
+    }
+}
+
+/// One track's recurrent state: `h` and `c`, `[K, Ch, H, W]` each.
+#[derive(Debug, Clone)]
+pub struct ConvLstmState {
+    pub h: Vec<f32>,
+    pub c: Vec<f32>,
+}
+
+impl ConvLstmState {
+    pub fn new(meta: &ConvLstmMeta) -> Self {
+        let n = meta.k * meta.hidden * meta.h * meta.w;
+        Self {
+            h: vec![0.0; n],
+            c: vec![0.0; n],
+        }
+    }
+    /// Back to the start of a track.
+    pub fn reset(&mut self) {
+        self.h.fill(0.0);
+        self.c.fill(0.0);
+    }
+}
+
+/// The channel of the backbone output that feeds input channel `j` of landmark `k`.
+pub fn source_channel(spec: &BackboneSpec, k: usize, j: usize) -> usize {
+    match (j, spec.offsets) {
+        (0, _) => spec.heatmap_first + k,
+        (1, Some(o)) => o.x_first + k,
+        (_, Some(o)) => o.y_first + k,
+        _ => spec.heatmap_first + k,
+    }
+}
+
+/// The CPU cell: weights plus scratch buffers, so [`ConvLstm::step`] allocates nothing.
+#[derive(Debug, Clone)]
+pub struct ConvLstm {
+    w: ConvLstmWeights,
+    /// `[Cin + Ch, H + 2p, W + 2p]`: one landmark's input and hidden state, zero-padded by
+    /// `p = kernel / 2`.
+    padded: Vec<f32>,
+    /// `[4·Ch, H·W]`: gate pre-activations.
+    z: Vec<f32>,
+    /// Per input channel `j`, the backbone output channel for landmark 0 and the stride per landmark.
+    src: Vec<usize>,
+}
+
+impl ConvLstm {
+    /// A cell for `spec`'s outputs; fails when the weights were made for another backbone.
+    pub fn new(w: ConvLstmWeights, spec: &BackboneSpec, path: &Path) -> Result<Self> {
+        w.check(spec, path)?;
+        let m = &w.meta;
+        let src = (0..m.cin).map(|j| source_channel(spec, 0, j)).collect();
+        Ok(Self {
+            padded: vec![0.0; (m.cin + m.hidden) * (m.h + m.kernel - 1) * (m.w + m.kernel - 1)],
+            z: vec![0.0; 4 * m.hidden * m.h * m.w],
+            src,
+            w,
+        })
+    }
+    pub fn weights(&self) -> &ConvLstmWeights {
+        &self.w
+    }
+    pub fn new_state(&self) -> ConvLstmState {
+        ConvLstmState::new(&self.w.meta)
+    }
+
+    /// One time step: reads `o_t` from the backbone output `out` (`[C, H, W]`), updates
+    /// `state`, and writes `s_t` over the same channels of `out`.
+    pub fn step(&mut self, out: &mut [f32], state: &mut ConvLstmState) {
+        let m = &self.w.meta;
+        let (cin, hd, h, w, ks) = (m.cin, m.hidden, m.h, m.w, m.kernel);
+        let pad = ks / 2;
+        let (pw, plane) = (w + 2 * pad, h * w);
+        let pplane = (h + 2 * pad) * pw;
+        for k in 0..m.k {
+            // Gather [x, h] into the padded buffer (its border stays zero).
+            for j in 0..cin + hd {
+                let src: &[f32] = if j < cin {
+                    let ch = self.src[j] + k;
+                    &out[ch * plane..(ch + 1) * plane]
+                } else {
+                    let o = (k * hd + j - cin) * plane;
+                    &state.h[o..o + plane]
+                };
+                let dst = &mut self.padded[j * pplane..(j + 1) * pplane];
+                for r in 0..h {
+                    let o = (r + pad) * pw + pad;
+                    dst[o..o + w].copy_from_slice(&src[r * w..(r + 1) * w]);
+                }
+            }
+            // z = W ∗ [x, h] + b, one output channel at a time, rows of W contiguous for the vectoriser.
+            for g in 0..4 * hd {
+                let zg = &mut self.z[g * plane..(g + 1) * plane];
+                zg.fill(self.w.gates_b[g]);
+                for j in 0..cin + hd {
+                    let p = &self.padded[j * pplane..(j + 1) * pplane];
+                    let wk = &self.w.gates_w[(g * (cin + hd) + j) * ks * ks..][..ks * ks];
+                    if ks == 1 {
+                        // No padding: the plane is contiguous, one long loop for the vectoriser.
+                        let a = wk[0];
+                        for (zv, x) in zg.iter_mut().zip(&p[..plane]) {
+                            *zv += a * x;
+                        }
+                        continue;
+                    }
+                    for r in 0..h {
+                        let zr = &mut zg[r * w..(r + 1) * w];
+                        for dy in 0..3 {
+                            let row = &p[(r + dy) * pw..(r + dy) * pw + w + 2];
+                            let (a, b, c) = (wk[dy * 3], wk[dy * 3 + 1], wk[dy * 3 + 2]);
+                            for (x, zv) in zr.iter_mut().enumerate() {
+                                *zv += a * row[x] + b * row[x + 1] + c * row[x + 2];
+                            }
+                        }
+                    }
+                }
+            }
+            // Gates and the state update, in place.
+            for q in 0..hd {
+                let o = (k * hd + q) * plane;
+                let (hs, cs) = (&mut state.h[o..o + plane], &mut state.c[o..o + plane]);
+                let zi = &self.z[q * plane..(q + 1) * plane];
+                let zf = &self.z[(hd + q) * plane..(hd + q + 1) * plane];
+                let zg = &self.z[(2 * hd + q) * plane..(2 * hd + q + 1) * plane];
+                let zo = &self.z[(3 * hd + q) * plane..(3 * hd + q + 1) * plane];
+                // Zipped slices: no bounds checks, so the loop vectorises.
+                let gates = zi.iter().zip(zf).zip(zg.iter().zip(zo));
+                for ((c, h), ((&i, &f), (&g, &o))) in cs.iter_mut().zip(hs.iter_mut()).zip(gates) {
+                    let cn = sigmoid(f) * *c + sigmoid(i) * tanh(g);
+                    *c = cn;
+                    *h = sigmoid(o) * tanh(cn);
+                }
+            }
+            // s = x + Wₒ·h' + bₒ, written over the backbone's channels.
+            for j in 0..cin {
+                let ch = self.src[j] + k;
+                let dst = &mut out[ch * plane..(ch + 1) * plane];
+                let b = self.w.out_b[j];
+                dst.iter_mut().for_each(|v| *v += b);
+                for q in 0..hd {
+                    let wq = self.w.out_w[j * hd + q];
+                    let hq = &state.h[(k * hd + q) * plane..(k * hd + q + 1) * plane];
+                    for (v, h) in dst.iter_mut().zip(hq) {
+                        *v += wq * h;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stage that steadies the backbone's maps, with one recurrent state per slot (one per
+/// tracked face). The pipeline owns the slot ↔ track mapping.
+pub trait MapStabilizer: Send {
+    /// Zero `slot`'s state: a new track starts there.
+    fn reset(&mut self, slot: usize);
+    /// One time step for `slot`'s track: `out` is the backbone output, rewritten in place.
+    fn step(&mut self, out: &mut [f32], slot: usize) -> Result<()>;
+    /// Which runtime runs it, for logs and `bench`.
+    fn runtime(&self) -> &'static str;
+}
+
+/// The CPU kernel with `slots` preallocated states.
+pub struct ConvLstmBank {
+    cell: ConvLstm,
+    states: Vec<ConvLstmState>,
+}
+
+impl ConvLstmBank {
+    pub fn new(cell: ConvLstm, slots: usize) -> Self {
+        let states = (0..slots).map(|_| cell.new_state()).collect();
+        Self { cell, states }
+    }
+}
+
+impl MapStabilizer for ConvLstmBank {
+    fn reset(&mut self, slot: usize) {
+        if let Some(s) = self.states.get_mut(slot) {
+            s.reset();
+        }
+    }
+    fn step(&mut self, out: &mut [f32], slot: usize) -> Result<()> {
+        let n = self.states.len();
+        let st = self
+            .states
+            .get_mut(slot)
+            .ok_or_else(|| Error::Usage(format!("stabilizer slot {slot} out of {n}")))?;
+        self.cell.step(out, st);
+        Ok(())
+    }
+    fn runtime(&self) -> &'static str {
+        "cpu kernel"
+    }
+}
+
+/// tanh as a rational function (Eigen's `generic_fast_tanh_float`): within 1e-6 of `f32::tanh`
+/// and several times cheaper; it is the same approximation onnxruntime and XNNPACK use.
+#[inline]
+pub fn tanh(x: f32) -> f32 {
+    const A1: f32 = 4.893_524_6e-3;
+    const A3: f32 = 6.372_619_3e-4;
+    const A5: f32 = 1.485_722_4e-5;
+    const A7: f32 = 5.122_297e-8;
+    const A9: f32 = -8.604_672e-11;
+    const A11: f32 = 2.000_188e-13;
+    const A13: f32 = -2.760_768_5e-16;
+    const B0: f32 = 4.893_525e-3;
+    const B2: f32 = 2.268_434_7e-3;
+    const B4: f32 = 1.185_347e-4;
+    const B6: f32 = 1.198_258_4e-6;
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    let p = x * (A1 + x2 * (A3 + x2 * (A5 + x2 * (A7 + x2 * (A9 + x2 * (A11 + x2 * A13))))));
+    let q = B0 + x2 * (B2 + x2 * (B4 + x2 * B6));
+    p / q
+}
+
+/// The logistic function through [`tanh`]: `σ(x) = (1 + tanh(x/2)) / 2`.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    0.5 + 0.5 * tanh(0.5 * x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn meta(k: usize, cin: usize, hidden: usize, h: usize, w: usize) -> ConvLstmMeta {
+        ConvLstmMeta {
+            backbone: "test".into(),
+            k,
+            cin,
+            hidden,
+            kernel: 3,
+            h,
+            w,
+            command: String::new(),
+        }
+    }
+
+    #[test]
+    fn fast_tanh_and_sigmoid_are_within_1e6() {
+        let mut worst = 0f32;
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.01;
+            worst = worst.max((tanh(x) - x.tanh()).abs());
+            worst = worst.max((sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs());
+        }
+        assert!(worst < 1e-6, "{worst}");
+        assert_eq!(tanh(100.0), tanh(7.905_311));
+    }
+
+    #[test]
+    fn one_pixel_cell_by_hand() {
+        // 1×1 maps, cin 1, hidden 1: only the kernel's centre tap sees data.
+        let m = meta(1, 1, 1, 1, 1);
+        let mut w = ConvLstmWeights::identity(m.clone());
+        w.gates_w.fill(0.0);
+        // Centre taps: [x, h] → i, f, g, o.
+        for (g, (wx, wh)) in [(1.0, 0.0), (0.0, 0.0), (2.0, 0.5), (0.5, 0.0)].iter().enumerate() {
+            w.gates_w[(g * 2) * 9 + 4] = *wx;
+            w.gates_w[(g * 2 + 1) * 9 + 4] = *wh;
+        }
+        w.gates_b = vec![0.0, 1.0, 0.0, 0.0];
+        w.out_w = vec![2.0];
+        w.out_b = vec![0.1];
+        let spec = crate::backbone::tests::spec_for(1, 1, 1, false);
+        let mut cell = ConvLstm::new(w, &spec, Path::new("t")).unwrap();
+        let mut st = cell.new_state();
+        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let (mut hh, mut cc) = (0.0f64, 0.0f64);
+        for x in [0.5f64, -0.2, 1.0] {
+            let mut out = [x as f32];
+            cell.step(&mut out, &mut st);
+            let c = s(1.0) * cc + s(x) * (2.0 * x + 0.5 * hh).tanh();
+            let h = s(0.5 * x) * c.tanh();
+            cc = c;
+            hh = h;
+            assert!((st.c[0] as f64 - c).abs() < 1e-5 && (st.h[0] as f64 - h).abs() < 1e-5);
+            assert!(
+                (out[0] as f64 - (x + 2.0 * h + 0.1)).abs() < 1e-5,
+                "{} vs {}",
+                out[0],
+                x + 2.0 * h + 0.1
+            );
+        }
+    }
+
+    #[test]
+    fn identity_cell_passes_maps_through() {
+        let spec = crate::backbone::tests::spec_for(3, 6, 5, true);
+        let w = ConvLstmWeights::identity(ConvLstmMeta::for_backbone(&spec, 2, 3));
+        let mut cell = ConvLstm::new(w, &spec, Path::new("t")).unwrap();
+        let mut st = cell.new_state();
+        let orig: Vec<f32> = (0..spec.output_len()).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut out = orig.clone();
+        cell.step(&mut out, &mut st);
+        assert_eq!(out, orig);
+        assert!(st.h.iter().any(|&v| v != 0.0), "the state still runs");
+    }
+
+    #[test]
+    fn weights_round_trip_and_mismatches_are_named() {
+        let spec = crate::backbone::tests::spec_for(4, 6, 6, true);
+        let mut w = ConvLstmWeights::identity(ConvLstmMeta::for_backbone(&spec, 2, 3));
+        w.out_w[1] = 0.25;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.safetensors");
+        w.save(&p).unwrap();
+        assert_eq!(ConvLstmWeights::load(&p).unwrap(), w);
+        let other = crate::backbone::tests::spec_for(5, 6, 6, true);
+        let e = ConvLstm::new(w.clone(), &other, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("K = 4 landmarks, the backbone has 5") && e.contains("s.safetensors"),
+            "{e}"
+        );
+        std::fs::write(&p, b"nonsense").unwrap();
+        let e = ConvLstmWeights::load(&p).unwrap_err().to_string();
+        assert!(e.contains("not a safetensors file"), "{e}");
+    }
+
+    #[test]
+    fn state_stays_bounded_over_100k_frames() {
+        // Weights that push the cell hard (forget gate biased shut-proof, large inputs), on a
+        // noisy input: over 100k frames `c` must stay inside the analytic bound
+        // |c| ≤ 1 / (1 − σ(max z_f)), `h` inside (−1, 1), and nothing may become NaN.
+        let spec = crate::backbone::tests::spec_for(2, 4, 4, true);
+        let mut w = ConvLstmWeights::identity(ConvLstmMeta::for_backbone(&spec, 2, 3));
+        for (i, v) in w.gates_w.iter_mut().enumerate() {
+            *v = 0.8 * ((i as f32) * 1.7).sin();
+        }
+        w.gates_b = vec![0.5, 0.5, 6.0, 6.0, 1.0, -1.0, 0.0, 0.0];
+        w.out_w = vec![0.3, -0.2, 0.1, 0.4, -0.3, 0.2];
+        // Largest forget pre-activation: |b| + Σ|w| · max(|input|, 1).
+        let per_gate = (3 + 2) * 9;
+        let max_in = 3.0f32;
+        let zf_max = (2..4)
+            .map(|g| {
+                w.gates_b[g]
+                    + w.gates_w[g * per_gate..(g + 1) * per_gate]
+                        .iter()
+                        .map(|v| v.abs())
+                        .sum::<f32>()
+                        * max_in
+            })
+            .fold(0f32, f32::max);
+        let bound = 1.0 / (1.0 - 1.0 / (1.0 + (-zf_max as f64).exp())) as f32;
+        let mut cell = ConvLstm::new(w, &spec, Path::new("t")).unwrap();
+        let mut st = cell.new_state();
+        let mut seed = 1u64;
+        let mut worst = 0f32;
+        for _ in 0..100_000 {
+            let mut out: Vec<f32> = (0..spec.output_len())
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % 1000) as f32 / 1000.0 * max_in
+                })
+                .collect();
+            cell.step(&mut out, &mut st);
+            worst = st.c.iter().fold(worst, |m, v| m.max(v.abs()));
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+        assert!(worst <= bound, "max |c| {worst} > bound {bound}");
+        assert!(st.h.iter().all(|v| v.abs() < 1.0));
+    }
+}

@@ -1,0 +1,365 @@
+//! libtorch (feature `torch`): the ConvLSTM in tch for training and CUDA inference, the
+//! TorchScript backbone, and the `tune` trainer ([`tune`]).
+//!
+//! The cell here computes exactly what [`crate::convlstm::ConvLstm`] computes (the parity test
+//! checks it to 1e-4); the weights go back and forth through [`ConvLstmWeights`].
+
+mod tune;
+
+pub use self::tune::{tune, TuneParams, TuneReport};
+
+use crate::backbone::{Backbone, BackboneSpec};
+use crate::backend::Device as Dev;
+use crate::convlstm::{source_channel, ConvLstmMeta, ConvLstmWeights, MapStabilizer};
+use crate::error::{Error, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn torch_err(what: &str, e: tch::TchError) -> Error {
+    Error::Usage(format!("libtorch: {what}: {e}"))
+}
+
+/// The cell's parameters as tensors.
+pub struct TchCell {
+    pub meta: ConvLstmMeta,
+    pub gates_w: Tensor,
+    pub gates_b: Tensor,
+    pub out_w: Tensor,
+    pub out_b: Tensor,
+}
+
+impl TchCell {
+    /// Tensors on `device` from weights (trainable when made through a `VarStore`).
+    pub fn from_weights(w: &ConvLstmWeights, device: Device) -> Self {
+        let [gw, gb, ow, ob] = ConvLstmWeights::shapes(&w.meta);
+        let t = |v: &[f32], s: &[usize]| {
+            Tensor::from_slice(v)
+                .reshape(s.iter().map(|&d| d as i64).collect::<Vec<_>>())
+                .to_device(device)
+        };
+        Self {
+            meta: w.meta.clone(),
+            gates_w: t(&w.gates_w, &gw),
+            gates_b: t(&w.gates_b, &gb),
+            out_w: t(&w.out_w, &ow),
+            out_b: t(&w.out_b, &ob),
+        }
+    }
+
+    /// Back to plain weights.
+    pub fn to_weights(&self) -> Result<ConvLstmWeights> {
+        let v = |t: &Tensor| -> Result<Vec<f32>> {
+            Vec::<f32>::try_from(t.detach().to_device(Device::Cpu).flatten(0, -1)).map_err(|e| torch_err("copy", e))
+        };
+        Ok(ConvLstmWeights {
+            meta: self.meta.clone(),
+            gates_w: v(&self.gates_w)?,
+            gates_b: v(&self.gates_b)?,
+            out_w: v(&self.out_w)?,
+            out_b: v(&self.out_b)?,
+        })
+    }
+
+    /// One step on a batch: `x [N, Cin, H, W]`, `h`/`c [N, Ch, H, W]` → `(s, h', c')`.
+    pub fn step(&self, x: &Tensor, h: &Tensor, c: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let pad = (self.meta.kernel / 2) as i64;
+        let z = Tensor::cat(&[x, h], 1).conv2d(&self.gates_w, Some(&self.gates_b), [1, 1], [pad, pad], [1, 1], 1);
+        let g = z.chunk(4, 1);
+        let c2 = g[1].sigmoid() * c + g[0].sigmoid() * g[2].tanh();
+        let h2 = g[3].sigmoid() * c2.tanh();
+        let s = x + h2.conv2d(&self.out_w, Some(&self.out_b), [1, 1], [0, 0], [1, 1], 1);
+        (s, h2, c2)
+    }
+}
+
+/// The ConvLSTM on a libtorch device (CUDA in the daemon), one state per slot.
+pub struct TchConvLstm {
+    cell: TchCell,
+    spec: BackboneSpec,
+    device: Device,
+    states: Vec<Option<(Tensor, Tensor)>>,
+    x: Vec<f32>,
+}
+
+impl TchConvLstm {
+    pub fn new(w: &ConvLstmWeights, spec: &BackboneSpec, slots: usize, device: Device) -> Result<Self> {
+        let m = &w.meta;
+        Ok(Self {
+            cell: TchCell::from_weights(w, device),
+            spec: spec.clone(),
+            device,
+            states: (0..slots).map(|_| None).collect(),
+            x: vec![0.0; m.k * m.cin * m.h * m.w],
+        })
+    }
+}
+
+impl MapStabilizer for TchConvLstm {
+    fn reset(&mut self, slot: usize) {
+        if let Some(s) = self.states.get_mut(slot) {
+            *s = None;
+        }
+    }
+    fn step(&mut self, out: &mut [f32], slot: usize) -> Result<()> {
+        let m = &self.cell.meta;
+        let plane = m.h * m.w;
+        for k in 0..m.k {
+            for j in 0..m.cin {
+                let ch = source_channel(&self.spec, k, j);
+                self.x[(k * m.cin + j) * plane..][..plane].copy_from_slice(&out[ch * plane..][..plane]);
+            }
+        }
+        let shape = [m.k as i64, m.cin as i64, m.h as i64, m.w as i64];
+        let hs = [m.k as i64, m.hidden as i64, m.h as i64, m.w as i64];
+        let x = Tensor::from_slice(&self.x).reshape(shape).to_device(self.device);
+        let n = self.states.len();
+        let st = self
+            .states
+            .get_mut(slot)
+            .ok_or_else(|| Error::Usage(format!("stabilizer slot {slot} out of {n}")))?;
+        let (h, c) = st.take().unwrap_or_else(|| {
+            let z = Tensor::zeros(hs, (Kind::Float, self.device));
+            (z.shallow_clone(), z)
+        });
+        let (s, h2, c2) = tch::no_grad(|| self.cell.step(&x, &h, &c));
+        *st = Some((h2, c2));
+        let s = Vec::<f32>::try_from(s.to_device(Device::Cpu).flatten(0, -1)).map_err(|e| torch_err("copy", e))?;
+        for k in 0..m.k {
+            for j in 0..m.cin {
+                let ch = source_channel(&self.spec, k, j);
+                out[ch * plane..][..plane].copy_from_slice(&s[(k * m.cin + j) * plane..][..plane]);
+            }
+        }
+        Ok(())
+    }
+    fn runtime(&self) -> &'static str {
+        if self.device.is_cuda() {
+            "libtorch cuda"
+        } else {
+            "libtorch cpu"
+        }
+    }
+}
+
+/// A TorchScript backbone (`.pt`): `forward(input [1, 3, H, W]) -> [1, C, H', W']`.
+pub struct TchBackbone {
+    spec: BackboneSpec,
+    module: tch::CModule,
+    device: Device,
+    input: Vec<f32>,
+}
+
+impl TchBackbone {
+    pub fn load(path: &Path, spec: BackboneSpec, device: Dev) -> Result<Self> {
+        let device = match device {
+            Dev::Cuda => Device::Cuda(0),
+            Dev::Cpu => Device::Cpu,
+        };
+        let mut module = tch::CModule::load_on_device(path, device)
+            .map_err(|e| Error::model(path, format!("not a TorchScript module: {e}")))?;
+        module.set_eval();
+        let mut b = Self {
+            input: vec![0.0; spec.input_len()],
+            spec,
+            module,
+            device,
+        };
+        // Check the output shape once, with a clear error, rather than on the first frame.
+        let mut out = vec![0.0; b.spec.output_len()];
+        b.run(&mut out).map_err(|e| Error::model(path, e.to_string()))?;
+        Ok(b)
+    }
+}
+
+impl Backbone for TchBackbone {
+    fn spec(&self) -> &BackboneSpec {
+        &self.spec
+    }
+    fn input_mut(&mut self) -> &mut [f32] {
+        &mut self.input
+    }
+    fn run(&mut self, out: &mut [f32]) -> Result<()> {
+        let s = &self.spec;
+        let x = Tensor::from_slice(&self.input)
+            .reshape([1, 3, s.input_h as i64, s.input_w as i64])
+            .to_device(self.device);
+        let y = tch::no_grad(|| self.module.forward_ts(&[x])).map_err(|e| torch_err("backbone forward", e))?;
+        let want = [1, s.out_c as i64, s.out_h as i64, s.out_w as i64];
+        if y.size() != want {
+            return Err(Error::Usage(format!(
+                "backbone {} gave shape {:?}, the manifest says {want:?}",
+                s.name,
+                y.size()
+            )));
+        }
+        let v = Vec::<f32>::try_from(y.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+            .map_err(|e| torch_err("copy", e))?;
+        out.copy_from_slice(&v);
+        Ok(())
+    }
+}
+
+/// `tune` end to end: data cache, training, and the output directory.
+pub fn run_tune(cfg: &crate::config::Config, args: &crate::train::TuneArgs) -> Result<()> {
+    let (seqs, meta, cache_path) = crate::train::prepare(cfg, args)?;
+    let models = crate::app::Models::resolve(cfg)?;
+    let spec = &models.backbone_spec;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let [weights_path, onnx_path, record_path, ckpt] = tune::outputs(&args.out);
+    let (init, start) = if args.resume && ckpt.is_file() {
+        let w = ConvLstmWeights::load(&ckpt)?;
+        let e = tune::checkpoint_epoch(&w, &meta, &ckpt)?;
+        eprintln!("tune: resuming from {} (epoch {e})", ckpt.display());
+        (w, e)
+    } else {
+        (ConvLstmWeights::identity(meta.clone()), 0)
+    };
+    let (offset_scale, offset_logit) = crate::decode::offset_scale_cells(spec);
+    let window = match cfg.decoder().pdc_window() {
+        Some(w) => w as i64,
+        None => spec.out_h.max(spec.out_w) as i64,
+    };
+    let p = TuneParams {
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        jitter: args.jitter.into(),
+        mu: args.mu,
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        window,
+        offset_scale: [offset_scale.0 as f64, offset_scale.1 as f64],
+        offset_logit,
+        threads: args.threads,
+        device: args.device.clone(),
+    };
+    let (mut w, report) = tune(&seqs, init, start, &p, &args.out)?;
+    w.meta.command = args.command_line.clone();
+    w.save(&weights_path)?;
+    std::fs::write(&onnx_path, crate::convlstm::onnx::export(&w)).map_err(|e| Error::io(&onnx_path, e))?;
+    let record = serde_json::json!({
+        "command": args.command_line,
+        "data": args.data,
+        "cache": cache_path,
+        "backbone": meta.backbone,
+        "params": p,
+        "report": report,
+        "macs_per_face": w.macs(),
+    });
+    std::fs::write(
+        &record_path,
+        serde_json::to_string_pretty(&record).unwrap_or_default() + "\n",
+    )
+    .map_err(|e| Error::io(&record_path, e))?;
+    eprintln!(
+        "tune: best epoch {} — validation error {:.4} cells (raw {:.4}), error jitter {:.4} (raw {:.4}); wrote {}, {}, {}",
+        report.best_epoch,
+        report.best.error,
+        report.best.error_raw,
+        report.best.jitter,
+        report.best.jitter_raw,
+        weights_path.display(),
+        onnx_path.display(),
+        record_path.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convlstm::{ConvLstm, ConvLstmBank};
+    use crate::jitter_loss::JitterParams;
+
+    fn weights(spec: &BackboneSpec, kernel: usize) -> ConvLstmWeights {
+        let mut w = ConvLstmWeights::identity(ConvLstmMeta::for_backbone(spec, 2, kernel));
+        for (i, v) in w.out_w.iter_mut().enumerate() {
+            *v = 0.3 * (i as f32 * 0.7 + 0.2).sin();
+        }
+        w.out_b = vec![0.02, -0.01, 0.015];
+        w.gates_b[0] = -0.5;
+        w
+    }
+
+    /// libtorch and the CPU kernel give the same `s_t` over a sequence (the state carried).
+    #[test]
+    fn torch_cell_matches_the_cpu_kernel() {
+        let spec = crate::backbone::tests::spec_for(6, 9, 8, true);
+        for kernel in [1, 3] {
+            let w = weights(&spec, kernel);
+            let mut cpu = ConvLstmBank::new(ConvLstm::new(w.clone(), &spec, Path::new("t")).unwrap(), 2);
+            let mut tch = TchConvLstm::new(&w, &spec, 2, Device::Cpu).unwrap();
+            let mut worst = 0f32;
+            for t in 0..12 {
+                let raw: Vec<f32> = (0..spec.output_len())
+                    .map(|i| (((i * 13 + t * 7) % 29) as f32 / 29.0).powi(2))
+                    .collect();
+                let (mut a, mut b) = (raw.clone(), raw.clone());
+                cpu.step(&mut a, 1).unwrap();
+                tch.step(&mut b, 1).unwrap();
+                worst = a.iter().zip(&b).fold(worst, |m, (x, y)| m.max((x - y).abs()));
+            }
+            assert!(worst < 1e-4, "kernel {kernel}: max |tch − cpu kernel| = {worst}");
+            // Weights survive the round trip through tensors.
+            assert_eq!(TchCell::from_weights(&w, Device::Cpu).to_weights().unwrap(), w);
+        }
+    }
+
+    /// A few Adam steps on the Jitter loss lower it on a toy sequence with a jittering peak.
+    #[test]
+    fn tune_lowers_the_loss_on_a_jittering_peak() {
+        let spec = crate::backbone::tests::spec_for(2, 12, 12, false);
+        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+        let t = crate::train::SEQ_LEN;
+        let blob = |x: f32, y: f32| -> Vec<f32> {
+            (0..144)
+                .map(|i| {
+                    let (c, r) = ((i % 12) as f32, (i / 12) as f32);
+                    (-((c - x).powi(2) + (r - y).powi(2)) / 2.0).exp()
+                })
+                .collect()
+        };
+        let seqs: Vec<crate::train::CachedSeq> = (0..16)
+            .map(|s| {
+                let (mut x, mut target, mut u_hat) = (Vec::new(), Vec::new(), Vec::new());
+                for f in 0..t {
+                    for k in 0..2 {
+                        let (cx, cy) = (5.0 + k as f32, 6.0);
+                        let j = if (f + s + k) % 2 == 0 { 0.4 } else { -0.4 };
+                        x.extend(blob(cx + j, cy));
+                        target.extend(blob(cx, cy));
+                        u_hat.extend([cx, cy]);
+                    }
+                }
+                crate::train::CachedSeq {
+                    group: format!("g{s}"),
+                    x,
+                    target,
+                    u_hat,
+                }
+            })
+            .collect();
+        let p = TuneParams {
+            epochs: 40,
+            batch: 4,
+            lr: 2e-2,
+            jitter: JitterParams {
+                theta: 5.0,
+                ..JitterParams::default()
+            }
+            .into(),
+            mu: 1.0,
+            val_fraction: 0.25,
+            seed: 3,
+            window: 12,
+            offset_scale: [1.0, 1.0],
+            offset_logit: false,
+            threads: 1,
+            device: "cpu".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (_, report) = tune(&seqs, ConvLstmWeights::identity(meta), 0, &p, dir.path()).unwrap();
+        assert!(report.best.jitter < 0.7 * report.best.jitter_raw, "{:?}", report.best);
+        assert!(dir.path().join("checkpoint.safetensors").is_file());
+    }
+}

@@ -1,0 +1,449 @@
+//! `tune`: fit the ConvLSTM to cached backbone outputs with the Jitter loss, the backbone frozen.
+//!
+//! The loss per landmark and frame `t` (the `jitter_loss` module is the reference for each
+//! term; its unit tests check them by hand and by finite differences):
+//! - Eq. 7, `L_pixel`: Geman–McClure of `s_t − ŝ_t` over the landmark's maps (heatmap and
+//!   offsets), Θ = 1;
+//! - Eq. 6, `u_t` = differentiable PDC: the centroid of `max(s − Θ_PDC·peak, 0)` within the
+//!   decoder's window of the peak, at the offset-refined cell positions (what the runtime
+//!   decoder computes), peak and window held constant for the gradient;
+//! - Eq. 3, `Ψ_t = min(‖e_t − e_{t−1}‖ / (‖û_t − û_{t−1}‖ + ξ), Θ)` with `e = u − û`;
+//! - Eq. 2 with Eq. 8's floor: `L = (λ + Ψ_t) · (L_pixel + μ·ρ(e_t))`.
+//!
+//! `ρ(e_t)` (Charbonnier, in cells) is ours: lm0 keeps its sub-cell precision in its offset
+//! maps, where a pixel loss of a few 1e-3 barely sees a 0.1-cell shift; the point term is what
+//! the metrics measure. `μ = 0` gives the paper's loss.
+
+use super::{torch_err, TchCell};
+use crate::convlstm::{ConvLstmMeta, ConvLstmWeights};
+use crate::error::{Error, Result};
+use crate::jitter_loss::JitterParams;
+use crate::train::CachedSeq;
+use std::path::{Path, PathBuf};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+/// Training settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TuneParams {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub jitter: JitterParamsSer,
+    /// Weight of the point term ρ(e) (0: the paper's loss exactly).
+    pub mu: f64,
+    /// Share of the groups (faces, clip minutes) held out for validation.
+    pub val_fraction: f64,
+    pub seed: u64,
+    /// The decoder's window (cells) and whether offsets refine the cells.
+    pub window: i64,
+    /// Offset value → cells (x, y), and whether offsets are logit-encoded (lm0) or plain cells.
+    pub offset_scale: [f64; 2],
+    pub offset_logit: bool,
+    pub threads: usize,
+    /// `cuda`, `cpu` or `auto`.
+    pub device: String,
+}
+
+/// [`JitterParams`] for the training record.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct JitterParamsSer {
+    pub theta: f64,
+    pub xi: f64,
+    pub theta_pdc: f64,
+    pub lambda: f64,
+}
+
+impl From<JitterParams> for JitterParamsSer {
+    fn from(p: JitterParams) -> Self {
+        Self {
+            theta: p.theta as f64,
+            xi: p.xi as f64,
+            theta_pdc: p.theta_pdc as f64,
+            lambda: p.lambda as f64,
+        }
+    }
+}
+
+/// Validation numbers of one epoch (cells of the heatmap).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ValStats {
+    pub loss: f64,
+    /// Mean ‖u − û‖ of the raw backbone (o_t) and of the stabilizer (s_t).
+    pub error_raw: f64,
+    pub error: f64,
+    /// Mean ‖e_t − e_{t−1}‖: the jitter of the error.
+    pub jitter_raw: f64,
+    pub jitter: f64,
+}
+
+/// What `tune` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TuneReport {
+    pub device: String,
+    pub train_sequences: usize,
+    pub val_sequences: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best: ValStats,
+    pub history: Vec<(usize, f64, ValStats)>,
+    pub seconds: f64,
+    pub steps_per_s: f64,
+}
+
+struct Batch {
+    x: Tensor,
+    target: Tensor,
+    u_hat: Tensor,
+}
+
+/// Stack sequences `idx` into `[B, T, K·Cin... ]` tensors on `device`.
+fn batch(seqs: &[CachedSeq], idx: &[usize], meta: &ConvLstmMeta, t: usize, device: Device) -> Batch {
+    let (k, c, h, w) = (meta.k as i64, meta.cin as i64, meta.h as i64, meta.w as i64);
+    let b = idx.len() as i64;
+    let cat = |f: &dyn Fn(&CachedSeq) -> &[f32]| {
+        let v: Vec<f32> = idx.iter().flat_map(|&i| f(&seqs[i]).iter().copied()).collect();
+        Tensor::from_slice(&v).to_device(device)
+    };
+    Batch {
+        x: cat(&|s| &s.x).reshape([b, t as i64, k, c, h, w]),
+        target: cat(&|s| &s.target).reshape([b, t as i64, k, c, h, w]),
+        u_hat: cat(&|s| &s.u_hat).reshape([b, t as i64, k, 2]),
+    }
+}
+
+/// Differentiable PDC (Eq. 6) on `s [N, Cin, H, W]` → `[N, 2]` (x, y in cells).
+fn soft_pdc(s: &Tensor, p: &TuneParams, meta: &ConvLstmMeta) -> Tensor {
+    let (h, w) = (meta.h as i64, meta.w as i64);
+    let dev = s.device();
+    let hm = s.select(1, 0);
+    let n = hm.size()[0];
+    let flat = hm.reshape([n, h * w]);
+    let (peak, arg) = {
+        let d = flat.detach();
+        (d.amax([1], true), d.argmax(1, true))
+    };
+    let (pr, pc) = (arg.divide_scalar_mode(w, "floor"), arg.remainder(w));
+    let rows = Tensor::arange(h, (Kind::Int64, dev)).reshape([1, h, 1]);
+    let cols = Tensor::arange(w, (Kind::Int64, dev)).reshape([1, 1, w]);
+    let win = (rows.expand_as(&hm) - pr.reshape([n, 1, 1])).abs().le(p.window)
+        * (cols.expand_as(&hm) - pc.reshape([n, 1, 1])).abs().le(p.window);
+    let v = (hm - peak.reshape([n, 1, 1]) * p.jitter.theta_pdc).relu() * win.to_kind(Kind::Float);
+    let (bx, by) = (
+        cols.to_kind(Kind::Float).expand([n, h, w], false),
+        rows.to_kind(Kind::Float).expand([n, h, w], false),
+    );
+    let off = |j: i64, scale: f64| {
+        let o = s.select(1, j);
+        if p.offset_logit {
+            o.clamp(1e-6, 1.0 - 1e-6).logit(None) * scale
+        } else {
+            o * scale
+        }
+    };
+    // Not `+=`: the expanded grid shares memory across the batch.
+    let (px, py) = if meta.cin == 3 {
+        (bx + off(1, p.offset_scale[0]), by + off(2, p.offset_scale[1]))
+    } else {
+        (bx, by)
+    };
+    let sw = v.sum_dim_intlist(&[1i64, 2][..], false, Kind::Float) + 1e-6;
+    let ux = (&v * px).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float) / &sw;
+    let uy = (&v * py).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float) / &sw;
+    Tensor::stack(&[ux, uy], 1)
+}
+
+/// The loss over a batch, and (without gradient) the error and jitter of `s` and of `x`.
+fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tensor, [f64; 4]) {
+    let m = &cell.meta;
+    let size = b.x.size();
+    let (bs, t) = (size[0], size[1]);
+    let (k, c, h, w, hd) = (m.k as i64, m.cin as i64, m.h as i64, m.w as i64, m.hidden as i64);
+    let n = bs * k;
+    let dev = b.x.device();
+    let mut hs = Tensor::zeros([n, hd, h, w], (Kind::Float, dev));
+    let mut cs = Tensor::zeros([n, hd, h, w], (Kind::Float, dev));
+    let (theta, xi, lambda) = (p.jitter.theta, p.jitter.xi, p.jitter.lambda);
+    let mut loss = Tensor::zeros([], (Kind::Float, dev));
+    let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
+    let mut stats = [0f64; 4];
+    for ti in 0..t {
+        let x = b.x.select(1, ti).reshape([n, c, h, w]);
+        let tgt = b.target.select(1, ti).reshape([n, c, h, w]);
+        let uh = b.u_hat.select(1, ti).reshape([n, 2]);
+        let (s, h2, c2) = cell.step(&x, &hs, &cs);
+        hs = h2;
+        cs = c2;
+        // Eq. 7 over the landmark's maps.
+        let d2 = (&s - &tgt).square();
+        let pix = (&d2 / (&d2 + theta * theta)).mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+        let e = soft_pdc(&s, p, m) - &uh;
+        let en = (e.square().sum_dim_intlist(1i64, false, Kind::Float) + 1e-4).sqrt();
+        let psi = match (&prev_e, &prev_uh) {
+            (Some(pe), Some(pu)) => {
+                let de = (&e - pe)
+                    .square()
+                    .sum_dim_intlist(1i64, false, Kind::Float)
+                    .clamp_min(1e-12)
+                    .sqrt();
+                let du = (&uh - pu).square().sum_dim_intlist(1i64, false, Kind::Float).sqrt();
+                (de / (du + xi)).clamp_max(theta)
+            }
+            _ => Tensor::zeros([n], (Kind::Float, dev)),
+        };
+        loss += ((psi + lambda) * (pix + &en * p.mu)).mean(Kind::Float);
+        tch::no_grad(|| {
+            stats[0] += en.mean(Kind::Float).double_value(&[]);
+            if let Some(pe) = &prev_e {
+                stats[1] += (&e - pe)
+                    .square()
+                    .sum_dim_intlist(1i64, false, Kind::Float)
+                    .sqrt()
+                    .mean(Kind::Float)
+                    .double_value(&[]);
+            }
+            if want_raw {
+                let er = soft_pdc(&x, p, m) - &uh;
+                stats[2] += er
+                    .square()
+                    .sum_dim_intlist(1i64, false, Kind::Float)
+                    .sqrt()
+                    .mean(Kind::Float)
+                    .double_value(&[]);
+                if let Some(pr) = &prev_er {
+                    stats[3] += (&er - pr)
+                        .square()
+                        .sum_dim_intlist(1i64, false, Kind::Float)
+                        .sqrt()
+                        .mean(Kind::Float)
+                        .double_value(&[]);
+                }
+                prev_er = Some(er);
+            }
+        });
+        prev_e = Some(e.detach());
+        prev_uh = Some(uh);
+    }
+    let tf = t as f64;
+    (
+        loss / tf,
+        [
+            stats[0] / tf,
+            stats[1] / (tf - 1.0),
+            stats[2] / tf,
+            stats[3] / (tf - 1.0),
+        ],
+    )
+}
+
+/// Validation over `idx` in batches.
+fn validate(cell: &TchCell, seqs: &[CachedSeq], idx: &[usize], p: &TuneParams, t: usize, dev: Device) -> ValStats {
+    let mut v = ValStats::default();
+    let mut nb = 0.0;
+    for chunk in idx.chunks(p.batch.max(1)) {
+        let b = batch(seqs, chunk, &cell.meta, t, dev);
+        let (l, s) = tch::no_grad(|| run_batch(cell, &b, p, true));
+        let wgt = chunk.len() as f64;
+        v.loss += l.double_value(&[]) * wgt;
+        v.error += s[0] * wgt;
+        v.jitter += s[1] * wgt;
+        v.error_raw += s[2] * wgt;
+        v.jitter_raw += s[3] * wgt;
+        nb += wgt;
+    }
+    let nb = f64::max(nb, 1.0);
+    ValStats {
+        loss: v.loss / nb,
+        error: v.error / nb,
+        jitter: v.jitter / nb,
+        error_raw: v.error_raw / nb,
+        jitter_raw: v.jitter_raw / nb,
+    }
+}
+
+/// Hold out whole groups: every `1/val_fraction`-th group by a seeded hash.
+pub fn split(seqs: &[CachedSeq], val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut groups: Vec<&str> = seqs.iter().map(|s| s.group.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let hash = |g: &str| {
+        g.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        })
+    };
+    let val_groups: Vec<&str> = groups
+        .iter()
+        .copied()
+        .filter(|g| (hash(g) % 1000) as f64 / 1000.0 < val_fraction)
+        .collect();
+    let (mut tr, mut va) = (Vec::new(), Vec::new());
+    for (i, s) in seqs.iter().enumerate() {
+        if val_groups.contains(&s.group.as_str()) {
+            va.push(i);
+        } else {
+            tr.push(i);
+        }
+    }
+    if va.is_empty() && tr.len() > 1 {
+        va.push(tr.pop().unwrap_or_default());
+    }
+    (tr, va)
+}
+
+/// The training device for `--device`.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        "cuda" => Err(Error::Usage("--device cuda: libtorch finds no CUDA device".into())),
+        "auto" => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                log::warn!("tune: libtorch finds no CUDA device; training on the CPU");
+                Ok(Device::Cpu)
+            }
+        }
+        other => Err(Error::Usage(format!("--device {other:?}: one of cuda, cpu, auto"))),
+    }
+}
+
+/// Train from `init` on `seqs`; writes `checkpoint.safetensors` after every epoch and the best
+/// weights to `out_dir/stabilizer.safetensors`. `start_epoch` > 0 resumes.
+pub fn tune(
+    seqs: &[CachedSeq],
+    init: ConvLstmWeights,
+    start_epoch: usize,
+    p: &TuneParams,
+    out_dir: &Path,
+) -> Result<(ConvLstmWeights, TuneReport)> {
+    let dev = device(&p.device)?;
+    if p.threads > 0 {
+        tch::set_num_threads(p.threads as i32);
+    }
+    tch::manual_seed(p.seed as i64);
+    let meta = init.meta.clone();
+    let t = crate::train::SEQ_LEN;
+    let (tr, va) = split(seqs, p.val_fraction, p.seed);
+    if tr.is_empty() {
+        return Err(Error::Usage("tune: no training sequences (check --data)".into()));
+    }
+    let vs = nn::VarStore::new(dev);
+    let root = vs.root();
+    let start = TchCell::from_weights(&init, dev);
+    let cell = TchCell {
+        meta: meta.clone(),
+        gates_w: (&root / "gates").var_copy("weight", &start.gates_w),
+        gates_b: (&root / "gates").var_copy("bias", &start.gates_b),
+        out_w: (&root / "out").var_copy("weight", &start.out_w),
+        out_b: (&root / "out").var_copy("bias", &start.out_b),
+    };
+    let mut opt = nn::Adam::default().build(&vs, p.lr).map_err(|e| torch_err("Adam", e))?;
+    let started = std::time::Instant::now();
+    let mut best = validate(&cell, seqs, &va, p, t, dev);
+    let mut best_w = cell.to_weights()?;
+    let mut best_epoch = start_epoch;
+    eprintln!(
+        "tune: {} train / {} validation sequences on {dev:?}; before training: error {:.4} cells, error jitter {:.4} cells (raw backbone: {:.4}, {:.4})",
+        tr.len(),
+        va.len(),
+        best.error,
+        best.jitter,
+        best.error_raw,
+        best.jitter_raw
+    );
+    let mut history = vec![(start_epoch, f64::NAN, best)];
+    let mut rng = crate::train::Rng::new(p.seed ^ start_epoch as u64);
+    let mut steps = 0usize;
+    let ckpt = out_dir.join("checkpoint.safetensors");
+    for epoch in start_epoch + 1..=p.epochs {
+        let mut order = tr.clone();
+        for i in (1..order.len()).rev() {
+            order.swap(i, (rng.f32() * (i + 1) as f32) as usize % (i + 1));
+        }
+        let bar = indicatif::ProgressBar::new(order.len().div_ceil(p.batch.max(1)) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} batches, {eta} left")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("{epoch}/{}", p.epochs));
+        let mut train_loss = 0.0;
+        for chunk in order.chunks(p.batch.max(1)) {
+            let b = batch(seqs, chunk, &meta, t, dev);
+            let (loss, _) = run_batch(&cell, &b, p, false);
+            opt.backward_step(&loss);
+            train_loss += loss.double_value(&[]) * chunk.len() as f64;
+            steps += 1;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        train_loss /= order.len() as f64;
+        let v = validate(&cell, seqs, &va, p, t, dev);
+        let improved = v.loss < best.loss;
+        eprintln!(
+            "epoch {epoch}/{}: train loss {train_loss:.5}  validation loss {:.5}  error {:.4} cells (raw {:.4})  error jitter {:.4} (raw {:.4}){}",
+            p.epochs,
+            v.loss,
+            v.error,
+            v.error_raw,
+            v.jitter,
+            v.jitter_raw,
+            if improved { "  *best" } else { "" }
+        );
+        history.push((epoch, train_loss, v));
+        let mut w = cell.to_weights()?;
+        w.meta.command = format!("checkpoint epoch={epoch}");
+        w.save(&ckpt)?;
+        if improved {
+            best = v;
+            best_w = w;
+            best_epoch = epoch;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok((
+        best_w,
+        TuneReport {
+            device: format!("{dev:?}"),
+            train_sequences: tr.len(),
+            val_sequences: va.len(),
+            epochs_run: p.epochs.saturating_sub(start_epoch),
+            best_epoch,
+            best,
+            history,
+            seconds: secs,
+            steps_per_s: steps as f64 / secs.max(1e-9),
+        },
+    ))
+}
+
+/// The epoch a checkpoint was written at (from its metadata), checking it fits `meta`.
+pub fn checkpoint_epoch(w: &ConvLstmWeights, meta: &ConvLstmMeta, path: &Path) -> Result<usize> {
+    if w.meta.backbone != meta.backbone
+        || w.meta.k != meta.k
+        || w.meta.cin != meta.cin
+        || (w.meta.h, w.meta.w) != (meta.h, meta.w)
+    {
+        return Err(Error::model(
+            path,
+            format!(
+                "checkpoint is for backbone {:?} (k {}, cin {}, {}×{}), not {:?} (k {}, cin {}, {}×{}); use another --out or delete it",
+                w.meta.backbone, w.meta.k, w.meta.cin, w.meta.w, w.meta.h, meta.backbone, meta.k, meta.cin, meta.w, meta.h
+            ),
+        ));
+    }
+    w.meta
+        .command
+        .strip_prefix("checkpoint epoch=")
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(|| Error::model(path, "not a tune checkpoint (no epoch in its metadata)"))
+}
+
+/// Files `tune` writes into its output directory.
+pub fn outputs(dir: &Path) -> [PathBuf; 4] {
+    [
+        dir.join("stabilizer.safetensors"),
+        dir.join("stabilizer.onnx"),
+        dir.join("train.json"),
+        dir.join("checkpoint.safetensors"),
+    ]
+}

@@ -1,0 +1,296 @@
+//! The ConvLSTM stabilizer on real data: the shipped weights in `models/lm0-convlstm/`, the
+//! pipeline with them, their ONNX export under tract, and the errors for weights, data and
+//! builds that do not fit.
+
+use crate::common::*;
+use std::path::PathBuf;
+use steadyface::backbone::BackboneSpec;
+use steadyface::convlstm::{onnx, ConvLstm, ConvLstmWeights};
+use tract_onnx::prelude::*;
+
+fn shipped() -> PathBuf {
+    root().join("models/lm0-convlstm/stabilizer.safetensors")
+}
+
+fn lm0_spec() -> BackboneSpec {
+    let (m, _) = assets();
+    let path = m.join("manifest.yaml");
+    let manifest = steadyface::models::Manifest::load(&path).unwrap();
+    BackboneSpec::from_entry(manifest.model("openseeface-lm0").unwrap(), &path).unwrap()
+}
+
+/// The shipped weights fit lm0, and the committed ONNX graph is the same cell: tract and the
+/// CPU kernel agree to 1e-4 over a sequence of real-shaped maps.
+#[test]
+fn shipped_stabilizer_onnx_matches_the_kernel() {
+    let spec = lm0_spec();
+    let w = ConvLstmWeights::load(&shipped()).unwrap();
+    assert!(w.meta.command.starts_with("steadyface tune"), "{}", w.meta.command);
+    // The committed .onnx is what `tune` exported from these weights.
+    let committed = std::fs::read(shipped().with_extension("onnx")).unwrap();
+    assert_eq!(committed, onnx::export(&w), "stabilizer.onnx is stale: re-export it");
+    let m = w.meta.clone();
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(committed))
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let mut cell = ConvLstm::new(w, &spec, &shipped()).unwrap();
+    let mut st = cell.new_state();
+    let plane = m.h * m.w;
+    let hs = [m.k, m.hidden, m.h, m.w];
+    let (mut h, mut c) = (vec![0f32; m.k * m.hidden * plane], vec![0f32; m.k * m.hidden * plane]);
+    let mut worst = 0f32;
+    for t in 0..6 {
+        // A peak per landmark moving a little each frame, offsets near 0.5 (logit 0).
+        let raw: Vec<f32> = (0..spec.output_len())
+            .map(|i| {
+                let (ch, p) = (i / plane, i % plane);
+                if ch < m.k {
+                    let (r, col) = ((p / m.w) as f32, (p % m.w) as f32);
+                    let (cx, cy) = (5.0 + (ch % 18) as f32 + 0.3 * t as f32, 6.0 + (ch / 18) as f32 * 4.0);
+                    (-((col - cx).powi(2) + (r - cy).powi(2)) / 2.0).exp()
+                } else {
+                    0.5 + 0.05 * ((i * 7 + t) as f32).sin()
+                }
+            })
+            .collect();
+        let mut x = vec![0f32; m.k * m.cin * plane];
+        for k in 0..m.k {
+            for j in 0..m.cin {
+                let ch = steadyface::convlstm::source_channel(&spec, k, j);
+                x[(k * m.cin + j) * plane..][..plane].copy_from_slice(&raw[ch * plane..][..plane]);
+            }
+        }
+        let mut out = raw.clone();
+        cell.step(&mut out, &mut st);
+        let res = model
+            .run(tvec![
+                Tensor::from_shape(&[m.k, m.cin, m.h, m.w], &x).unwrap().into(),
+                Tensor::from_shape(&hs, &h).unwrap().into(),
+                Tensor::from_shape(&hs, &c).unwrap().into(),
+            ])
+            .unwrap();
+        let flat = |i: usize| {
+            res[i]
+                .to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<f32>>()
+        };
+        let s = flat(0);
+        h = flat(1);
+        c = flat(2);
+        for k in 0..m.k {
+            for j in 0..m.cin {
+                let ch = steadyface::convlstm::source_channel(&spec, k, j);
+                for p in 0..plane {
+                    worst = worst.max((s[(k * m.cin + j) * plane + p] - out[ch * plane + p]).abs());
+                }
+            }
+        }
+    }
+    assert!(worst < 1e-4, "max |tract − kernel| = {worst}");
+}
+
+/// `track --stabilizer convlstm` on the in-car clip: every frame keeps its face, the
+/// confidence is the backbone's own (the tracker's thresholds depend on it), and the points
+/// stay within a few pixels of the unstabilized ones.
+#[test]
+fn convlstm_tracks_the_carphone_clip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("none.jsonl"), tmp.path().join("convlstm.jsonl"));
+    for (out, s) in [(&a, "none"), (&b, "convlstm")] {
+        run_ok(
+            bin()
+                .arg("track")
+                .arg(data("carphone_pristine.mp4"))
+                .arg("-o")
+                .arg(out)
+                .args(["--stabilizer", s]),
+        );
+    }
+    let ra = steadyface::records::read_jsonl(&a).unwrap();
+    let rb = steadyface::records::read_jsonl(&b).unwrap();
+    assert_eq!(ra.len(), 120);
+    assert!(rb.iter().all(|r| r.faces.len() == 1), "a frame lost its face");
+    let (mut d, mut n) = (0f32, 0);
+    for (x, y) in ra.iter().zip(&rb) {
+        let (fx, fy) = (&x.faces[0], &y.faces[0]);
+        assert!(fy.score > 0.5 && fy.score <= 1.0, "score {}", fy.score);
+        for (p, q) in fx.points.iter().zip(&fy.points) {
+            d += ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt();
+            n += 1;
+        }
+    }
+    let mean = d / n as f32;
+    assert!(mean < 2.0, "mean shift {mean} px from the raw points");
+}
+
+#[test]
+fn stabilizer_for_another_backbone_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = ConvLstmWeights::load(&shipped()).unwrap();
+    w.meta.backbone = "some-68-point-net".into();
+    w.meta.k = 68;
+    let p = tmp.path().join("other.safetensors");
+    w.save(&p).unwrap();
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(data("takeo.ppm"))
+            .args(["-o", "/dev/null", "--stabilizer", "convlstm", "--set"])
+            .arg(format!("stabilizer.weights={}", p.display())),
+        3,
+    );
+    assert!(
+        err.contains("other.safetensors")
+            && err.contains("K = 68 landmarks, the backbone has 66")
+            && err.contains("some-68-point-net"),
+        "{err}"
+    );
+    let missing = tmp.path().join("none.safetensors");
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(data("takeo.ppm"))
+            .args(["-o", "/dev/null", "--stabilizer", "convlstm", "--set"])
+            .arg(format!("stabilizer.weights={}", missing.display())),
+        3,
+    );
+    assert!(
+        err.contains("none.safetensors") && err.contains("steadyface tune"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tune_names_a_dataset_with_the_wrong_landmark_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(data("takeo.ppm"), tmp.path().join("face.ppm")).unwrap();
+    let pts = tmp.path().join("face.pts");
+    std::fs::write(&pts, "version: 1\nn_points: 5\n{\n1 2\n3 4\n5 6\n7 8\n9 10\n}\n").unwrap();
+    let err = run_err(
+        bin()
+            .arg("tune")
+            .arg("--data")
+            .arg(format!("images:{}", pts.display()))
+            .arg("-o")
+            .arg(tmp.path().join("out")),
+        4,
+    );
+    assert!(
+        err.contains("face.pts") && err.contains("5 landmarks") && err.contains("66"),
+        "{err}"
+    );
+}
+
+#[cfg(not(feature = "torch"))]
+#[test]
+fn tune_without_libtorch_says_how_to_build_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = run_err(
+        bin()
+            .arg("tune")
+            .arg("--data")
+            .arg(format!("images:{}", data("breakingbad.pts").display()))
+            .arg("-o")
+            .arg(tmp.path().join("out")),
+        2,
+    );
+    assert!(
+        err.contains("--features torch") && err.contains("libtorch-cpu.sh"),
+        "{err}"
+    );
+}
+
+/// `tune` end to end on real data (one face, one epoch), then `--resume`, then a checkpoint
+/// from another backbone refused.
+#[cfg(feature = "torch")]
+#[test]
+fn torch_tune_trains_resumes_and_refuses_a_foreign_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let tune = |extra: &[&str]| {
+        let mut c = bin();
+        c.arg("tune")
+            .arg("--data")
+            .arg(format!("images:{}", data("breakingbad.pts").display()))
+            .arg("-o")
+            .arg(&out)
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .args(["--device", "cpu", "--threads", "1", "--val-fraction", "0"])
+            .args(extra);
+        c
+    };
+    run_ok(&mut tune(&["--epochs", "1"]));
+    for f in [
+        "stabilizer.safetensors",
+        "stabilizer.onnx",
+        "train.json",
+        "checkpoint.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let w = ConvLstmWeights::load(&out.join("stabilizer.safetensors")).unwrap();
+    assert!(w.meta.command.contains("tune") && w.meta.backbone == "openseeface-lm0");
+    let o = run_ok(&mut tune(&["--epochs", "2", "--resume"]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("resuming") && e.contains("epoch 2/2") && !e.contains("epoch 1/2"),
+        "{e}"
+    );
+    let mut foreign = ConvLstmWeights::load(&out.join("checkpoint.safetensors")).unwrap();
+    foreign.meta.backbone = "another".into();
+    foreign.save(&out.join("checkpoint.safetensors")).unwrap();
+    let err = run_err(&mut tune(&["--epochs", "3", "--resume"]), 3);
+    assert!(err.contains("checkpoint") && err.contains("another"), "{err}");
+}
+
+/// A recorded field clip in the daemon's format (`frames.y4m` + `landmarks.jsonl`) is training
+/// data as it is: pseudo-labels made here, one epoch run.
+#[cfg(feature = "torch")]
+#[test]
+fn torch_tune_runs_on_a_recorded_field_clip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("clip-0001");
+    std::fs::create_dir_all(&clip).unwrap();
+    run_ok(
+        bin()
+            .arg("synth")
+            .arg(data("takeo.ppm"))
+            .arg("--pts")
+            .arg(data("takeo.pts"))
+            .args(["--kind", "slow", "--frames", "24", "-o"])
+            .arg(clip.join("frames.y4m"))
+            .arg("--truth")
+            .arg(tmp.path().join("truth.json")),
+    );
+    run_ok(
+        bin()
+            .arg("track")
+            .arg(clip.join("frames.y4m"))
+            .arg("-o")
+            .arg(clip.join("landmarks.jsonl")),
+    );
+    let out = tmp.path().join("out");
+    let o = run_ok(
+        bin()
+            .arg("tune")
+            .arg("--data")
+            .arg(format!("field:{}", clip.display()))
+            .arg("-o")
+            .arg(&out)
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .args(["--device", "cpu", "--threads", "1", "--epochs", "1"]),
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    // 24 frames: three 8-frame sequences, all with the face.
+    assert!(e.contains("field:") && e.contains(": 3 sequences"), "{e}");
+    assert!(out.join("stabilizer.safetensors").is_file());
+}
