@@ -330,6 +330,29 @@ pub fn source_channel(spec: &BackboneSpec, k: usize, j: usize) -> usize {
     }
 }
 
+/// Copy the cell's input channels out of a backbone output `out` (`[C, H, W]`) into `x`
+/// (`[K, Cin, H, W]`, the layout of the ONNX graph and of libtorch).
+pub fn gather(spec: &BackboneSpec, cin: usize, out: &[f32], x: &mut [f32]) {
+    let plane = spec.out_h * spec.out_w;
+    for k in 0..spec.k {
+        for j in 0..cin {
+            let ch = source_channel(spec, k, j);
+            x[(k * cin + j) * plane..][..plane].copy_from_slice(&out[ch * plane..][..plane]);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: write `s` (`[K, Cin, H, W]`) over those channels of `out`.
+pub fn scatter(spec: &BackboneSpec, cin: usize, s: &[f32], out: &mut [f32]) {
+    let plane = spec.out_h * spec.out_w;
+    for k in 0..spec.k {
+        for j in 0..cin {
+            let ch = source_channel(spec, k, j);
+            out[ch * plane..][..plane].copy_from_slice(&s[(k * cin + j) * plane..][..plane]);
+        }
+    }
+}
+
 /// The CPU cell: weights plus scratch buffers, so [`ConvLstm::step`] allocates nothing.
 #[derive(Debug, Clone)]
 pub struct ConvLstm {

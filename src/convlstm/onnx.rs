@@ -175,12 +175,7 @@ mod tests {
                 .collect();
             // The kernel works on the backbone layout; the graph on [K, Cin, H, W].
             let mut x = vec![0f32; m.k * m.cin * plane];
-            for k in 0..m.k {
-                for j in 0..m.cin {
-                    let ch = super::super::source_channel(&spec, k, j);
-                    x[(k * m.cin + j) * plane..][..plane].copy_from_slice(&raw[ch * plane..][..plane]);
-                }
-            }
+            super::super::gather(&spec, m.cin, &raw, &mut x);
             let mut out = raw.clone();
             cell.step(&mut out, &mut st);
             let shape_x = [m.k, m.cin, m.h, m.w];
@@ -203,14 +198,12 @@ mod tests {
             let s = flat(0);
             h = flat(1);
             c = flat(2);
-            for k in 0..m.k {
-                for j in 0..m.cin {
-                    let ch = super::super::source_channel(&spec, k, j);
-                    for p in 0..plane {
-                        worst = worst.max((s[(k * m.cin + j) * plane + p] - out[ch * plane + p]).abs());
-                    }
-                }
-            }
+            let mut from_graph = raw.clone();
+            super::super::scatter(&spec, m.cin, &s, &mut from_graph);
+            worst = from_graph
+                .iter()
+                .zip(&out)
+                .fold(worst, |w, (a, b)| w.max((a - b).abs()));
             worst = worst.max(h.iter().zip(&st.h).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
         }
         assert!(worst < 1e-4, "max |tract − kernel| = {worst}");

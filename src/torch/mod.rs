@@ -10,7 +10,7 @@ pub use self::tune::{tune, TuneParams, TuneReport};
 
 use crate::backbone::{Backbone, BackboneSpec};
 use crate::backend::Device as Dev;
-use crate::convlstm::{source_channel, ConvLstmMeta, ConvLstmWeights, MapStabilizer};
+use crate::convlstm::{gather, scatter, ConvLstmMeta, ConvLstmWeights, MapStabilizer};
 use crate::error::{Error, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -102,13 +102,7 @@ impl MapStabilizer for TchConvLstm {
     }
     fn step(&mut self, out: &mut [f32], slot: usize) -> Result<()> {
         let m = &self.cell.meta;
-        let plane = m.h * m.w;
-        for k in 0..m.k {
-            for j in 0..m.cin {
-                let ch = source_channel(&self.spec, k, j);
-                self.x[(k * m.cin + j) * plane..][..plane].copy_from_slice(&out[ch * plane..][..plane]);
-            }
-        }
+        gather(&self.spec, m.cin, out, &mut self.x);
         let shape = [m.k as i64, m.cin as i64, m.h as i64, m.w as i64];
         let hs = [m.k as i64, m.hidden as i64, m.h as i64, m.w as i64];
         let x = Tensor::from_slice(&self.x).reshape(shape).to_device(self.device);
@@ -124,12 +118,7 @@ impl MapStabilizer for TchConvLstm {
         let (s, h2, c2) = tch::no_grad(|| self.cell.step(&x, &h, &c));
         *st = Some((h2, c2));
         let s = Vec::<f32>::try_from(s.to_device(Device::Cpu).flatten(0, -1)).map_err(|e| torch_err("copy", e))?;
-        for k in 0..m.k {
-            for j in 0..m.cin {
-                let ch = source_channel(&self.spec, k, j);
-                out[ch * plane..][..plane].copy_from_slice(&s[(k * m.cin + j) * plane..][..plane]);
-            }
-        }
+        scatter(&self.spec, m.cin, &s, out);
         Ok(())
     }
     fn runtime(&self) -> &'static str {

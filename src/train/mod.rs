@@ -22,7 +22,7 @@
 
 use crate::backbone::{Backbone, BackboneSpec};
 use crate::capture;
-use crate::convlstm::{source_channel, ConvLstmMeta};
+use crate::convlstm::ConvLstmMeta;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::face::exposure::Levels;
@@ -347,35 +347,56 @@ fn field_degrade(f: &Frame, which: usize, rng: &mut Rng) -> Frame {
     }
 }
 
+/// Consecutive [`SEQ_LEN`]-frame windows of a clip where `label(i)` has the face on every
+/// frame. The input is a degraded copy (one degradation per window), beside the clean frame;
+/// the group is the clip and its 60-frame stretch.
+fn clip_windows(
+    frames: &[Frame],
+    label: &dyn Fn(usize) -> Option<Vec<Point>>,
+    name: &Path,
+    seed: u64,
+    out: &mut dyn FnMut(RawSequence) -> Result<()>,
+) -> Result<()> {
+    let mut rng = Rng::new(seed);
+    for (si, start) in (0..frames.len().saturating_sub(SEQ_LEN - 1))
+        .step_by(SEQ_LEN)
+        .enumerate()
+    {
+        let labels: Vec<Option<Vec<Point>>> = (start..start + SEQ_LEN).map(label).collect();
+        if labels.iter().any(Option::is_none) {
+            continue;
+        }
+        let which = rng.0 as usize % 3;
+        let frames = labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, truth)| RawFrame {
+                input: field_degrade(&frames[start + i], which + si, &mut rng),
+                clean: frames[start + i].clone(),
+                truth,
+            })
+            .collect();
+        out(RawSequence {
+            group: format!("{}@{}", name.display(), start / 60),
+            frames,
+        })?;
+    }
+    Ok(())
+}
+
 impl Dataset for LabelledClip {
     fn describe(&self) -> String {
         format!("clip:{}={}", self.video.display(), self.labels_path.display())
     }
     fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
         let frames = read_frames(&self.video, 100_000)?;
-        let mut rng = Rng::new(seed);
-        for (si, start) in (0..frames.len().saturating_sub(SEQ_LEN - 1))
-            .step_by(SEQ_LEN)
-            .enumerate()
-        {
-            let labels = &self.labels[start.min(self.labels.len())..];
-            if labels.len() < SEQ_LEN || labels[..SEQ_LEN].iter().any(Option::is_none) {
-                continue;
-            }
-            let which = rng.0 as usize % 3;
-            let seq = (0..SEQ_LEN)
-                .map(|i| RawFrame {
-                    input: field_degrade(&frames[start + i], which + si, &mut rng),
-                    clean: frames[start + i].clone(),
-                    truth: labels[i].clone(),
-                })
-                .collect();
-            out(RawSequence {
-                group: format!("{}@{}", self.video.display(), start / 60),
-                frames: seq,
-            })?;
-        }
-        Ok(())
+        clip_windows(
+            &frames,
+            &|i| self.labels.get(i).cloned().flatten(),
+            &self.video,
+            seed,
+            out,
+        )
     }
 }
 
@@ -434,29 +455,13 @@ impl Dataset for FieldClip {
     }
     fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
         let frames = read_frames(&self.video, 100_000)?;
-        let mut rng = Rng::new(seed);
-        for (si, start) in (0..frames.len().saturating_sub(SEQ_LEN - 1))
-            .step_by(SEQ_LEN)
-            .enumerate()
-        {
-            // Only where the face was found on every frame of the window.
-            if (start..start + SEQ_LEN).any(|i| self.hints.get(i).is_none_or(Option::is_none)) {
-                continue;
-            }
-            let which = rng.0 as usize % 3;
-            let seq = (0..SEQ_LEN)
-                .map(|i| RawFrame {
-                    input: field_degrade(&frames[start + i], which + si, &mut rng),
-                    clean: frames[start + i].clone(),
-                    truth: self.hints[start + i].clone(),
-                })
-                .collect();
-            out(RawSequence {
-                group: format!("{}@{}", self.path.display(), start / 60),
-                frames: seq,
-            })?;
-        }
-        Ok(())
+        clip_windows(
+            &frames,
+            &|i| self.hints.get(i).cloned().flatten(),
+            &self.path,
+            seed,
+            out,
+        )
     }
 }
 
@@ -572,13 +577,9 @@ impl<'a> Featurizer<'a> {
 
     /// Copy the stabilizer's channels of the current output into `dst` (`[K, Cin, H, W]`).
     fn gather(&self, cin: usize, dst: &mut Vec<f32>) {
-        let plane = self.spec.out_h * self.spec.out_w;
-        for k in 0..self.spec.k {
-            for j in 0..cin {
-                let ch = source_channel(&self.spec, k, j);
-                dst.extend_from_slice(&self.out[ch * plane..(ch + 1) * plane]);
-            }
-        }
+        let n = dst.len();
+        dst.resize(n + self.spec.k * cin * self.spec.out_h * self.spec.out_w, 0.0);
+        crate::convlstm::gather(&self.spec, cin, &self.out, &mut dst[n..]);
     }
 
     /// Backbone outputs and targets for one sequence. `jitter` places the crop with a random

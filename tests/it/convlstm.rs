@@ -58,12 +58,7 @@ fn shipped_stabilizer_onnx_matches_the_kernel() {
             })
             .collect();
         let mut x = vec![0f32; m.k * m.cin * plane];
-        for k in 0..m.k {
-            for j in 0..m.cin {
-                let ch = steadyface::convlstm::source_channel(&spec, k, j);
-                x[(k * m.cin + j) * plane..][..plane].copy_from_slice(&raw[ch * plane..][..plane]);
-            }
-        }
+        steadyface::convlstm::gather(&spec, m.cin, &raw, &mut x);
         let mut out = raw.clone();
         cell.step(&mut out, &mut st);
         let res = model
@@ -84,14 +79,12 @@ fn shipped_stabilizer_onnx_matches_the_kernel() {
         let s = flat(0);
         h = flat(1);
         c = flat(2);
-        for k in 0..m.k {
-            for j in 0..m.cin {
-                let ch = steadyface::convlstm::source_channel(&spec, k, j);
-                for p in 0..plane {
-                    worst = worst.max((s[(k * m.cin + j) * plane + p] - out[ch * plane + p]).abs());
-                }
-            }
-        }
+        let mut from_graph = raw.clone();
+        steadyface::convlstm::scatter(&spec, m.cin, &s, &mut from_graph);
+        worst = from_graph
+            .iter()
+            .zip(&out)
+            .fold(worst, |w, (a, b)| w.max((a - b).abs()));
     }
     assert!(worst < 1e-4, "max |tract − kernel| = {worst}");
 }
