@@ -6,14 +6,18 @@
 //! `Split` version quirks. The caller carries `h`/`c` from one step to the next, exactly as
 //! [`super::ConvLstm`] does.
 
-use super::ConvLstmWeights;
+use super::{gather, scatter, ConvLstmMeta, ConvLstmWeights};
+use crate::backbone::BackboneSpec;
+use crate::error::{Error, Result};
 use prost::Message;
+use std::path::Path;
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
 use tract_onnx::pb::{
     type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
     TypeProto, ValueInfoProto,
 };
+use tract_onnx::prelude::*;
 
 fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
     TensorProto {
@@ -141,11 +145,79 @@ pub fn export(w: &ConvLstmWeights) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The exported graph under tract, carrying `h` and `c` between steps: the ONNX path of the
+/// cell, for parity checks (it must agree with [`super::ConvLstm`]) and for runtimes that
+/// take ONNX. One track; it allocates per step, unlike the kernel.
+pub struct TractConvLstm {
+    model: std::sync::Arc<TypedRunnableModel>,
+    spec: BackboneSpec,
+    meta: ConvLstmMeta,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl TractConvLstm {
+    /// Load `w`'s graph (or `bytes` of a stored one: `stabilizer.onnx`) for `spec`'s outputs.
+    pub fn new(bytes: &[u8], w: &ConvLstmWeights, spec: &BackboneSpec, path: &Path) -> Result<Self> {
+        w.check(spec, path)?;
+        let bad = |e: TractError| Error::model(path, format!("ONNX stabilizer: {e:#}"));
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(bad)?;
+        let m = w.meta.clone();
+        let n = m.k * m.hidden * m.h * m.w;
+        Ok(Self {
+            model,
+            spec: spec.clone(),
+            x: vec![0.0; m.k * m.cin * m.h * m.w],
+            h: vec![0.0; n],
+            c: vec![0.0; n],
+            meta: m,
+        })
+    }
+
+    /// One time step over the backbone output `out`, as [`super::ConvLstm::step`] does.
+    pub fn step(&mut self, out: &mut [f32]) -> Result<()> {
+        let m = &self.meta;
+        gather(&self.spec, m.cin, out, &mut self.x);
+        let (xs, hs) = ([m.k, m.cin, m.h, m.w], [m.k, m.hidden, m.h, m.w]);
+        let err = |e: TractError| Error::Usage(format!("ONNX stabilizer: {e:#}"));
+        let res = self
+            .model
+            .run(tvec![
+                Tensor::from_shape(&xs, &self.x).map_err(err)?.into(),
+                Tensor::from_shape(&hs, &self.h).map_err(err)?.into(),
+                Tensor::from_shape(&hs, &self.c).map_err(err)?.into(),
+            ])
+            .map_err(err)?;
+        let flat = |i: usize| -> Result<Vec<f32>> {
+            Ok(res[i]
+                .to_plain_array_view::<f32>()
+                .map_err(err)?
+                .iter()
+                .copied()
+                .collect())
+        };
+        self.h = flat(1)?;
+        self.c = flat(2)?;
+        scatter(&self.spec, m.cin, &flat(0)?, out);
+        Ok(())
+    }
+
+    /// The hidden state `h` (`[K, Ch, H, W]`).
+    pub fn hidden(&self) -> &[f32] {
+        &self.h
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{ConvLstm, ConvLstmMeta, ConvLstmWeights};
+    use super::TractConvLstm;
     use std::path::Path;
-    use tract_onnx::prelude::*;
 
     /// tract runs the exported graph over a sequence and agrees with the hand kernel to 1e-4.
     #[test]
@@ -156,55 +228,23 @@ mod tests {
             *v = 0.2 * (i as f32 + 1.0).cos();
         }
         w.out_b = vec![0.01, -0.02, 0.03];
-        let m = w.meta.clone();
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(super::export(&w)))
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
+        let mut graph = TractConvLstm::new(&super::export(&w), &w, &spec, Path::new("t")).unwrap();
         let mut cell = ConvLstm::new(w, &spec, Path::new("t")).unwrap();
         let mut st = cell.new_state();
-        let plane = m.h * m.w;
-        let (mut h, mut c) = (vec![0f32; m.k * m.hidden * plane], vec![0f32; m.k * m.hidden * plane]);
         let mut worst = 0f32;
         for t in 0..8 {
             let raw: Vec<f32> = (0..spec.output_len())
                 .map(|i| ((i * 31 + t * 17) % 23) as f32 / 23.0)
                 .collect();
-            // The kernel works on the backbone layout; the graph on [K, Cin, H, W].
-            let mut x = vec![0f32; m.k * m.cin * plane];
-            super::super::gather(&spec, m.cin, &raw, &mut x);
-            let mut out = raw.clone();
-            cell.step(&mut out, &mut st);
-            let shape_x = [m.k, m.cin, m.h, m.w];
-            let shape_h = [m.k, m.hidden, m.h, m.w];
-            let res = model
-                .run(tvec![
-                    Tensor::from_shape(&shape_x, &x).unwrap().into(),
-                    Tensor::from_shape(&shape_h, &h).unwrap().into(),
-                    Tensor::from_shape(&shape_h, &c).unwrap().into(),
-                ])
-                .unwrap();
-            let flat = |i: usize| {
-                res[i]
-                    .to_plain_array_view::<f32>()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .collect::<Vec<f32>>()
-            };
-            let s = flat(0);
-            h = flat(1);
-            c = flat(2);
-            let mut from_graph = raw.clone();
-            super::super::scatter(&spec, m.cin, &s, &mut from_graph);
-            worst = from_graph
+            let (mut a, mut b) = (raw.clone(), raw);
+            cell.step(&mut a, &mut st);
+            graph.step(&mut b).unwrap();
+            worst = a.iter().zip(&b).fold(worst, |w, (x, y)| w.max((x - y).abs()));
+            worst = graph
+                .hidden()
                 .iter()
-                .zip(&out)
-                .fold(worst, |w, (a, b)| w.max((a - b).abs()));
-            worst = worst.max(h.iter().zip(&st.h).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+                .zip(&st.h)
+                .fold(worst, |w, (x, y)| w.max((x - y).abs()));
         }
         assert!(worst < 1e-4, "max |tract − kernel| = {worst}");
     }

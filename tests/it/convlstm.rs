@@ -5,8 +5,8 @@
 use crate::common::*;
 use std::path::PathBuf;
 use steadyface::backbone::BackboneSpec;
-use steadyface::convlstm::{onnx, ConvLstm, ConvLstmWeights};
-use tract_onnx::prelude::*;
+use steadyface::convlstm::onnx::{self, TractConvLstm};
+use steadyface::convlstm::{ConvLstm, ConvLstmWeights};
 
 fn shipped() -> PathBuf {
     root().join("models/lm0-convlstm/stabilizer.safetensors")
@@ -30,18 +30,10 @@ fn shipped_stabilizer_onnx_matches_the_kernel() {
     let committed = std::fs::read(shipped().with_extension("onnx")).unwrap();
     assert_eq!(committed, onnx::export(&w), "stabilizer.onnx is stale: re-export it");
     let m = w.meta.clone();
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(committed))
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
+    let mut graph = TractConvLstm::new(&committed, &w, &spec, &shipped()).unwrap();
     let mut cell = ConvLstm::new(w, &spec, &shipped()).unwrap();
     let mut st = cell.new_state();
     let plane = m.h * m.w;
-    let hs = [m.k, m.hidden, m.h, m.w];
-    let (mut h, mut c) = (vec![0f32; m.k * m.hidden * plane], vec![0f32; m.k * m.hidden * plane]);
     let mut worst = 0f32;
     for t in 0..6 {
         // A peak per landmark moving a little each frame, offsets near 0.5 (logit 0).
@@ -57,34 +49,10 @@ fn shipped_stabilizer_onnx_matches_the_kernel() {
                 }
             })
             .collect();
-        let mut x = vec![0f32; m.k * m.cin * plane];
-        steadyface::convlstm::gather(&spec, m.cin, &raw, &mut x);
-        let mut out = raw.clone();
-        cell.step(&mut out, &mut st);
-        let res = model
-            .run(tvec![
-                Tensor::from_shape(&[m.k, m.cin, m.h, m.w], &x).unwrap().into(),
-                Tensor::from_shape(&hs, &h).unwrap().into(),
-                Tensor::from_shape(&hs, &c).unwrap().into(),
-            ])
-            .unwrap();
-        let flat = |i: usize| {
-            res[i]
-                .to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect::<Vec<f32>>()
-        };
-        let s = flat(0);
-        h = flat(1);
-        c = flat(2);
-        let mut from_graph = raw.clone();
-        steadyface::convlstm::scatter(&spec, m.cin, &s, &mut from_graph);
-        worst = from_graph
-            .iter()
-            .zip(&out)
-            .fold(worst, |w, (a, b)| w.max((a - b).abs()));
+        let (mut a, mut b) = (raw.clone(), raw);
+        cell.step(&mut a, &mut st);
+        graph.step(&mut b).unwrap();
+        worst = a.iter().zip(&b).fold(worst, |w, (x, y)| w.max((x - y).abs()));
     }
     assert!(worst < 1e-4, "max |tract − kernel| = {worst}");
 }
