@@ -198,65 +198,7 @@ enum Cmd {
     /// OUT/stabilizer.safetensors (what `track` and `run` load), OUT/stabilizer.onnx (the same
     /// cell for any ONNX runtime), OUT/train.json (command, data, metrics per epoch) and
     /// OUT/checkpoint.safetensors (after every epoch; --resume continues from it).
-    Tune {
-        /// Training data, repeatable: images:FILE (.pts, a directory of .pts, dlib .xml: faces
-        /// warped into sequences), clip:VIDEO=LABELS (labels .csv frame,x0,y0,... or truth
-        /// .json), field:CLIP (a daemon clip directory or a video; pseudo-labels made here).
-        #[arg(long, required = true, value_name = "KIND:PATH")]
-        data: Vec<String>,
-        /// Output directory (created).
-        #[arg(long, short)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 20)]
-        epochs: usize,
-        /// Sequences per step.
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// Adam learning rate (the paper: 1e-4).
-        #[arg(long, default_value_t = 1e-4)]
-        lr: f64,
-        /// Hidden channels per landmark (the convlstm module explains the default).
-        #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_HIDDEN)]
-        hidden: usize,
-        /// Gate kernel size: 1 (per heatmap cell) or 3.
-        #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_KERNEL)]
-        kernel: usize,
-        /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
-        #[arg(long, default_value_t = 1.0)]
-        mu: f64,
-        /// Eq. 8's λ: the weight of the plain pixel loss beside the jitter modulation Ψ.
-        #[arg(long, default_value_t = 1.0)]
-        lambda: f32,
-        /// Θ: Eq. 3's cap on Ψ and Eq. 7's scale. The paper's 1 is in its own heatmap units;
-        /// here ξ and Θ are in heatmap cells, where Θ = 1 caps Ψ on nearly every still frame
-        /// and so removes its gradient (the convlstm module's notes).
-        #[arg(long, default_value_t = 5.0)]
-        theta: f32,
-        /// ξ (cells): keeps Eq. 3 finite when the true point does not move.
-        #[arg(long, default_value_t = 0.1)]
-        xi: f32,
-        /// Share of the faces/clips held out for validation.
-        #[arg(long, default_value_t = 0.15)]
-        val_fraction: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// cuda, cpu or auto (CUDA when libtorch sees a GPU).
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// Continue from OUT/checkpoint.safetensors.
-        #[arg(long)]
-        resume: bool,
-        /// CPU threads for libtorch (0: its default).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Where the backbone-output cache lives (reused by later runs on the same data).
-        #[arg(long, default_value = "out/tune-cache")]
-        cache: PathBuf,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-    },
+    Tune(TuneCli),
     /// Watch running daemons through their broker: status, fps, latency, drops, jitter, the
     /// drowsiness state, recent events and a braille face outline. Ctrl-C stops.
     Watch {
@@ -281,6 +223,124 @@ enum Cmd {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+}
+
+/// `steadyface tune`'s flags (see `Cmd::Tune`).
+#[derive(clap::Args)]
+struct TuneCli {
+    /// Training data, repeatable: images:FILE (.pts, a directory of .pts, dlib .xml: faces
+    /// warped into sequences), clip:VIDEO=LABELS (labels .csv frame,x0,y0,... or truth
+    /// .json), field:CLIP (a daemon clip directory or a video; pseudo-labels made here).
+    #[arg(long, required = true, value_name = "KIND:PATH")]
+    data: Vec<String>,
+    /// Output directory (created).
+    #[arg(long, short)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Adam learning rate (the paper: 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Hidden channels per landmark (the convlstm module explains the default).
+    #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_HIDDEN)]
+    hidden: usize,
+    /// Gate kernel size: 1 (per heatmap cell) or 3.
+    #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_KERNEL)]
+    kernel: usize,
+    /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
+    #[arg(long, default_value_t = 1.0)]
+    mu: f64,
+    /// Eq. 8's λ: the weight of the plain pixel loss beside the jitter modulation Ψ.
+    #[arg(long, default_value_t = 1.0)]
+    lambda: f32,
+    /// Θ: Eq. 3's cap on Ψ and Eq. 7's scale. The paper's 1 is in its own heatmap units;
+    /// here ξ and Θ are in heatmap cells, where Θ = 1 caps Ψ on nearly every still frame
+    /// and so removes its gradient (the convlstm module's notes).
+    #[arg(long, default_value_t = 5.0)]
+    theta: f32,
+    /// ξ (cells): keeps Eq. 3 finite when the true point does not move.
+    #[arg(long, default_value_t = 0.1)]
+    xi: f32,
+    /// Share of the faces/clips held out for validation.
+    #[arg(long, default_value_t = 0.15)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// cuda, cpu or auto (CUDA when libtorch sees a GPU).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+    /// CPU threads for libtorch (0: its default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Where the backbone-output cache lives (reused by later runs on the same data).
+    #[arg(long, default_value = "out/tune-cache")]
+    cache: PathBuf,
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl TuneCli {
+    /// Check the flags and load the config.
+    fn into_args(self) -> Result<(Config, steadyface::train::TuneArgs), Error> {
+        let cfg = Config::load(self.config.as_deref(), &self.set)?;
+        let (hidden, kernel, batch, val_fraction, lr, theta, xi) = (
+            self.hidden,
+            self.kernel,
+            self.batch,
+            self.val_fraction,
+            self.lr,
+            self.theta,
+            self.xi,
+        );
+        if !(1..=16).contains(&hidden)
+            || !(kernel == 1 || kernel == 3)
+            || batch == 0
+            || !(0.0..1.0).contains(&val_fraction)
+            || lr <= 0.0
+            || theta <= 0.0
+            || xi <= 0.0
+        {
+            return Err(Error::Usage(format!(
+                "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0)"
+            )));
+        }
+        let args = steadyface::train::TuneArgs {
+            data: self.data,
+            out: self.out,
+            epochs: self.epochs,
+            batch,
+            lr,
+            hidden,
+            kernel,
+            mu: self.mu,
+            jitter: steadyface::jitter_loss::JitterParams {
+                lambda: self.lambda,
+                theta,
+                xi,
+                ..Default::default()
+            },
+            val_fraction,
+            seed: self.seed,
+            device: self.device,
+            resume: self.resume,
+            threads: self.threads,
+            cache_dir: self.cache,
+            command_line: std::iter::once("steadyface".to_string())
+                .chain(std::env::args().skip(1))
+                .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        Ok((cfg, args))
+    }
 }
 
 #[derive(Subcommand)]
@@ -487,67 +547,8 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             );
             Ok(())
         }
-        Cmd::Tune {
-            data,
-            out,
-            epochs,
-            batch,
-            lr,
-            hidden,
-            kernel,
-            mu,
-            lambda,
-            theta,
-            xi,
-            val_fraction,
-            seed,
-            device,
-            resume,
-            threads,
-            cache,
-            config,
-            set,
-        } => {
-            let cfg = Config::load(config.as_deref(), &set)?;
-            if !(1..=16).contains(&hidden)
-                || !(kernel == 1 || kernel == 3)
-                || batch == 0
-                || !(0.0..1.0).contains(&val_fraction)
-                || lr <= 0.0
-                || theta <= 0.0
-                || xi <= 0.0
-            {
-                return Err(Error::Usage(format!(
-                    "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0)"
-                )));
-            }
-            let args = steadyface::train::TuneArgs {
-                data,
-                out,
-                epochs,
-                batch,
-                lr,
-                hidden,
-                kernel,
-                mu,
-                jitter: steadyface::jitter_loss::JitterParams {
-                    lambda,
-                    theta,
-                    xi,
-                    ..Default::default()
-                },
-                val_fraction,
-                seed,
-                device,
-                resume,
-                threads,
-                cache_dir: cache,
-                command_line: std::iter::once("steadyface".to_string())
-                    .chain(std::env::args().skip(1))
-                    .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            };
+        Cmd::Tune(t) => {
+            let (cfg, args) = t.into_args()?;
             steadyface::backend::tune(&cfg, &args)
         }
         Cmd::Synth {

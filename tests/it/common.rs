@@ -81,6 +81,21 @@ pub fn track(input: &Path, out: &Path, extra: &[&str]) -> Vec<steadyface::record
     steadyface::records::read_jsonl(out).unwrap()
 }
 
+/// `synth` of takeo under `kind` (still, slow, vibration, lowlight): the clip and its truth.
+pub fn synth_takeo(kind: &str, frames: usize, clip: &Path, truth: &Path) {
+    run_ok(
+        bin()
+            .arg("synth")
+            .arg(data("takeo.ppm"))
+            .arg("--pts")
+            .arg(data("takeo.pts"))
+            .args(["--kind", kind, "--frames", &frames.to_string(), "-o"])
+            .arg(clip)
+            .arg("--truth")
+            .arg(truth),
+    );
+}
+
 /// `eval --json`, parsed.
 pub fn eval(pred: &Path, gt: &Path) -> serde_json::Value {
     let o = run_ok(bin().args(["eval", "--json", "--pred"]).arg(pred).arg("--gt").arg(gt));

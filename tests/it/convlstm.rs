@@ -64,18 +64,8 @@ fn shipped_stabilizer_onnx_matches_the_kernel() {
 fn convlstm_tracks_the_carphone_clip() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("none.jsonl"), tmp.path().join("convlstm.jsonl"));
-    for (out, s) in [(&a, "none"), (&b, "convlstm")] {
-        run_ok(
-            bin()
-                .arg("track")
-                .arg(data("carphone_pristine.mp4"))
-                .arg("-o")
-                .arg(out)
-                .args(["--stabilizer", s]),
-        );
-    }
-    let ra = steadyface::records::read_jsonl(&a).unwrap();
-    let rb = steadyface::records::read_jsonl(&b).unwrap();
+    let ra = track(&data("carphone_pristine.mp4"), &a, &["--stabilizer", "none"]);
+    let rb = track(&data("carphone_pristine.mp4"), &b, &["--stabilizer", "convlstm"]);
     assert_eq!(ra.len(), 120);
     assert!(rb.iter().all(|r| r.faces.len() == 1), "a frame lost its face");
     let (mut d, mut n) = (0f32, 0);
@@ -99,29 +89,25 @@ fn stabilizer_for_another_backbone_is_refused_by_name() {
     w.meta.k = 68;
     let p = tmp.path().join("other.safetensors");
     w.save(&p).unwrap();
-    let err = run_err(
-        bin()
-            .arg("track")
-            .arg(data("takeo.ppm"))
-            .args(["-o", "/dev/null", "--stabilizer", "convlstm", "--set"])
-            .arg(format!("stabilizer.weights={}", p.display())),
-        3,
-    );
+    // `track --stabilizer convlstm` with these weights: exit 3 and the message.
+    let with_weights = |w: &std::path::Path| {
+        run_err(
+            bin()
+                .arg("track")
+                .arg(data("takeo.ppm"))
+                .args(["-o", "/dev/null", "--stabilizer", "convlstm", "--set"])
+                .arg(format!("stabilizer.weights={}", w.display())),
+            3,
+        )
+    };
+    let err = with_weights(&p);
     assert!(
         err.contains("other.safetensors")
             && err.contains("K = 68 landmarks, the backbone has 66")
             && err.contains("some-68-point-net"),
         "{err}"
     );
-    let missing = tmp.path().join("none.safetensors");
-    let err = run_err(
-        bin()
-            .arg("track")
-            .arg(data("takeo.ppm"))
-            .args(["-o", "/dev/null", "--stabilizer", "convlstm", "--set"])
-            .arg(format!("stabilizer.weights={}", missing.display())),
-        3,
-    );
+    let err = with_weights(&tmp.path().join("none.safetensors"));
     assert!(
         err.contains("none.safetensors") && err.contains("steadyface tune"),
         "{err}"
@@ -220,24 +206,8 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("clip-0001");
     std::fs::create_dir_all(&clip).unwrap();
-    run_ok(
-        bin()
-            .arg("synth")
-            .arg(data("takeo.ppm"))
-            .arg("--pts")
-            .arg(data("takeo.pts"))
-            .args(["--kind", "slow", "--frames", "24", "-o"])
-            .arg(clip.join("frames.y4m"))
-            .arg("--truth")
-            .arg(tmp.path().join("truth.json")),
-    );
-    run_ok(
-        bin()
-            .arg("track")
-            .arg(clip.join("frames.y4m"))
-            .arg("-o")
-            .arg(clip.join("landmarks.jsonl")),
-    );
+    synth_takeo("slow", 24, &clip.join("frames.y4m"), &tmp.path().join("truth.json"));
+    track(&clip.join("frames.y4m"), &clip.join("landmarks.jsonl"), &[]);
     let out = tmp.path().join("out");
     let o = run_ok(
         bin()

@@ -356,17 +356,7 @@ fn shape_one_euro_beats_none_still_and_under_vibration() {
             tmp.path().join(format!("{kind}.y4m")),
             tmp.path().join(format!("{kind}.json")),
         );
-        run_ok(
-            bin()
-                .arg("synth")
-                .arg(data("takeo.ppm"))
-                .arg("--pts")
-                .arg(data("takeo.pts"))
-                .args(["--kind", kind, "--frames", "60", "-o"])
-                .arg(&clip)
-                .arg("--truth")
-                .arg(&truth),
-        );
+        synth_takeo(kind, 60, &clip, &truth);
         let mut r = std::collections::BTreeMap::new();
         for s in ["none", "one-euro", "shape-one-euro"] {
             let out = tmp.path().join(format!("{kind}-{s}.jsonl"));
