@@ -351,4 +351,24 @@ mod tests {
         assert!(report.best.jitter < 0.7 * report.best.jitter_raw, "{:?}", report.best);
         assert!(dir.path().join("checkpoint.safetensors").is_file());
     }
+
+    /// One group (a single short field clip) whose hash lands in validation still trains: the
+    /// split falls back to sequences. CI hit this with a tempdir path that hashed into `val`.
+    #[test]
+    fn split_keeps_training_data_when_there_is_one_group() {
+        let seq = |g: &str| crate::train::CachedSeq {
+            group: g.into(),
+            x: vec![],
+            target: vec![],
+            u_hat: vec![],
+        };
+        let seqs = vec![seq("clip@0"), seq("clip@0"), seq("clip@0")];
+        let (tr, va) = tune::split(&seqs, 1.0, 0);
+        assert_eq!((tr, va), (vec![0, 1], vec![2]));
+        let (tr, va) = tune::split(&seqs, 0.0, 0);
+        assert_eq!((tr, va), (vec![0, 1], vec![2]));
+        let many: Vec<_> = (0..40).map(|i| seq(&format!("face{i}"))).collect();
+        let (tr, va) = tune::split(&many, 0.25, 0);
+        assert!(!tr.is_empty() && !va.is_empty() && tr.len() + va.len() == 40);
+    }
 }

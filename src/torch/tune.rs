@@ -283,8 +283,13 @@ pub fn split(seqs: &[CachedSeq], val_fraction: f64, seed: u64) -> (Vec<usize>, V
             tr.push(i);
         }
     }
+    // Too few groups to hold one out (a single short clip): split by sequence instead, so a
+    // small dataset trains rather than lands wholly on one side.
     if va.is_empty() && tr.len() > 1 {
         va.push(tr.pop().unwrap_or_default());
+    }
+    if tr.is_empty() && va.len() > 1 {
+        tr = va.drain(..va.len() - 1).collect();
     }
     (tr, va)
 }
