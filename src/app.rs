@@ -81,7 +81,12 @@ impl Models {
     /// The backbone on `models.backend`'s device.
     pub fn load_backbone(&self, cfg: &Config) -> Result<Box<dyn Backbone>> {
         let device = crate::backend::resolve(&cfg.models.backend)?;
-        crate::backend::backbone(&self.backbone_path, self.backbone_spec.clone(), device)
+        crate::backend::backbone(
+            &self.backbone_path,
+            self.backbone_spec.clone(),
+            device,
+            &cfg.models.cpu_engine,
+        )
     }
 
     /// The ConvLSTM stage when `stabilizer.method` uses it; its weights must fit the backbone.

@@ -5,7 +5,7 @@
 //! (CUDA when both the build and the machine have it, else the CPU, with one WARN saying why).
 //! Every `cfg(feature = "torch")` outside the `torch` module itself is here.
 
-use crate::backbone::{Backbone, BackboneSpec, TractBackbone};
+use crate::backbone::{Backbone, BackboneSpec, NativeBackbone, TractBackbone};
 use crate::convlstm::{ConvLstm, ConvLstmBank, ConvLstmWeights, MapStabilizer};
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -61,8 +61,9 @@ fn why_no_cuda() -> &'static str {
     }
 }
 
-/// The backbone on `device`. TorchScript files (`.pt`) need libtorch; ONNX runs under tract.
-pub fn backbone(path: &Path, spec: BackboneSpec, device: Device) -> Result<Box<dyn Backbone>> {
+/// The backbone on `device`. TorchScript files (`.pt`) need libtorch; ONNX runs on the CPU
+/// under `cpu_engine` (`native`, falling back to `tract` for graphs it cannot run).
+pub fn backbone(path: &Path, spec: BackboneSpec, device: Device, cpu_engine: &str) -> Result<Box<dyn Backbone>> {
     let torchscript = path.extension().is_some_and(|e| e == "pt" || e == "ts");
     #[cfg(feature = "torch")]
     {
@@ -78,9 +79,15 @@ pub fn backbone(path: &Path, spec: BackboneSpec, device: Device) -> Result<Box<d
     }
     if device == Device::Cuda {
         log::info!(
-            "backbone {}: ONNX runs under tract on the CPU; only TorchScript backbones use CUDA",
+            "backbone {}: ONNX runs on the CPU; only TorchScript backbones use CUDA",
             spec.name
         );
+    }
+    if cpu_engine == "native" {
+        match NativeBackbone::load(path, spec.clone())? {
+            Ok(b) => return Ok(Box::new(b)),
+            Err(why) => log::warn!("models.cpu_engine native cannot run this backbone ({why}); using tract"),
+        }
     }
     Ok(Box::new(TractBackbone::load(path, spec)?))
 }

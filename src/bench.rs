@@ -178,6 +178,21 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
     })
 }
 
+/// The native engine's time per step on the configured backbone (mean ms, slowest first).
+pub fn profile_backbone(cfg: &Config, runs: usize) -> Result<Vec<(String, f64)>> {
+    let models = Models::resolve(cfg)?;
+    let spec = &models.backbone_spec;
+    let mut net = crate::nn::Net::load(&models.backbone_path, spec.input_w, spec.input_h)
+        .map_err(|e| Error::model(&models.backbone_path, e.to_string()))?;
+    for (i, v) in net.input_mut().iter_mut().enumerate() {
+        *v = ((i % 251) as f32 / 251.0 - 0.5) * 2.0;
+    }
+    for _ in 0..10 {
+        net.run();
+    }
+    Ok(net.profile(runs))
+}
+
 /// Time `runs` calls of `f` after 10 untimed warm-up calls.
 fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<StageStat> {
     let mut times = Vec::with_capacity(runs);

@@ -30,6 +30,10 @@ pub struct ModelsConfig {
     /// (libtorch; needs a build with `--features torch` and a GPU), or `auto` (CUDA when this
     /// build and machine have it, else the CPU, with one WARN saying why).
     pub backend: String,
+    /// What runs ONNX backbones on the CPU: `native` (steadyface's own engine: faster, and
+    /// allocation-free per frame; a graph it cannot run falls back to tract with one WARN) or
+    /// `tract`. The detector always runs under tract.
+    pub cpu_engine: String,
 }
 
 impl Default for ModelsConfig {
@@ -39,6 +43,7 @@ impl Default for ModelsConfig {
             backbone: "openseeface-lm0".into(),
             detector: "yunet-n-320".into(),
             backend: "auto".into(),
+            cpu_engine: "native".into(),
         }
     }
 }
@@ -373,6 +378,9 @@ pub const DEFAULT_CONVLSTM: &str = "lm0-convlstm/stabilizer.safetensors";
 /// Where models run (`models.backend`).
 pub const BACKENDS: &[&str] = &["auto", "cpu", "cuda"];
 
+/// What runs ONNX backbones on the CPU (`models.cpu_engine`).
+pub const CPU_ENGINES: &[&str] = &["native", "tract"];
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -514,6 +522,13 @@ impl Config {
             ));
         } else if self.models.backend == "cuda" && !cfg!(feature = "torch") {
             p.push("models.backend: cuda needs a build with `--features torch` (libtorch); this one runs on the CPU only (use cpu or auto)".into());
+        }
+        if !CPU_ENGINES.contains(&self.models.cpu_engine.as_str()) {
+            p.push(format!(
+                "models.cpu_engine: {:?} is not one of {}",
+                self.models.cpu_engine,
+                CPU_ENGINES.join(", ")
+            ));
         }
         if !STABILIZER_NAMES.contains(&self.stabilizer.method.as_str()) {
             p.push(format!(

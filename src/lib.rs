@@ -57,6 +57,7 @@ pub mod geometry;
 pub mod jitter_loss;
 pub mod metrics;
 pub mod models;
+pub mod nn;
 pub mod onnx_rewrite;
 pub mod pdc;
 pub mod pipeline;

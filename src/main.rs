@@ -364,6 +364,10 @@ enum ModelsCmd {
         runs: usize,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Then print where the native engine spends the backbone's time, step by step,
+        /// slowest first.
+        #[arg(long)]
+        profile: bool,
         #[arg(long, short)]
         config: Option<PathBuf>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -663,12 +667,21 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             ModelsCmd::Time {
                 runs,
                 threads,
+                profile,
                 config,
                 set,
             } => {
                 let cfg = Config::load(config.as_deref(), &set)?;
                 let t = steadyface::bench::time_models(&cfg, runs.max(1), threads.max(1))?;
                 println!("{}", serde_json::to_string(&t).expect("times serialise"));
+                if profile {
+                    let steps = steadyface::bench::profile_backbone(&cfg, runs.max(1))?;
+                    let total: f64 = steps.iter().map(|s| s.1).sum();
+                    eprintln!("native engine, {} steps, {total:.3} ms in all:", steps.len());
+                    for (label, ms) in steps {
+                        eprintln!("{ms:8.3} ms {:5.1}%  {label}", 100.0 * ms / total.max(1e-9));
+                    }
+                }
                 Ok(())
             }
             ModelsCmd::Verify { dir } => {

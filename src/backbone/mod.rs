@@ -5,8 +5,10 @@
 //! on the CPU; the libtorch (CUDA) implementation lives behind the `torch` feature.
 //! The libtorch implementation will sit behind the `torch` cargo feature.
 
+mod native;
 mod tract;
 
+pub use self::native::NativeBackbone;
 pub use self::tract::TractBackbone;
 
 use crate::error::{Error, Result};

@@ -97,7 +97,7 @@ impl Tracker {
 
     /// Whether the detector should run on frame `index` given the current tracks.
     pub fn wants_detection(&self, index: u64, lost_this_frame: bool) -> bool {
-        self.tracks.is_empty() || lost_this_frame || index % self.params.detect_interval.max(1) as u64 == 0
+        self.tracks.is_empty() || lost_this_frame || index.is_multiple_of(self.params.detect_interval.max(1) as u64)
     }
 
     /// Whether a detection is already covered by a track.

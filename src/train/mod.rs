@@ -274,7 +274,7 @@ fn read_labels(path: &Path, scheme: &SchemeSpec, k: usize) -> Result<Vec<Option<
             .map(|v| v.trim().parse::<f32>())
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::data(path, format!("line {}: {e}", ln + 1)))?;
-        if vals.len() < 3 || vals.len() % 2 == 0 {
+        if vals.len() < 3 || vals.len().is_multiple_of(2) {
             return Err(Error::data(
                 path,
                 format!(

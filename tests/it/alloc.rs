@@ -127,3 +127,30 @@ fn convlstm_kernel_allocates_nothing_per_frame() {
     }
     assert_eq!(allocs() - before, 0, "allocations in 20 ConvLSTM steps");
 }
+
+/// The whole per-frame pipeline on real video (convert → crop → backbone on the native
+/// engine → ConvLSTM → decode → stabilizer) between detections: no heap allocation. The
+/// detector (tract) is outside the claim, so it runs only on the first frame here.
+#[test]
+fn pipeline_allocates_nothing_per_frame_between_detections() {
+    let frames = crate::common::carphone_frames();
+    crate::common::assets();
+    let mut cfg = steadyface::config::Config::default();
+    cfg.models.dir = crate::common::root().join("models");
+    cfg.detector.interval = 100_000;
+    cfg.stabilizer.method = "convlstm+shape-one-euro".into();
+    let models = steadyface::app::Models::resolve(&cfg).unwrap();
+    let mut p = models.pipeline(&cfg).unwrap();
+    let mut faces = steadyface::pipeline::Faces::new();
+    for (i, f) in frames.iter().enumerate().take(10) {
+        p.process(f, i as f64 / 30.0, &mut faces).unwrap();
+    }
+    assert_eq!(faces.len(), 1, "the face is tracked after warm-up");
+    let before = allocs();
+    for (i, f) in frames.iter().enumerate().skip(10).take(60) {
+        p.process(f, i as f64 / 30.0, &mut faces).unwrap();
+    }
+    let n = allocs() - before;
+    assert_eq!(n, 0, "{n} heap allocations in 60 frames");
+    assert_eq!(faces.len(), 1, "the face stayed tracked");
+}

@@ -9,6 +9,7 @@ mod alloc;
 mod common;
 mod convlstm;
 mod daemon;
+mod engine;
 mod errors;
 mod pipeline;
 mod signals;

@@ -1,0 +1,58 @@
+//! The CPU backbone on steadyface's own engine ([`crate::nn`]): ONNX heatmap models built
+//! from convolutions, the common activations and resizes. Faster than tract on lm0 and
+//! allocation-free per frame; models it cannot run go to [`super::TractBackbone`].
+
+use super::{Backbone, BackboneSpec};
+use crate::error::{Error, Result};
+use crate::nn::{LoadError, Net};
+use std::path::Path;
+
+/// A backbone run by [`Net`] on the CPU.
+pub struct NativeBackbone {
+    spec: BackboneSpec,
+    net: Net,
+}
+
+impl NativeBackbone {
+    /// Load `path`; `Ok(Err(reason))` when the graph uses something the engine lacks.
+    pub fn load(path: &Path, spec: BackboneSpec) -> Result<std::result::Result<Self, String>> {
+        if !path.exists() {
+            return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
+        }
+        let net = match Net::load(path, spec.input_w, spec.input_h) {
+            Ok(n) => n,
+            Err(LoadError::Unsupported(why)) => return Ok(Err(why)),
+            Err(LoadError::Invalid(why)) => return Err(Error::model(path, why)),
+        };
+        let want = [1, spec.out_c, spec.out_h, spec.out_w];
+        match net.outputs().first() {
+            Some((_, shape)) if shape.as_slice() == want => {}
+            Some((name, shape)) => {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "output {name:?} has shape {shape:?} but the manifest entry {} says {want:?}",
+                        spec.name
+                    ),
+                ))
+            }
+            None => return Err(Error::model(path, "the graph has no outputs")),
+        }
+        Ok(Ok(Self { spec, net }))
+    }
+}
+
+impl Backbone for NativeBackbone {
+    fn spec(&self) -> &BackboneSpec {
+        &self.spec
+    }
+    fn input_mut(&mut self) -> &mut [f32] {
+        self.net.input_mut()
+    }
+    fn run(&mut self, out: &mut [f32]) -> Result<()> {
+        self.net.run();
+        let n = self.spec.output_len();
+        out[..n].copy_from_slice(&self.net.output(0)[..n]);
+        Ok(())
+    }
+}

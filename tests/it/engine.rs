@@ -1,0 +1,111 @@
+//! The native CPU engine (`models.cpu_engine: native`) against tract on the same ONNX file:
+//! the parity test per backend, from raw heatmaps to tracked landmarks.
+
+use crate::common::*;
+use steadyface::app::Models;
+use steadyface::backbone::{Backbone, NativeBackbone, TractBackbone};
+use steadyface::config::Config;
+
+fn models() -> Models {
+    assets();
+    let mut cfg = Config::default();
+    cfg.models.dir = root().join("models");
+    Models::resolve(&cfg).unwrap()
+}
+
+/// Fill a backbone input from the centre of a real frame, scaled to [−1, 1].
+fn fill_from_frame(input: &mut [f32], w: usize, h: usize, f: &steadyface::frame::Frame) {
+    let (x0, y0) = ((f.width - f.height) / 2, 0);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                let (sx, sy) = (x0 + x * f.height / w, y0 + y * f.height / h);
+                input[(c * h + y) * w + x] = f.data[(sy * f.width + sx) * 3 + c] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+}
+
+#[test]
+fn native_engine_matches_tract_on_real_crops() {
+    let m = models();
+    let spec = m.backbone_spec.clone();
+    let mut native = NativeBackbone::load(&m.backbone_path, spec.clone())
+        .unwrap()
+        .expect("lm0 runs natively");
+    let mut tract = TractBackbone::load(&m.backbone_path, spec.clone()).unwrap();
+    let frames = carphone_frames();
+    let (mut a, mut b) = (vec![0.0; spec.output_len()], vec![0.0; spec.output_len()]);
+    let mut worst = 0f32;
+    for f in frames.iter().step_by(40).take(4) {
+        fill_from_frame(native.input_mut(), spec.input_w, spec.input_h, f);
+        fill_from_frame(tract.input_mut(), spec.input_w, spec.input_h, f);
+        native.run(&mut a).unwrap();
+        tract.run(&mut b).unwrap();
+        let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            range > 0.1,
+            "tract's output is flat ({range}); the input did not reach it"
+        );
+        for (x, y) in a.iter().zip(&b) {
+            worst = worst.max((x - y).abs() / (1.0 + y.abs()));
+        }
+        // Every heatmap peaks in the same cell.
+        let cells = spec.out_h * spec.out_w;
+        for k in 0..spec.k {
+            let argmax = |v: &[f32]| {
+                let m = &v[(spec.heatmap_first + k) * cells..][..cells];
+                (0..cells).max_by(|&i, &j| m[i].total_cmp(&m[j])).unwrap()
+            };
+            assert_eq!(argmax(&a), argmax(&b), "heatmap {k}");
+        }
+    }
+    assert!(worst < 1e-4, "native and tract differ by {worst} (relative)");
+}
+
+/// The whole pipeline on the real clip: same landmarks from either engine.
+#[test]
+fn native_and_tract_track_the_carphone_clip_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = data("carphone_pristine.mp4");
+    let n = track(
+        &clip,
+        &tmp.path().join("native.jsonl"),
+        &["--set", "models.cpu_engine=native"],
+    );
+    let t = track(
+        &clip,
+        &tmp.path().join("tract.jsonl"),
+        &["--set", "models.cpu_engine=tract"],
+    );
+    assert_eq!(n.len(), t.len());
+    let mut worst = 0f32;
+    let mut faces = 0;
+    for (a, b) in n.iter().zip(&t) {
+        assert_eq!(a.faces.len(), b.faces.len(), "frame {}", a.frame);
+        for (fa, fb) in a.faces.iter().zip(&b.faces) {
+            faces += 1;
+            for (p, q) in fa.points.iter().zip(&fb.points) {
+                worst = worst.max((p[0] - q[0]).abs().max((p[1] - q[1]).abs()));
+            }
+        }
+    }
+    assert!(faces * 10 >= n.len() * 9, "only {faces} faces in {} frames", n.len());
+    assert!(worst < 0.01, "landmarks differ by up to {worst} px");
+}
+
+/// A graph with an operator the engine lacks is refused by name (the backbone loader then
+/// falls back to tract); YuNet has MaxPool among others.
+#[test]
+fn native_engine_names_what_it_cannot_run() {
+    let m = models();
+    let err = match steadyface::nn::Net::load(&m.detector_path, 320, 320) {
+        Err(steadyface::nn::LoadError::Unsupported(e)) => e,
+        Err(e) => panic!("expected Unsupported, got {e}"),
+        Ok(_) => panic!("YuNet should need tract"),
+    };
+    assert!(
+        err.contains("yunet") && err.contains("node") && err.contains("not implemented"),
+        "{err}"
+    );
+}
