@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side inference time: tract (steadyface) vs onnxruntime, same model files, same
-# machine, same run, 1 thread by default. Rounds alternate the two runtimes so that drift
-# on a shared machine hits both. Prints medians and the tract/onnxruntime ratio.
+# Side-by-side inference time: steadyface's native engine and tract against onnxruntime, on
+# the same model files, machine and run, 1 thread by default. Rounds alternate the runtimes
+# so that drift on a shared machine hits all of them. Prints medians and the ratios.
 #
 #   scripts/ort-compare.sh [ROUNDS=3] [THREADS=1]
 #
@@ -18,7 +18,8 @@ sf="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}/release/steadyface"
 [ -x "$sf" ] || { echo "build first: scripts/setup.sh" >&2; exit 1; }
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 for r in $(seq "$rounds"); do
-  "$sf" --log warn models time --runs 200 --threads "$threads" > "$t/tract.$r.json"
+  "$sf" --log warn models time --runs 200 --threads "$threads" > "$t/native.$r.json"
+  "$sf" --log warn models time --runs 200 --threads "$threads" --set models.cpu_engine=tract > "$t/tract.$r.json"
   "$venv/bin/python" - "$threads" > "$t/ort.$r.json" <<'PY'
 import json, sys, time
 import numpy as np, onnxruntime as ort
@@ -42,12 +43,14 @@ done
 python3 - "$t" "$rounds" "$threads" <<'PY'
 import json, statistics, sys
 d, n, th = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+nat = [json.load(open(f"{d}/native.{r}.json")) for r in range(1, n+1)]
 tr = [json.load(open(f"{d}/tract.{r}.json")) for r in range(1, n+1)]
 ox = [json.load(open(f"{d}/ort.{r}.json")) for r in range(1, n+1)]
 print(f"threads={th}, {n} alternating rounds of 200 runs; onnxruntime {ox[0]['version']}")
-print("| model | tract median ms | onnxruntime median ms | tract / onnxruntime |")
-print("|---|---|---|---|")
-for m, label in [("backbone", "lm0 (224x224)"), ("detector", "YuNet n 320 (incl. our pre/post)")]:
-    a = statistics.median(x[m]["median_ms"] for x in tr); b = statistics.median(x[m]["median_ms"] for x in ox)
-    print(f"| {label} | {a:.2f} | {b:.2f} | {a/b:.2f}x |")
+print("| model | steadyface native ms | tract ms | onnxruntime ms | native / ort | tract / ort |")
+print("|---|---|---|---|---|---|")
+for m, label in [("backbone", "lm0 (224x224)"), ("detector", "YuNet n 320 (tract in both steadyface columns; incl. our pre/post)")]:
+    med = lambda xs: statistics.median(x[m]["median_ms"] for x in xs)
+    a, t, b = med(nat), med(tr), med(ox)
+    print(f"| {label} | {a:.2f} | {t:.2f} | {b:.2f} | {a/b:.2f}x | {t/b:.2f}x |")
 PY
