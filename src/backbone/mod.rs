@@ -1,9 +1,9 @@
 //! Heatmap backbones: a frozen network that maps a face crop to `[1, C, H, W]` outputs,
 //! of which `K` channels are landmark heatmaps (and optionally `2K` sub-cell offsets).
 //!
-//! [`Backbone`] is the runtime-neutral interface. [`TractBackbone`] runs any ONNX model
-//! on the CPU; the libtorch (CUDA) implementation lives behind the `torch` feature.
-//! The libtorch implementation will sit behind the `torch` cargo feature.
+//! [`Backbone`] is the runtime-neutral interface. [`NativeBackbone`] runs convolutional
+//! ONNX models on steadyface's own CPU engine ([`crate::nn`]); [`TractBackbone`] runs any
+//! ONNX model on the CPU; the libtorch (CUDA) one lives behind the `torch` feature.
 
 mod native;
 mod tract;
@@ -15,6 +15,22 @@ use crate::error::{Error, Result};
 use crate::frame::Normalize;
 use crate::models::{Align, ChannelOrder, ModelEntry, OffsetSpec};
 use std::path::Path;
+
+/// Check a loaded graph's first output against the manifest's `[1, C, H, W]`.
+fn check_output(path: &Path, spec: &BackboneSpec, outputs: &[(String, Vec<usize>)]) -> Result<()> {
+    let want = [1, spec.out_c, spec.out_h, spec.out_w];
+    match outputs.first() {
+        Some((_, shape)) if shape.as_slice() == want => Ok(()),
+        Some((name, shape)) => Err(Error::model(
+            path,
+            format!(
+                "output {name:?} has shape {shape:?} but the manifest entry {} says {want:?}",
+                spec.name
+            ),
+        )),
+        None => Err(Error::model(path, "the graph has no outputs")),
+    }
+}
 
 /// Everything the pipeline needs to know about a backbone, taken from the manifest.
 #[derive(Debug, Clone)]

@@ -24,20 +24,7 @@ impl NativeBackbone {
             Err(LoadError::Unsupported(why)) => return Ok(Err(why)),
             Err(LoadError::Invalid(why)) => return Err(Error::model(path, why)),
         };
-        let want = [1, spec.out_c, spec.out_h, spec.out_w];
-        match net.outputs().first() {
-            Some((_, shape)) if shape.as_slice() == want => {}
-            Some((name, shape)) => {
-                return Err(Error::model(
-                    path,
-                    format!(
-                        "output {name:?} has shape {shape:?} but the manifest entry {} says {want:?}",
-                        spec.name
-                    ),
-                ))
-            }
-            None => return Err(Error::model(path, "the graph has no outputs")),
-        }
+        super::check_output(path, &spec, &net.outputs())?;
         Ok(Ok(Self { spec, net }))
     }
 }

@@ -1,7 +1,7 @@
 //! The CPU backbone: any ONNX heatmap model under tract.
 
 use super::{Backbone, BackboneSpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::runtime::OnnxModel;
 use std::path::Path;
 
@@ -15,21 +15,7 @@ impl TractBackbone {
     /// Load `path` and check its output shape against `spec` (the manifest).
     pub fn load(path: &Path, spec: BackboneSpec) -> Result<Self> {
         let model = OnnxModel::load(path, spec.input_w, spec.input_h)?;
-        let outs = model.outputs();
-        let want = [1, spec.out_c, spec.out_h, spec.out_w];
-        match outs.first() {
-            Some((_, shape)) if shape.as_slice() == want => {}
-            Some((name, shape)) => {
-                return Err(Error::model(
-                    path,
-                    format!(
-                        "output {name:?} has shape {shape:?} but the manifest entry {} says {want:?}",
-                        spec.name
-                    ),
-                ))
-            }
-            None => return Err(Error::model(path, "the graph has no outputs")),
-        }
+        super::check_output(path, &spec, model.outputs())?;
         Ok(Self { spec, model })
     }
 }
