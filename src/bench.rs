@@ -178,8 +178,9 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
     })
 }
 
-/// The native engine's time per step on the configured backbone (mean ms, slowest first).
-pub fn profile_backbone(cfg: &Config, runs: usize) -> Result<Vec<(String, f64)>> {
+/// The native engine's kernels and time per step on the configured backbone (mean ms,
+/// slowest first).
+pub fn profile_backbone(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels::Isa, Vec<(String, f64)>)> {
     let models = Models::resolve(cfg)?;
     let spec = &models.backbone_spec;
     let mut net = crate::nn::Net::load(&models.backbone_path, spec.input_w, spec.input_h)
@@ -190,7 +191,7 @@ pub fn profile_backbone(cfg: &Config, runs: usize) -> Result<Vec<(String, f64)>>
     for _ in 0..10 {
         net.run();
     }
-    Ok(net.profile(runs))
+    Ok((net.isa(), net.profile(runs)))
 }
 
 /// Time `runs` calls of `f` after 10 untimed warm-up calls.

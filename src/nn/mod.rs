@@ -22,7 +22,7 @@ pub mod kernels;
 use self::kernels::{ConvGeom, Epilogue, Isa, Scalar};
 use prost::Message;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 
 /// Why a model did not load.
@@ -128,51 +128,44 @@ impl Op {
     }
 }
 
-/// A step ready to run: kernels chosen, weights packed, buffers assigned.
-enum Step {
+/// A step ready to run: `bufs[y] = kind(bufs[x], ...)`, kernels chosen, weights packed.
+struct Step {
+    x: usize,
+    y: usize,
+    kind: StepKind,
+}
+
+enum StepKind {
     Pointwise {
         g: ConvGeom,
         wp: Vec<f32>,
         bp: Vec<f32>,
         ep: Epilogue,
-        x: usize,
-        y: usize,
     },
     Direct {
         g: ConvGeom,
         w: Vec<f32>,
         b: Vec<f32>,
         ep: Epilogue,
-        x: usize,
-        y: usize,
     },
     Chain {
         ep: Epilogue,
-        x: usize,
-        y: usize,
         n: usize,
     },
+    /// The operand's ids are buffers here.
     Binary {
         op: BinOp,
-        rhs: RhsBuf,
-        x: usize,
-        y: usize,
+        rhs: Operand,
         c: usize,
         hw: usize,
     },
     Gap {
-        x: usize,
-        y: usize,
         c: usize,
         hw: usize,
     },
-    Concat {
-        xs: Vec<(usize, usize)>,
-        y: usize,
-    },
+    /// (buffer, floats) per input, in order.
+    Concat(Vec<(usize, usize)>),
     Resize {
-        x: usize,
-        y: usize,
         c: usize,
         ih: usize,
         iw: usize,
@@ -181,15 +174,8 @@ enum Step {
     },
 }
 
-enum RhsBuf {
-    Same(usize),
-    Channel(usize),
-    ChannelConst(Vec<f32>),
-}
-
 /// A loaded network, ready to run on a `[1, 3, H, W]` input.
 pub struct Net {
-    path: PathBuf,
     isa: Isa,
     steps: Vec<Step>,
     bufs: Vec<Vec<f32>>,
@@ -206,17 +192,10 @@ impl Net {
             std::fs::read(path).map_err(|e| LoadError::Invalid(format!("{}: cannot read: {e}", path.display())))?;
         let model = ModelProto::decode(bytes.as_slice())
             .map_err(|e| LoadError::Invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
-        let named = |e: LoadError| match e {
+        import(&model, width, height).map_err(|e| match e {
             LoadError::Unsupported(s) => LoadError::Unsupported(format!("{}: {s}", path.display())),
             LoadError::Invalid(s) => LoadError::Invalid(format!("{}: {s}", path.display())),
-        };
-        let mut net = import(&model, width, height).map_err(named)?;
-        net.path = path.to_path_buf();
-        Ok(net)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        })
     }
 
     /// Output names and `[1, c, h, w]` shapes, in graph order.
@@ -252,7 +231,7 @@ impl Net {
     }
 
     /// Mean time per step over `runs` runs, with a label per step, slowest first: where the
-    /// time goes (`steadyface models profile`).
+    /// time goes (`steadyface models time --profile`).
     pub fn profile(&mut self, runs: usize) -> Vec<(String, f64)> {
         let mut t = vec![0.0; self.steps.len()];
         for _ in 0..runs {
@@ -262,93 +241,72 @@ impl Net {
                 *t += s.elapsed().as_secs_f64() * 1e3 / runs as f64;
             }
         }
-        let mut v: Vec<(String, f64)> = self.steps.iter().map(Step::label).zip(t).collect();
+        let mut v: Vec<(String, f64)> = self.steps.iter().map(|s| s.kind.label()).zip(t).collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         v
     }
 
     fn step(&mut self, i: usize) {
-        let isa = self.isa;
-        {
-            let step = &self.steps[i];
-            match step {
-                Step::Pointwise { g, wp, bp, ep, x, y } => {
-                    let mut out = std::mem::take(&mut self.bufs[*y]);
-                    kernels::pointwise(isa, g, wp, bp, &self.bufs[*x], &mut out, &mut self.panel, ep);
-                    self.bufs[*y] = out;
+        let Step { x, y, ref kind } = self.steps[i];
+        // The plan never gives a step's output the buffer of one of its inputs, so the output
+        // can be taken out while the inputs are read (no allocation: an empty Vec stands in).
+        let mut out = std::mem::take(&mut self.bufs[y]);
+        let (bufs, isa) = (&self.bufs, self.isa);
+        let input = &bufs[x];
+        match kind {
+            StepKind::Pointwise { g, wp, bp, ep } => {
+                kernels::pointwise(isa, g, wp, bp, input, &mut out, &mut self.panel, ep)
+            }
+            StepKind::Direct { g, w, b, ep } => kernels::direct(isa, g, w, b, input, &mut out, &mut self.panel, ep),
+            StepKind::Chain { ep, n } => {
+                for (o, i) in out[..*n].chunks_mut(256).zip(input[..*n].chunks(256)) {
+                    o.copy_from_slice(i);
+                    ep.apply(o);
                 }
-                Step::Direct { g, w, b, ep, x, y } => {
-                    let mut out = std::mem::take(&mut self.bufs[*y]);
-                    kernels::direct(isa, g, w, b, &self.bufs[*x], &mut out, &mut self.panel, ep);
-                    self.bufs[*y] = out;
+            }
+            StepKind::Binary { op, rhs, c, hw } => {
+                let (a, o) = (&input[..c * hw], &mut out[..c * hw]);
+                match rhs {
+                    Operand::Same(b) => binary_same(*op, a, &bufs[*b][..c * hw], o),
+                    Operand::Channel(b) => binary_channel(*op, a, &bufs[*b][..*c], o, *hw),
+                    Operand::ChannelConst(k) => binary_channel(*op, a, k, o, *hw),
                 }
-                Step::Chain { ep, x, y, n } => {
-                    let mut out = std::mem::take(&mut self.bufs[*y]);
-                    for (o, i) in out[..*n].chunks_mut(256).zip(self.bufs[*x][..*n].chunks(256)) {
-                        o.copy_from_slice(i);
-                        ep.apply(o);
-                    }
-                    self.bufs[*y] = out;
+            }
+            StepKind::Gap { c, hw } => {
+                for (o, plane) in out[..*c].iter_mut().zip(input.chunks_exact(*hw)) {
+                    *o = plane.iter().sum::<f32>() / *hw as f32;
                 }
-                Step::Binary { op, rhs, x, y, c, hw } => {
-                    let mut out = std::mem::take(&mut self.bufs[*y]);
-                    let a = &self.bufs[*x][..c * hw];
-                    let o = &mut out[..c * hw];
-                    match rhs {
-                        RhsBuf::Same(b) => binary_same(*op, a, &self.bufs[*b][..c * hw], o),
-                        RhsBuf::Channel(b) => binary_channel(*op, a, &self.bufs[*b][..*c], o, *hw),
-                        RhsBuf::ChannelConst(k) => binary_channel(*op, a, k, o, *hw),
-                    }
-                    self.bufs[*y] = out;
+            }
+            StepKind::Concat(xs) => {
+                let mut at = 0;
+                for &(b, n) in xs {
+                    out[at..at + n].copy_from_slice(&bufs[b][..n]);
+                    at += n;
                 }
-                Step::Gap { x, y, c, hw } => {
-                    let mut out = std::mem::take(&mut self.bufs[*y]);
-                    for (o, plane) in out[..*c].iter_mut().zip(self.bufs[*x].chunks_exact(*hw)) {
-                        *o = plane.iter().sum::<f32>() / *hw as f32;
-                    }
-                    self.bufs[*y] = out;
-                }
-                Step::Concat { xs, y } => {
-                    let mut out = std::mem::take(&mut self.bufs[*y]);
-                    let mut at = 0;
-                    for &(b, n) in xs {
-                        out[at..at + n].copy_from_slice(&self.bufs[b][..n]);
-                        at += n;
-                    }
-                    self.bufs[*y] = out;
-                }
-                Step::Resize {
-                    x,
-                    y,
-                    c,
-                    ih,
-                    iw,
-                    ys,
-                    xs,
-                } => {
-                    let mut out = std::mem::take(&mut self.bufs[*y]);
-                    let (oh, ow) = (ys.len(), xs.len());
-                    for ch in 0..*c {
-                        let src = &self.bufs[*x][ch * ih * iw..(ch + 1) * ih * iw];
-                        let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
-                        for (row, &(y0, y1, fy)) in dst.chunks_exact_mut(ow).zip(ys) {
-                            let (r0, r1) = (&src[y0 * iw..][..*iw], &src[y1 * iw..][..*iw]);
-                            for (o, &(x0, x1, fx)) in row.iter_mut().zip(xs) {
-                                let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
-                                let bot = r1[x0] + (r1[x1] - r1[x0]) * fx;
-                                *o = top + (bot - top) * fy;
-                            }
+            }
+            StepKind::Resize { c, ih, iw, ys, xs } => {
+                let (oh, ow) = (ys.len(), xs.len());
+                for ch in 0..*c {
+                    let src = &input[ch * ih * iw..(ch + 1) * ih * iw];
+                    let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
+                    for (row, &(y0, y1, fy)) in dst.chunks_exact_mut(ow).zip(ys) {
+                        let (r0, r1) = (&src[y0 * iw..][..*iw], &src[y1 * iw..][..*iw]);
+                        for (o, &(x0, x1, fx)) in row.iter_mut().zip(xs) {
+                            let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+                            let bot = r1[x0] + (r1[x1] - r1[x0]) * fx;
+                            *o = top + (bot - top) * fy;
                         }
                     }
-                    self.bufs[*y] = out;
                 }
             }
         }
+        self.bufs[y] = out;
     }
 }
 
-impl Step {
+impl StepKind {
     fn label(&self) -> String {
+        let gated = |ep: &Epilogue| if ep.gate { " gated" } else { "" };
         let conv = |kind: &str, g: &ConvGeom, ep: &Epilogue| {
             format!(
                 "{kind} {}→{} g{} {}×{}/{} at {}×{} {:?}{}",
@@ -361,17 +319,17 @@ impl Step {
                 g.oh,
                 g.ow,
                 ep.ops,
-                if ep.gate { " gated" } else { "" }
+                gated(ep)
             )
         };
         match self {
-            Step::Pointwise { g, ep, .. } => conv("pointwise", g, ep),
-            Step::Direct { g, ep, .. } => conv("direct", g, ep),
-            Step::Chain { ep, n, .. } => format!("chain {:?}{} n={n}", ep.ops, if ep.gate { " gated" } else { "" }),
-            Step::Binary { op, c, hw, .. } => format!("{op:?} c={c} hw={hw}"),
-            Step::Gap { c, hw, .. } => format!("gap c={c} hw={hw}"),
-            Step::Concat { xs, .. } => format!("concat {}", xs.len()),
-            Step::Resize { c, ih, iw, ys, xs, .. } => format!("resize c={c} {ih}×{iw}→{}×{}", ys.len(), xs.len()),
+            StepKind::Pointwise { g, ep, .. } => conv("pointwise", g, ep),
+            StepKind::Direct { g, ep, .. } => conv("direct", g, ep),
+            StepKind::Chain { ep, n } => format!("chain {:?}{} n={n}", ep.ops, gated(ep)),
+            StepKind::Binary { op, c, hw, .. } => format!("{op:?} c={c} hw={hw}"),
+            StepKind::Gap { c, hw } => format!("gap c={c} hw={hw}"),
+            StepKind::Concat(xs) => format!("concat {}", xs.len()),
+            StepKind::Resize { c, ih, iw, ys, xs } => format!("resize c={c} {ih}×{iw}→{}×{}", ys.len(), xs.len()),
         }
     }
 }
@@ -983,79 +941,46 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
             }
         };
         let b = |v: usize| buf_of[&v];
-        let step = match op.kind {
+        let kind = match op.kind {
             Kind::Conv { g, w, b: bias, ep } if g.is_pointwise() => {
                 panel = panel.max(kernels::pointwise_scratch(&g, nr));
                 let (wp, bp) = kernels::pack_pointwise(&g, &w, &bias, mr);
-                Step::Pointwise {
-                    g,
-                    wp,
-                    bp,
-                    ep,
-                    x: b(op.input),
-                    y,
-                }
+                StepKind::Pointwise { g, wp, bp, ep }
             }
             Kind::Conv { g, w, b: bias, ep } => {
                 panel = panel.max(kernels::direct_scratch(&g));
-                Step::Direct {
-                    g,
-                    w,
-                    b: bias,
-                    ep,
-                    x: b(op.input),
-                    y,
-                }
+                StepKind::Direct { g, w, b: bias, ep }
             }
-            Kind::Chain(ep) => Step::Chain {
-                ep,
-                x: b(op.input),
-                y,
-                n: need,
-            },
+            Kind::Chain(ep) => StepKind::Chain { ep, n: need },
             Kind::Binary { op: bop, rhs } => {
                 let [c, h, w] = shapes[op.out];
                 let rhs = match rhs {
-                    Operand::Same(v) => RhsBuf::Same(b(v)),
-                    Operand::Channel(v) => RhsBuf::Channel(b(v)),
-                    Operand::ChannelConst(k) => RhsBuf::ChannelConst(k),
+                    Operand::Same(v) => Operand::Same(b(v)),
+                    Operand::Channel(v) => Operand::Channel(b(v)),
+                    k @ Operand::ChannelConst(_) => k,
                 };
-                Step::Binary {
+                StepKind::Binary {
                     op: bop,
                     rhs,
-                    x: b(op.input),
-                    y,
                     c,
                     hw: h * w,
                 }
             }
             Kind::Gap => {
                 let [c, h, w] = shapes[op.input];
-                Step::Gap {
-                    x: b(op.input),
-                    y,
-                    c,
-                    hw: h * w,
-                }
+                StepKind::Gap { c, hw: h * w }
             }
-            Kind::Concat(vs) => Step::Concat {
-                xs: vs.iter().map(|&v| (b(v), len(v))).collect(),
-                y,
-            },
+            Kind::Concat(vs) => StepKind::Concat(vs.iter().map(|&v| (b(v), len(v))).collect()),
             Kind::Resize { ys, xs } => {
                 let [c, ih, iw] = shapes[op.input];
-                Step::Resize {
-                    x: b(op.input),
-                    y,
-                    c,
-                    ih,
-                    iw,
-                    ys,
-                    xs,
-                }
+                StepKind::Resize { c, ih, iw, ys, xs }
             }
         };
-        steps.push(step);
+        steps.push(Step {
+            x: b(op.input),
+            y,
+            kind,
+        });
         buf_of.insert(op.out, y);
         // Release what this step read for the last time (after choosing its output, so an
         // output never aliases an input).
@@ -1074,7 +999,6 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
     }
     let outputs = outputs.into_iter().map(|(n, v)| (n, shapes[v], buf_of[&v])).collect();
     Ok(Net {
-        path: PathBuf::new(),
         isa,
         steps,
         bufs,
