@@ -157,9 +157,7 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
     let models = Models::resolve(cfg)?;
     let mut backbone = models.load_backbone(cfg)?;
     let mut out = vec![0.0; backbone.spec().output_len()];
-    for (i, v) in backbone.input_mut().iter_mut().enumerate() {
-        *v = ((i % 251) as f32 / 251.0 - 0.5) * 2.0;
-    }
+    test_pattern(backbone.input_mut());
     let bb = time_runs(runs, || backbone.run(&mut out))?;
     let mut det = models.load_detector(cfg)?;
     let mut f = Frame::new(320, 320);
@@ -185,13 +183,18 @@ pub fn profile_backbone(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels
     let spec = &models.backbone_spec;
     let mut net = crate::nn::Net::load(&models.backbone_path, spec.input_w, spec.input_h)
         .map_err(|e| Error::model(&models.backbone_path, e.to_string()))?;
-    for (i, v) in net.input_mut().iter_mut().enumerate() {
-        *v = ((i % 251) as f32 / 251.0 - 0.5) * 2.0;
-    }
+    test_pattern(net.input_mut());
     for _ in 0..10 {
         net.run();
     }
     Ok((net.isa(), net.profile(runs)))
+}
+
+/// A fixed input in [−1, 1] for inference-only timing (the same for every runtime).
+fn test_pattern(input: &mut [f32]) {
+    for (i, v) in input.iter_mut().enumerate() {
+        *v = ((i % 251) as f32 / 251.0 - 0.5) * 2.0;
+    }
 }
 
 /// Time `runs` calls of `f` after 10 untimed warm-up calls.

@@ -1,11 +1,13 @@
 //! The engine's compute kernels: a register-tiled GEMM for 1×1 convolutions, a direct
 //! convolution for everything else (depthwise included), and the elementwise epilogues.
 //!
-//! Each kernel is written once as plain Rust over fixed-size tiles and compiled three times:
-//! for AVX-512, for AVX2+FMA, and for the build's baseline (SSE2 on x86-64, NEON on aarch64).
-//! [`Isa::detect`] picks one at load time. The tile loops have constant bounds so LLVM keeps
-//! the accumulators in vector registers; `FMA` selects `mul_add`, which is a single
-//! instruction only where the target has FMA (elsewhere it would be a libm call).
+//! [`Isa::detect`] picks the instruction set once, at load. The GEMM's inner tile is written
+//! with intrinsics for AVX-512 (8×32) and AVX2 (6×16): with plain Rust, LLVM spilled the
+//! accumulators and ran at a tenth of the speed. It has a portable tile for other CPUs (NEON
+//! on aarch64, by autovectorisation). The direct convolution is plain Rust over fixed-size
+//! blocks, compiled once per instruction set through `#[target_feature]` wrappers; there
+//! `FMA` selects `mul_add`, which is one instruction only where the target has FMA (elsewhere
+//! it would be a libm call).
 
 /// One elementwise step of an epilogue (after folding: `Sub c` is `Add -c`, `Div c` is `Mul 1/c`,
 /// `Relu` is `Max 0`, `Clip` is `Max lo, Min hi`).
@@ -31,8 +33,8 @@ impl Epilogue {
         self.ops.is_empty() && !self.gate
     }
 
-    /// Apply in place. Each op is one pass over `s`, which the callers keep short (a tile row
-    /// or an image row), so the passes stay in L1.
+    /// Apply in place. `s` is a GEMM tile row or one output plane, small enough that the
+    /// passes stay in L1.
     #[inline(always)]
     pub fn apply(&self, s: &mut [f32]) {
         // One pass for the shapes MobileNets use; the general case is one pass per op.
