@@ -396,66 +396,77 @@ impl Phases {
     }
 }
 
-/// Floats of scratch [`direct`] needs for `g`: the group's phase planes plus one accumulator.
-pub fn direct_scratch(g: &ConvGeom) -> usize {
-    let p = Phases::of(g);
-    (g.cin / g.group) * p.channel_len(g) + g.oh * p.wp
+/// A direct convolution prepared at load: geometry, ONNX weights `[cout, cin/group, kh, kw]`,
+/// bias, and the flat offset of every tap `(icg, ky, kx)` into the group's phase planes.
+#[derive(Debug, Clone)]
+pub struct DirectConv {
+    pub g: ConvGeom,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    taps: Vec<usize>,
 }
 
-/// `y = ep(conv(x, w) + b)` by direct convolution: any group, kernel, stride and padding.
-/// Weights are ONNX's `[cout, cin/group, kh, kw]`.
+impl DirectConv {
+    pub fn new(g: ConvGeom, w: Vec<f32>, b: Vec<f32>) -> Self {
+        let ph = Phases::of(&g);
+        let clen = ph.channel_len(&g);
+        let mut taps = Vec::with_capacity((g.cin / g.group) * g.kh * g.kw);
+        for icg in 0..g.cin / g.group {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let phase = (ky % g.sy) * g.sx + kx % g.sx;
+                    taps.push(icg * clen + (phase * ph.hp + ky / g.sy) * ph.wp + kx / g.sx);
+                }
+            }
+        }
+        Self { g, w, b, taps }
+    }
+
+    /// Floats of scratch [`direct`] needs: the group's phase planes plus one accumulator.
+    pub fn scratch(&self) -> usize {
+        let g = &self.g;
+        let p = Phases::of(g);
+        (g.cin / g.group) * p.channel_len(g) + g.oh * p.wp
+    }
+}
+
+/// `y = ep(conv(x) + b)` by direct convolution: any group, kernel, stride and padding.
 ///
 /// Each input channel is first copied into zero-padded *phase planes* (one per stride phase),
 /// in which every tap of every output pixel is at a fixed flat offset. A tap is then one
 /// contiguous multiply-add over the whole output plane (`oh × wp`, the `wp − ow` spare
 /// columns computed and dropped), which vectorises fully even on 7-pixel rows.
-#[allow(clippy::too_many_arguments)]
-pub fn direct(
-    isa: Isa,
-    g: &ConvGeom,
-    w: &[f32],
-    b: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    scratch: &mut [f32],
-    ep: &Epilogue,
-) {
+pub fn direct(isa: Isa, c: &DirectConv, x: &[f32], y: &mut [f32], scratch: &mut [f32], ep: &Epilogue) {
+    let g = &c.g;
     assert!(x.len() >= g.cin * g.ih * g.iw && y.len() >= g.cout * g.oh * g.ow);
-    assert!(w.len() >= g.cout * (g.cin / g.group) * g.kh * g.kw && b.len() >= g.cout);
-    assert!(scratch.len() >= direct_scratch(g));
+    assert!(c.w.len() >= g.cout * c.taps.len() && c.b.len() >= g.cout);
+    assert!(scratch.len() >= c.scratch());
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` saw avx512f and fma on this CPU.
-        Isa::Avx512 => unsafe { direct_avx512(g, w, b, x, y, scratch, ep) },
+        Isa::Avx512 => unsafe { direct_avx512(c, x, y, scratch, ep) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` saw avx2 and fma on this CPU.
-        Isa::Avx2 => unsafe { direct_avx2(g, w, b, x, y, scratch, ep) },
-        _ => direct_impl::<false>(g, w, b, x, y, scratch, ep),
+        Isa::Avx2 => unsafe { direct_avx2(c, x, y, scratch, ep) },
+        _ => direct_impl::<false>(c, x, y, scratch, ep),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn direct_avx512(g: &ConvGeom, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], s: &mut [f32], ep: &Epilogue) {
-    direct_impl::<true>(g, w, b, x, y, s, ep)
+unsafe fn direct_avx512(c: &DirectConv, x: &[f32], y: &mut [f32], s: &mut [f32], ep: &Epilogue) {
+    direct_impl::<true>(c, x, y, s, ep)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn direct_avx2(g: &ConvGeom, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], s: &mut [f32], ep: &Epilogue) {
-    direct_impl::<true>(g, w, b, x, y, s, ep)
+unsafe fn direct_avx2(c: &DirectConv, x: &[f32], y: &mut [f32], s: &mut [f32], ep: &Epilogue) {
+    direct_impl::<true>(c, x, y, s, ep)
 }
 
 #[inline(always)]
-fn direct_impl<const FMA: bool>(
-    g: &ConvGeom,
-    w: &[f32],
-    b: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    scratch: &mut [f32],
-    ep: &Epilogue,
-) {
+fn direct_impl<const FMA: bool>(c: &DirectConv, x: &[f32], y: &mut [f32], scratch: &mut [f32], ep: &Epilogue) {
+    let (g, w, b) = (&c.g, &c.w, &c.b);
     let (cin_g, cout_g) = (g.cin / g.group, g.cout / g.group);
     let (ih, iw, oh, ow) = (g.ih, g.iw, g.oh, g.ow);
     let ph = Phases::of(g);
@@ -498,24 +509,16 @@ fn direct_impl<const FMA: bool>(
             }
         }
         for oc in gi * cout_g..(gi + 1) * cout_g {
-            let wo = &w[oc * cin_g * g.kh * g.kw..][..cin_g * g.kh * g.kw];
+            let wo = &w[oc * c.taps.len()..][..c.taps.len()];
             // Blocks of CH outputs stay in registers through every tap: one load per FMA
             // instead of a load, a load and a store.
             let mut i0 = 0;
             while i0 < n {
                 let mut a = [b[oc]; CH];
-                for icg in 0..cin_g {
-                    let plane = &planes[icg * clen..(icg + 1) * clen];
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let wv = wo[(icg * g.kh + ky) * g.kw + kx];
-                            let phase = (ky % g.sy) * g.sx + kx % g.sx;
-                            let off = (phase * hp + ky / g.sy) * wp + kx / g.sx + i0;
-                            let src: &[f32; CH] = plane[off..off + CH].try_into().expect("CH floats");
-                            for (a, s) in a.iter_mut().zip(src) {
-                                *a = fma::<FMA>(wv, *s, *a);
-                            }
-                        }
+                for (&off, &wv) in c.taps.iter().zip(wo) {
+                    let src: &[f32; CH] = planes[off + i0..off + i0 + CH].try_into().expect("CH floats");
+                    for (a, s) in a.iter_mut().zip(src) {
+                        *a = fma::<FMA>(wv, *s, *a);
                     }
                 }
                 let len = CH.min(n - i0);
@@ -613,8 +616,9 @@ mod tests {
                 let b = data(g.cout, 0.7);
                 let x = data(g.cin * g.ih * g.iw, 0.3);
                 let mut y = vec![f32::NAN; g.cout * g.oh * g.ow];
-                let mut scratch = vec![f32::NAN; direct_scratch(g)];
-                direct(isa, g, &w, &b, &x, &mut y, &mut scratch, &Epilogue::default());
+                let conv = DirectConv::new(*g, w.clone(), b.clone());
+                let mut scratch = vec![f32::NAN; conv.scratch()];
+                direct(isa, &conv, &x, &mut y, &mut scratch, &Epilogue::default());
                 close(&y, &reference(g, &w, &b, &x));
             }
         }

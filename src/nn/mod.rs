@@ -19,7 +19,7 @@
 
 pub mod kernels;
 
-use self::kernels::{ConvGeom, Epilogue, Isa, Scalar};
+use self::kernels::{ConvGeom, DirectConv, Epilogue, Isa, Scalar};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
@@ -143,9 +143,7 @@ enum StepKind {
         ep: Epilogue,
     },
     Direct {
-        g: ConvGeom,
-        w: Vec<f32>,
-        b: Vec<f32>,
+        conv: DirectConv,
         ep: Epilogue,
     },
     Chain {
@@ -257,7 +255,7 @@ impl Net {
             StepKind::Pointwise { g, wp, bp, ep } => {
                 kernels::pointwise(isa, g, wp, bp, input, &mut out, &mut self.panel, ep)
             }
-            StepKind::Direct { g, w, b, ep } => kernels::direct(isa, g, w, b, input, &mut out, &mut self.panel, ep),
+            StepKind::Direct { conv, ep } => kernels::direct(isa, conv, input, &mut out, &mut self.panel, ep),
             StepKind::Chain { ep, n } => {
                 for (o, i) in out[..*n].chunks_mut(256).zip(input[..*n].chunks(256)) {
                     o.copy_from_slice(i);
@@ -285,16 +283,22 @@ impl Net {
                 }
             }
             StepKind::Resize { c, ih, iw, ys, xs } => {
+                // Separably: each input row interpolated across once, then every output row a
+                // contiguous (vectorised) blend of two of those.
                 let (oh, ow) = (ys.len(), xs.len());
+                let tmp = &mut self.panel[..ih * ow];
                 for ch in 0..*c {
                     let src = &input[ch * ih * iw..(ch + 1) * ih * iw];
+                    for (t, r) in tmp.chunks_exact_mut(ow).zip(src.chunks_exact(*iw)) {
+                        for (o, &(x0, x1, fx)) in t.iter_mut().zip(xs) {
+                            *o = r[x0] + (r[x1] - r[x0]) * fx;
+                        }
+                    }
                     let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
                     for (row, &(y0, y1, fy)) in dst.chunks_exact_mut(ow).zip(ys) {
-                        let (r0, r1) = (&src[y0 * iw..][..*iw], &src[y1 * iw..][..*iw]);
-                        for (o, &(x0, x1, fx)) in row.iter_mut().zip(xs) {
-                            let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
-                            let bot = r1[x0] + (r1[x1] - r1[x0]) * fx;
-                            *o = top + (bot - top) * fy;
+                        let (r0, r1) = (&tmp[y0 * ow..][..ow], &tmp[y1 * ow..][..ow]);
+                        for ((o, a), b) in row.iter_mut().zip(r0).zip(r1) {
+                            *o = a + (b - a) * fy;
                         }
                     }
                 }
@@ -324,7 +328,7 @@ impl StepKind {
         };
         match self {
             StepKind::Pointwise { g, ep, .. } => conv("pointwise", g, ep),
-            StepKind::Direct { g, ep, .. } => conv("direct", g, ep),
+            StepKind::Direct { conv: c, ep } => conv("direct", &c.g, ep),
             StepKind::Chain { ep, n } => format!("chain {:?}{} n={n}", ep.ops, gated(ep)),
             StepKind::Binary { op, c, hw, .. } => format!("{op:?} c={c} hw={hw}"),
             StepKind::Gap { c, hw } => format!("gap c={c} hw={hw}"),
@@ -948,8 +952,9 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
                 StepKind::Pointwise { g, wp, bp, ep }
             }
             Kind::Conv { g, w, b: bias, ep } => {
-                panel = panel.max(kernels::direct_scratch(&g));
-                StepKind::Direct { g, w, b: bias, ep }
+                let conv = DirectConv::new(g, w, bias);
+                panel = panel.max(conv.scratch());
+                StepKind::Direct { conv, ep }
             }
             Kind::Chain(ep) => StepKind::Chain { ep, n: need },
             Kind::Binary { op: bop, rhs } => {
@@ -973,6 +978,7 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
             Kind::Concat(vs) => StepKind::Concat(vs.iter().map(|&v| (b(v), len(v))).collect()),
             Kind::Resize { ys, xs } => {
                 let [c, ih, iw] = shapes[op.input];
+                panel = panel.max(ih * xs.len());
                 StepKind::Resize { c, ih, iw, ys, xs }
             }
         };
