@@ -368,8 +368,29 @@ fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Outputs per register block in [`direct`]: 4 AVX-512 vectors.
-const CH: usize = 64;
+/// A 1×1 convolution on a 1×1 image (squeeze-and-excitation): one dot product per output,
+/// with ONNX's row-major weights. The GEMM would pad each to a whole column tile.
+pub fn matvec(g: &ConvGeom, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], ep: &Epilogue) {
+    let (k, m) = (g.cin / g.group, g.cout / g.group);
+    for (oc, (yo, wr)) in y[..g.cout].iter_mut().zip(w.chunks_exact(k)).enumerate() {
+        let xs = &x[(oc / m) * k..][..k];
+        // Eight partial sums, so the loop vectorises without reassociating floats freely.
+        let mut acc = [0f32; 8];
+        let (wc, xc) = (wr.chunks_exact(8), xs.chunks_exact(8));
+        let tail: f32 = wc.remainder().iter().zip(xc.remainder()).map(|(a, b)| a * b).sum();
+        for (wv, xv) in wc.zip(xc) {
+            for j in 0..8 {
+                acc[j] += wv[j] * xv[j];
+            }
+        }
+        *yo = b[oc] + acc.iter().sum::<f32>() + tail;
+    }
+    ep.apply(&mut y[..g.cout]);
+}
+
+/// Outputs per register block in [`direct`]: 8 AVX-512 vectors, enough independent FMA
+/// chains to cover the FMA latency (4 left the core half idle).
+const CH: usize = 128;
 
 /// Phase-plane layout of one input channel for [`direct`]: the zero-padded plane split into
 /// `sy × sx` phases (for stride 1, just the padded plane), each `hp × wp`.
@@ -497,13 +518,14 @@ fn direct_impl<const FMA: bool>(c: &DirectConv, x: &[f32], y: &mut [f32], scratc
                 for phx in 0..g.sx {
                     let dst = &mut plane[((phy * g.sx + phx) * hp + r) * wp..][..wp];
                     // Padded column c·sx + phx holds input column c·sx + phx − pl.
-                    let c0 = g.pl.saturating_sub(phx).div_ceil(g.sx);
-                    for (d, c) in dst[c0..].iter_mut().zip(c0..) {
-                        let col = c * g.sx + phx - g.pl;
-                        if col >= iw {
-                            break;
+                    let c0 = g.pl.saturating_sub(phx).div_ceil(g.sx).min(wp);
+                    let first = c0 * g.sx + phx - g.pl;
+                    if first < iw {
+                        let count = (iw - first).div_ceil(g.sx).min(wp - c0);
+                        let src = row[first..].iter().step_by(g.sx);
+                        for (d, s) in dst[c0..c0 + count].iter_mut().zip(src) {
+                            *d = *s;
                         }
-                        *d = row[col];
                     }
                 }
             }
@@ -658,6 +680,29 @@ mod tests {
                     .collect();
                 close(&y, &want);
             }
+        }
+    }
+
+    #[test]
+    fn matvec_matches_the_definition() {
+        for g in [geom(288, 72, 1, 1, 1, 1, 0), geom(27, 12, 3, 1, 1, 1, 0)] {
+            let w = data(g.cout * g.cin / g.group, 0.5);
+            let b = data(g.cout, 0.1);
+            let x = data(g.cin, 0.8);
+            let mut y = vec![f32::NAN; g.cout];
+            matvec(
+                &g,
+                &w,
+                &b,
+                &x,
+                &mut y,
+                &Epilogue {
+                    ops: vec![Scalar::Max(0.0)],
+                    gate: false,
+                },
+            );
+            let want: Vec<f32> = reference(&g, &w, &b, &x).into_iter().map(|v| v.max(0.0)).collect();
+            close(&y, &want);
         }
     }
 }

@@ -146,6 +146,12 @@ enum StepKind {
         conv: DirectConv,
         ep: Epilogue,
     },
+    Matvec {
+        g: ConvGeom,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        ep: Epilogue,
+    },
     Chain {
         ep: Epilogue,
         n: usize,
@@ -256,6 +262,7 @@ impl Net {
                 kernels::pointwise(isa, g, wp, bp, input, &mut out, &mut self.panel, ep)
             }
             StepKind::Direct { conv, ep } => kernels::direct(isa, conv, input, &mut out, &mut self.panel, ep),
+            StepKind::Matvec { g, w, b, ep } => kernels::matvec(g, w, b, input, &mut out, ep),
             StepKind::Chain { ep, n } => {
                 for (o, i) in out[..*n].chunks_mut(256).zip(input[..*n].chunks(256)) {
                     o.copy_from_slice(i);
@@ -329,6 +336,7 @@ impl StepKind {
         match self {
             StepKind::Pointwise { g, ep, .. } => conv("pointwise", g, ep),
             StepKind::Direct { conv: c, ep } => conv("direct", &c.g, ep),
+            StepKind::Matvec { g, ep, .. } => conv("matvec", g, ep),
             StepKind::Chain { ep, n } => format!("chain {:?}{} n={n}", ep.ops, gated(ep)),
             StepKind::Binary { op, c, hw, .. } => format!("{op:?} c={c} hw={hw}"),
             StepKind::Gap { c, hw } => format!("gap c={c} hw={hw}"),
@@ -946,6 +954,9 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
         };
         let b = |v: usize| buf_of[&v];
         let kind = match op.kind {
+            Kind::Conv { g, w, b: bias, ep } if g.is_pointwise() && g.oh * g.ow == 1 => {
+                StepKind::Matvec { g, w, b: bias, ep }
+            }
             Kind::Conv { g, w, b: bias, ep } if g.is_pointwise() => {
                 panel = panel.max(kernels::pointwise_scratch(&g, nr));
                 let (wp, bp) = kernels::pack_pointwise(&g, &w, &bias, mr);
