@@ -515,6 +515,28 @@ fn direct_impl<const FMA: bool>(c: &DirectConv, x: &[f32], y: &mut [f32], scratc
                     dst[g.pl..g.pl + n].copy_from_slice(&row[..n]);
                     continue;
                 }
+                if g.sx == 2 {
+                    // De-interleave pairs in one pass: input column 2j + e lands in phase
+                    // (2j + e + pl) mod 2, at column j + (e + pl) div 2.
+                    let base = (phy * 2 * hp + r) * wp;
+                    // Row r of phase (phy, 0), and the same row of phase (phy, 1) hp·wp later.
+                    let (p0, p1) = plane[base..base + hp * wp + wp].split_at_mut(hp * wp);
+                    let (even, odd) = if g.pl % 2 == 0 { (p0, p1) } else { (p1, p0) };
+                    let (ce, co) = (g.pl / 2, g.pl.div_ceil(2));
+                    let pairs = (iw / 2).min(wp - ce).min(wp - co);
+                    for ((e, o), pair) in even[ce..ce + pairs]
+                        .iter_mut()
+                        .zip(&mut odd[co..co + pairs])
+                        .zip(row.chunks_exact(2))
+                    {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                    if iw % 2 == 1 && ce + iw / 2 < wp {
+                        even[ce + iw / 2] = row[iw - 1];
+                    }
+                    continue;
+                }
                 for phx in 0..g.sx {
                     let dst = &mut plane[((phy * g.sx + phx) * hp + r) * wp..][..wp];
                     // Padded column c·sx + phx holds input column c·sx + phx − pl.
@@ -631,6 +653,8 @@ mod tests {
             geom(6, 24, 6, 7, 3, 1, 1),    // one input channel per group, 4 outputs each
             geom(8, 6, 2, 6, 1, 1, 0),     // grouped 1×1
             geom(4, 4, 1, 3, 5, 1, 2),     // kernel wider than the image
+            geom(4, 4, 4, 9, 3, 2, 0),     // stride 2, no padding, odd width
+            geom(4, 8, 2, 12, 5, 2, 2),    // stride 2, even padding, grouped
         ];
         for isa in [Isa::detect(), Isa::Baseline] {
             for g in &cases {
