@@ -340,18 +340,32 @@ fn pointwise_impl<const MR: usize, const NR: usize>(
         while n0 < hw {
             let nv = (hw - n0).min(NR);
             // The panel: this tile's columns of every input channel, contiguous, zero-padded.
+            // (Whole tiles copy a constant NR floats, which inlines to vector moves; a
+            // variable-length copy is a libc call per row, 14% of the run in a profile.)
             for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                dst[..nv].copy_from_slice(&xg[kk * hw + n0..kk * hw + n0 + nv]);
-                dst[nv..].fill(0.0);
+                let src = &xg[kk * hw + n0..];
+                if nv == NR {
+                    let d: &mut [f32; NR] = dst.try_into().expect("NR floats");
+                    *d = src[..NR].try_into().expect("NR floats");
+                } else {
+                    dst[..nv].copy_from_slice(&src[..nv]);
+                    dst[nv..].fill(0.0);
+                }
             }
             for (t, (wt, bt)) in wg.chunks_exact(k * MR).zip(bg.chunks_exact(MR)).enumerate() {
                 mk(k, panel, wt, bt, &mut acc);
                 let rows = (m - t * MR).min(MR);
                 for (r, a) in acc.iter_mut().enumerate().take(rows) {
-                    let a = &mut a[..nv];
-                    ep.apply(a);
                     let row = t * MR + r;
-                    yg[row * hw + n0..row * hw + n0 + nv].copy_from_slice(a);
+                    if nv == NR {
+                        ep.apply(a);
+                        let d: &mut [f32; NR] = (&mut yg[row * hw + n0..row * hw + n0 + NR]).try_into().expect("NR");
+                        *d = *a;
+                    } else {
+                        let a = &mut a[..nv];
+                        ep.apply(a);
+                        yg[row * hw + n0..row * hw + n0 + nv].copy_from_slice(a);
+                    }
                 }
             }
             n0 += NR;
@@ -565,15 +579,22 @@ fn direct_impl<const FMA: bool>(c: &DirectConv, x: &[f32], y: &mut [f32], scratc
                         *a = fma::<FMA>(wv, *s, *a);
                     }
                 }
-                let len = CH.min(n - i0);
-                acc[i0..i0 + len].copy_from_slice(&a[..len]);
+                if n - i0 >= CH {
+                    let d: &mut [f32; CH] = (&mut acc[i0..i0 + CH]).try_into().expect("CH");
+                    *d = a;
+                } else {
+                    acc[i0..n].copy_from_slice(&a[..n - i0]);
+                }
                 i0 += CH;
             }
             // The epilogue over the whole plane (spare columns too): long loops, not 7-wide rows.
             ep.apply(acc);
             let yc = &mut y[oc * oh * ow..(oc + 1) * oh * ow];
             for (row, a) in yc.chunks_exact_mut(ow).zip(acc.chunks_exact(wp)) {
-                row.copy_from_slice(&a[..ow]);
+                // Element by element: rows are short, and a libc memcpy call each costs more.
+                for (o, a) in row.iter_mut().zip(a) {
+                    *o = *a;
+                }
             }
         }
     }
