@@ -243,53 +243,96 @@ fn resample_impl<const MONO: bool>(
     };
     let (t0, t1, t2) = (&lut.lut[0], &lut.lut[1], &lut.lut[2]);
     let (s0, s1, s2) = (order[0], order[1], order[2]);
+    // Separably: each source row the crop touches is interpolated across once, into a small
+    // cache of rows ([`ROW_CACHE`] on the stack), and each output row blends a few of those.
+    // Neighbouring output rows share source rows, so this does a fraction of the lookups of
+    // sampling every output pixel's bilinear taps directly.
+    let mut cache = [[0f32; 3 * MAX_OUT]; ROW_CACHE];
+    let mut keys = [u32::MAX - 1; ROW_CACHE];
+    let mut next_victim = 0;
+    let hrow = |row: u32, dst: &mut [f32; 3 * MAX_OUT]| {
+        let (d0, rest) = dst.split_at_mut(out_w);
+        let (d1, d2) = rest.split_at_mut(out_w);
+        for (i, ((a0, a1), a2)) in d0.iter_mut().zip(d1.iter_mut()).zip(d2[..out_w].iter_mut()).enumerate() {
+            let mut acc = [0f32; 3];
+            for x in &xt[i * nx..i * nx + nx] {
+                let p = fetch(row, x.i0);
+                if x.f == 0.0 {
+                    // On a pixel centre (integer-ratio shrinks): one pixel, no interpolation.
+                    acc[0] += t0[p[s0] as usize];
+                    acc[1] += t1[p[s1] as usize];
+                    acc[2] += t2[p[s2] as usize];
+                    continue;
+                }
+                let q = fetch(row, x.i1);
+                let (gx, fx) = (1.0 - x.f, x.f);
+                acc[0] += t0[p[s0] as usize] * gx + t0[q[s0] as usize] * fx;
+                acc[1] += t1[p[s1] as usize] * gx + t1[q[s1] as usize] * fx;
+                acc[2] += t2[p[s2] as usize] * gx + t2[q[s2] as usize] * fx;
+            }
+            (*a0, *a1, *a2) = (acc[0], acc[1], acc[2]);
+        }
+    };
     for j in 0..out_h {
         let mut yt = [Tap::default(); 4];
         for (sj, t) in yt.iter_mut().enumerate().take(ny) {
             *t = tap(src.y0, sy, fy_len, j, sj, ny, frame.height, border);
         }
+        // The source rows this output row blends, with their weights (at most 2·ny ≤ ROW_CACHE).
+        let mut need = [(0u32, 0f32); 8];
+        let mut n_need = 0;
+        for y in &yt[..ny] {
+            need[n_need] = (y.i0, 1.0 - y.f);
+            n_need += 1;
+            if y.f != 0.0 {
+                need[n_need] = (y.i1, y.f);
+                n_need += 1;
+            }
+        }
+        let mut slots = [0usize; 8];
+        let mut pinned = [false; ROW_CACHE];
+        for (k, &(row, _)) in need[..n_need].iter().enumerate() {
+            if let Some(s) = keys.iter().position(|&r| r == row) {
+                slots[k] = s;
+                pinned[s] = true;
+            }
+        }
+        for (k, &(row, _)) in need[..n_need].iter().enumerate() {
+            if keys[slots[k]] == row && pinned[slots[k]] {
+                continue;
+            }
+            if let Some(s) = keys.iter().position(|&r| r == row) {
+                // Filled earlier for this same output row (a repeated tap).
+                slots[k] = s;
+                continue;
+            }
+            while pinned[next_victim] {
+                next_victim = (next_victim + 1) % ROW_CACHE;
+            }
+            let s = next_victim;
+            hrow(row, &mut cache[s]);
+            keys[s] = row;
+            pinned[s] = true;
+            slots[k] = s;
+        }
         let row_out = j * out_w;
-        for i in 0..out_w {
-            let mut acc = [0f32; 3];
-            for y in &yt[..ny] {
-                let (gy, fy) = (1.0 - y.f, y.f);
-                for x in &xt[i * nx..i * nx + nx] {
-                    if x.f == 0.0 && y.f == 0.0 {
-                        // Sample on a pixel centre (integer-ratio shrinks such as the
-                        // detector's 640→320 letterbox): one pixel, no interpolation.
-                        let p = fetch(y.i0, x.i0);
-                        acc[0] += t0[p[s0] as usize];
-                        acc[1] += t1[p[s1] as usize];
-                        acc[2] += t2[p[s2] as usize];
-                        continue;
-                    }
-                    let (gx, fx) = (1.0 - x.f, x.f);
-                    let (w00, w10, w01, w11) = (gx * gy, fx * gy, gx * fy, fx * fy);
-                    let p00 = fetch(y.i0, x.i0);
-                    let p10 = fetch(y.i0, x.i1);
-                    let p01 = fetch(y.i1, x.i0);
-                    let p11 = fetch(y.i1, x.i1);
-                    acc[0] += t0[p00[s0] as usize] * w00
-                        + t0[p10[s0] as usize] * w10
-                        + t0[p01[s0] as usize] * w01
-                        + t0[p11[s0] as usize] * w11;
-                    acc[1] += t1[p00[s1] as usize] * w00
-                        + t1[p10[s1] as usize] * w10
-                        + t1[p01[s1] as usize] * w01
-                        + t1[p11[s1] as usize] * w11;
-                    acc[2] += t2[p00[s2] as usize] * w00
-                        + t2[p10[s2] as usize] * w10
-                        + t2[p01[s2] as usize] * w01
-                        + t2[p11[s2] as usize] * w11;
+        for c in 0..3 {
+            let o = &mut out[c * plane + row_out..c * plane + row_out + out_w];
+            o.fill(0.0);
+            for (k, &(_, wgt)) in need[..n_need].iter().enumerate() {
+                let h = &cache[slots[k]][c * out_w..(c + 1) * out_w];
+                let wgt = wgt * inv;
+                for (o, h) in o.iter_mut().zip(h) {
+                    *o += wgt * h;
                 }
             }
-            let k = row_out + i;
-            out[k] = acc[0] * inv;
-            out[plane + k] = acc[1] * inv;
-            out[2 * plane + k] = acc[2] * inv;
         }
     }
 }
+
+/// Source rows cached by [`resample_planar`]: enough for the 2 × 4 rows one output row can
+/// blend (footprints up to 4 samples tall).
+const ROW_CACHE: usize = 8;
 
 #[cfg(test)]
 mod tests {
