@@ -35,6 +35,8 @@
 //! runs in the parity test and any other runtime can load; `tune` (feature `torch`) trains the
 //! weights in libtorch. All three read one safetensors file.
 
+#[cfg(target_arch = "x86_64")]
+mod fused;
 pub mod onnx;
 
 use crate::backbone::BackboneSpec;
@@ -371,6 +373,9 @@ pub struct ConvLstm {
     /// which computes all 4·Ch gate planes of a landmark at once, and its panel scratch.
     gemm: Option<(ConvGeom, Vec<f32>, Vec<f32>)>,
     panel: Vec<f32>,
+    /// The one-pass step for this machine and shape ([`fused`]), when there is one.
+    #[cfg(target_arch = "x86_64")]
+    fused: Option<fused::FusedStep>,
 }
 
 impl ConvLstm {
@@ -407,6 +412,8 @@ impl ConvLstm {
             isa,
             gemm,
             panel: vec![0.0; kernels::pointwise_scratch(&geom, nr)],
+            #[cfg(target_arch = "x86_64")]
+            fused: fused::select(isa, m),
             w,
         })
     }
@@ -424,6 +431,10 @@ impl ConvLstm {
         // are where the time goes, and the baseline x86-64 build has 4-wide SSE and no FMA.
         #[cfg(target_arch = "x86_64")]
         {
+            if let Some(f) = self.fused {
+                // SAFETY: `fused::select` chose `f` for this CPU's features and this shape.
+                return unsafe { f(&self.w, &self.src, out, state) };
+            }
             #[target_feature(enable = "avx512f,fma")]
             unsafe fn avx512(c: &mut ConvLstm, out: &mut [f32], state: &mut ConvLstmState) {
                 c.step_impl(out, state)
@@ -660,6 +671,58 @@ mod tests {
                 out[0],
                 x + 2.0 * h + 0.1
             );
+        }
+    }
+
+    /// The one-pass AVX-512/AVX2 step ([`fused`]) against the general path (gather, GEMM,
+    /// update), on every shape it serves, with maps whose size is no multiple of the vector
+    /// width, over several steps so that the state feeds back.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fused_step_matches_the_general_path() {
+        let mut isas = vec![Isa::detect()];
+        if isas[0] == Isa::Avx512 {
+            isas.push(Isa::Avx2);
+        }
+        if isas[0] == Isa::Baseline {
+            return; // nothing fused on this CPU
+        }
+        for isa in isas {
+            for offsets in [false, true] {
+                for hidden in 1..=6 {
+                    let spec = crate::backbone::tests::spec_for(3, 5, 7, offsets);
+                    let mut w = ConvLstmWeights::identity(ConvLstmMeta::for_backbone(&spec, hidden, 1));
+                    for (i, v) in w.gates_w.iter_mut().enumerate() {
+                        *v = 0.9 * ((i as f32) * 1.3).sin();
+                    }
+                    for (i, v) in w.out_w.iter_mut().enumerate() {
+                        *v = 0.5 * ((i as f32) * 0.7).cos();
+                    }
+                    w.out_b.iter_mut().for_each(|v| *v = 0.05);
+                    let mut fast = ConvLstm::new(w, &spec, Path::new("t")).unwrap();
+                    fast.fused = fused::select(isa, &fast.w.meta);
+                    assert!(fast.fused.is_some(), "{isa:?} hidden {hidden}");
+                    let mut slow = fast.clone();
+                    slow.fused = None;
+                    let (mut sf, mut ss) = (fast.new_state(), slow.new_state());
+                    for t in 0..6 {
+                        let orig: Vec<f32> = (0..spec.output_len())
+                            .map(|i| ((i + 31 * t) as f32 * 0.37).sin() * 3.0)
+                            .collect();
+                        let (mut of, mut os) = (orig.clone(), orig);
+                        fast.step(&mut of, &mut sf);
+                        slow.step(&mut os, &mut ss);
+                        for (a, b) in of
+                            .iter()
+                            .zip(&os)
+                            .chain(sf.h.iter().zip(&ss.h))
+                            .chain(sf.c.iter().zip(&ss.c))
+                        {
+                            assert!((a - b).abs() < 1e-5, "{isa:?} hidden {hidden} step {t}: {a} vs {b}");
+                        }
+                    }
+                }
+            }
         }
     }
 
