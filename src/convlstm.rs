@@ -35,7 +35,7 @@
 //! runs in the parity test and any other runtime can load; `tune` (feature `torch`) trains the
 //! weights in libtorch. All three read one safetensors file.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod fused;
 pub mod onnx;
 
@@ -374,7 +374,7 @@ pub struct ConvLstm {
     gemm: Option<(ConvGeom, Vec<f32>, Vec<f32>)>,
     panel: Vec<f32>,
     /// The one-pass step for this machine and shape ([`fused`]), when there is one.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fused: Option<fused::FusedStep>,
 }
 
@@ -412,7 +412,7 @@ impl ConvLstm {
             isa,
             gemm,
             panel: vec![0.0; kernels::pointwise_scratch(&geom, nr)],
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             fused: fused::select(isa, m),
             w,
         })
@@ -427,14 +427,15 @@ impl ConvLstm {
     /// One time step: reads `o_t` from the backbone output `out` (`[C, H, W]`), updates
     /// `state`, and writes `s_t` over the same channels of `out`.
     pub fn step(&mut self, out: &mut [f32], state: &mut ConvLstmState) {
-        // The same body compiled for the machine's vector width: the gate and update loops
-        // are where the time goes, and the baseline x86-64 build has 4-wide SSE and no FMA.
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if let Some(f) = self.fused {
+            // SAFETY: `fused::select` chose `f` for this CPU's features and this shape.
+            return unsafe { f(&self.w, &self.src, out, state) };
+        }
+        // Otherwise the same general body compiled for the machine's vector width: the
+        // baseline x86-64 build has 4-wide SSE and no FMA.
         #[cfg(target_arch = "x86_64")]
         {
-            if let Some(f) = self.fused {
-                // SAFETY: `fused::select` chose `f` for this CPU's features and this shape.
-                return unsafe { f(&self.w, &self.src, out, state) };
-            }
             #[target_feature(enable = "avx512f,fma")]
             unsafe fn avx512(c: &mut ConvLstm, out: &mut [f32], state: &mut ConvLstmState) {
                 c.step_impl(out, state)
@@ -674,17 +675,17 @@ mod tests {
         }
     }
 
-    /// The one-pass AVX-512/AVX2 step ([`fused`]) against the general path (gather, GEMM,
+    /// The one-pass AVX-512/AVX2/NEON step ([`fused`]) against the general path (gather, GEMM,
     /// update), on every shape it serves, with maps whose size is no multiple of the vector
     /// width, over several steps so that the state feeds back.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[test]
     fn fused_step_matches_the_general_path() {
         let mut isas = vec![Isa::detect()];
         if isas[0] == Isa::Avx512 {
             isas.push(Isa::Avx2);
         }
-        if isas[0] == Isa::Baseline {
+        if cfg!(target_arch = "x86_64") && isas[0] == Isa::Baseline {
             return; // nothing fused on this CPU
         }
         for isa in isas {

@@ -1,4 +1,4 @@
-//! The 1×1-gate cell as one pass over the pixels, for x86-64 with AVX-512 or AVX2.
+//! The 1×1-gate cell as one pass over the pixels: AVX-512 or AVX2 on x86-64, NEON on aarch64.
 //!
 //! With 1×1 gates every pixel of a landmark is independent: its `4·Ch` gate values need only
 //! that pixel's `x` and `h`, and its outputs `c'`, `h'` and `s` go back to the same places.
@@ -9,11 +9,14 @@
 //! refined by one Newton step (23+ bits, far inside the 1e-4 parity tests).
 //!
 //! The kernel is written once over [`Lanes`], a vector of `f32`, and instantiated for
-//! `__m512` and `__m256` inside `#[target_feature]` functions.
+//! `__m512` and `__m256` inside `#[target_feature]` functions, and for NEON's `float32x4_t`
+//! (every aarch64 CPU has it).
 
-#![cfg(target_arch = "x86_64")]
 #![allow(unsafe_op_in_unsafe_fn)]
 
+#[cfg(target_arch = "aarch64")]
+use std::arch::aarch64::*;
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 /// What the kernel needs from a SIMD vector of `f32`. Every method is `unsafe` only because
@@ -36,6 +39,7 @@ pub(super) trait Lanes: Copy {
     unsafe fn rcp(self) -> Self;
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Lanes for __m512 {
     const N: usize = 16;
     #[inline(always)]
@@ -84,6 +88,7 @@ impl Lanes for __m512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Lanes for __m256 {
     const N: usize = 8;
     #[inline(always)]
@@ -133,10 +138,66 @@ impl Lanes for __m256 {
 }
 
 /// Lanes `0..n` set, for AVX2's masked loads and stores.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn mask256(n: usize) -> __m256i {
     let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+}
+
+#[cfg(target_arch = "aarch64")]
+impl Lanes for float32x4_t {
+    const N: usize = 4;
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        vdupq_n_f32(v)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32, n: usize) -> Self {
+        if n == 4 {
+            vld1q_f32(p)
+        } else {
+            let mut t = [0f32; 4];
+            std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), n);
+            vld1q_f32(t.as_ptr())
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, n: usize) {
+        if n == 4 {
+            vst1q_f32(p, self)
+        } else {
+            let mut t = [0f32; 4];
+            vst1q_f32(t.as_mut_ptr(), self);
+            std::ptr::copy_nonoverlapping(t.as_ptr(), p, n);
+        }
+    }
+    #[inline(always)]
+    unsafe fn fma(self, b: Self, c: Self) -> Self {
+        vfmaq_f32(c, self, b)
+    }
+    #[inline(always)]
+    unsafe fn fnma(self, b: Self, c: Self) -> Self {
+        vfmsq_f32(c, self, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        vmulq_f32(self, b)
+    }
+    #[inline(always)]
+    unsafe fn min(self, b: Self) -> Self {
+        vminq_f32(self, b)
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        vmaxq_f32(self, b)
+    }
+    #[inline(always)]
+    unsafe fn rcp(self) -> Self {
+        // The estimate has 8 bits; one step of NEON's own Newton helper makes it 16.
+        let r = vrecpeq_f32(self);
+        vmulq_f32(r, vrecpsq_f32(self, r))
+    }
 }
 
 /// [`super::tanh`] on a vector: the same rational function, its division a reciprocal
@@ -268,6 +329,7 @@ unsafe fn step_all<V: Lanes, const CIN: usize, const HD: usize>(
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn step_avx512<const CIN: usize, const HD: usize>(
     w: &super::ConvLstmWeights,
@@ -278,6 +340,7 @@ unsafe fn step_avx512<const CIN: usize, const HD: usize>(
     step_all::<__m512, CIN, HD>(w, src, out, st)
 }
 
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn step_avx2<const CIN: usize, const HD: usize>(
     w: &super::ConvLstmWeights,
@@ -288,8 +351,18 @@ unsafe fn step_avx2<const CIN: usize, const HD: usize>(
     step_all::<__m256, CIN, HD>(w, src, out, st)
 }
 
+#[cfg(target_arch = "aarch64")]
+unsafe fn step_neon<const CIN: usize, const HD: usize>(
+    w: &super::ConvLstmWeights,
+    src: &[usize],
+    out: &mut [f32],
+    st: &mut super::ConvLstmState,
+) {
+    step_all::<float32x4_t, CIN, HD>(w, src, out, st)
+}
+
 /// The fused step for this machine and cell, if there is one (1×1 gates, hidden ≤ 6,
-/// AVX-512 or AVX2): the gates of one strip must fit the register file.
+/// AVX-512, AVX2 or NEON): the gates of one strip must fit the register file.
 pub(super) fn select(isa: crate::nn::kernels::Isa, meta: &super::ConvLstmMeta) -> Option<FusedStep> {
     use crate::nn::kernels::Isa;
     if meta.kernel != 1 {
@@ -315,8 +388,12 @@ pub(super) fn select(isa: crate::nn::kernels::Isa, meta: &super::ConvLstmMeta) -
         };
     }
     match isa {
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => pick!(step_avx512),
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => pick!(step_avx2),
-        Isa::Baseline => None,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Baseline => pick!(step_neon),
+        _ => None,
     }
 }
