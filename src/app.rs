@@ -116,6 +116,7 @@ impl Models {
                 score_threshold: cfg.detector.score_threshold,
                 nms_iou: cfg.detector.nms_iou,
             },
+            &cfg.models.cpu_engine,
         )
     }
 

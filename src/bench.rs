@@ -176,18 +176,41 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
     })
 }
 
-/// The native engine's kernels and time per step on the configured backbone (mean ms,
-/// slowest first).
-pub fn profile_backbone(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels::Isa, Vec<(String, f64)>)> {
+/// Per model: its label and the engine's mean time per step, slowest first.
+pub type Profiles = Vec<(&'static str, Vec<(String, f64)>)>;
+
+/// The native engine's kernels and time per step on the configured backbone and detector
+/// (mean ms, slowest first), labelled `backbone` and `detector`; a model the engine cannot
+/// run is left out.
+pub fn profile_models(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels::Isa, Profiles)> {
     let models = Models::resolve(cfg)?;
     let spec = &models.backbone_spec;
-    let mut net = crate::nn::Net::load(&models.backbone_path, spec.input_w, spec.input_h)
-        .map_err(|e| Error::model(&models.backbone_path, e.to_string()))?;
-    test_pattern(net.input_mut());
-    for _ in 0..10 {
-        net.run();
+    let di = &models
+        .manifest
+        .model(&cfg.models.detector)
+        .ok_or_else(|| Error::Usage(format!("no model {:?} in the manifest", cfg.models.detector)))?
+        .io
+        .input;
+    let det = (di.width, di.height);
+    let mut isa = crate::nn::kernels::Isa::detect();
+    let mut out = Vec::new();
+    for (name, path, (w, h)) in [
+        ("backbone", &models.backbone_path, (spec.input_w, spec.input_h)),
+        ("detector", &models.detector_path, det),
+    ] {
+        let mut net = match crate::nn::Net::load(path, w, h) {
+            Ok(n) => n,
+            Err(crate::nn::LoadError::Unsupported(_)) => continue,
+            Err(e) => return Err(Error::model(path, e.to_string())),
+        };
+        test_pattern(net.input_mut());
+        for _ in 0..10 {
+            net.run();
+        }
+        isa = net.isa();
+        out.push((name, net.profile(runs)));
     }
-    Ok((net.isa(), net.profile(runs)))
+    Ok((isa, out))
 }
 
 /// A fixed input in [−1, 1] for inference-only timing (the same for every runtime).

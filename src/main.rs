@@ -675,14 +675,16 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 let t = steadyface::bench::time_models(&cfg, runs.max(1), threads.max(1))?;
                 println!("{}", serde_json::to_string(&t).expect("times serialise"));
                 if profile {
-                    let (isa, steps) = steadyface::bench::profile_backbone(&cfg, runs.max(1))?;
-                    let total: f64 = steps.iter().map(|s| s.1).sum();
-                    eprintln!(
-                        "native engine ({isa:?} kernels), {} steps, {total:.3} ms in all:",
-                        steps.len()
-                    );
-                    for (label, ms) in steps {
-                        eprintln!("{ms:8.3} ms {:5.1}%  {label}", 100.0 * ms / total.max(1e-9));
+                    let (isa, models) = steadyface::bench::profile_models(&cfg, runs.max(1))?;
+                    for (name, steps) in models {
+                        let total: f64 = steps.iter().map(|s| s.1).sum();
+                        eprintln!(
+                            "{name} on the native engine ({isa:?} kernels), {} steps, {total:.3} ms in all:",
+                            steps.len()
+                        );
+                        for (label, ms) in steps {
+                            eprintln!("{ms:8.3} ms {:5.1}%  {label}", 100.0 * ms / total.max(1e-9));
+                        }
                     }
                 }
                 Ok(())

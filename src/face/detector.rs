@@ -1,4 +1,4 @@
-//! YuNet face detector (libfacedetection), run by tract.
+//! YuNet face detector (libfacedetection), run by the native engine ([`crate::nn`]) or tract.
 //!
 //! YuNet predicts, per feature-map cell at strides 8/16/32, a class score, an objectness
 //! score, a box `(dx, dy, log w, log h)` relative to the cell, and 5 keypoints. Score is
@@ -10,8 +10,56 @@ use crate::error::{Error, Result};
 use crate::frame::{resample_planar, Border, Frame, Normalize};
 use crate::geometry::{BBox, Point};
 use crate::models::{ChannelOrder, ModelEntry};
+use crate::nn::{LoadError, Net};
 use crate::runtime::OnnxModel;
 use std::path::Path;
+
+/// What runs the detector's graph: the native engine (allocation-free) or tract.
+enum Engine {
+    Native(Net),
+    Tract(OnnxModel),
+}
+
+impl Engine {
+    /// `cpu_engine` as in `models.cpu_engine`: `native` falls back to tract with one WARN when
+    /// the graph uses something the engine lacks.
+    fn load(path: &Path, w: usize, h: usize, cpu_engine: &str) -> Result<Self> {
+        if cpu_engine == "native" {
+            match Net::load(path, w, h) {
+                Ok(n) => return Ok(Engine::Native(n)),
+                Err(LoadError::Unsupported(why)) => {
+                    log::warn!("models.cpu_engine native cannot run the detector ({why}); using tract")
+                }
+                Err(LoadError::Invalid(why)) => return Err(Error::model(path, why)),
+            }
+        }
+        OnnxModel::load(path, w, h).map(Engine::Tract)
+    }
+    fn outputs(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            Engine::Native(n) => n.outputs(),
+            Engine::Tract(m) => m.outputs().to_vec(),
+        }
+    }
+    fn input_mut(&mut self) -> &mut [f32] {
+        match self {
+            Engine::Native(n) => n.input_mut(),
+            Engine::Tract(m) => m.input_mut(),
+        }
+    }
+    fn run(&mut self, outs: &mut [Vec<f32>]) -> Result<()> {
+        match self {
+            Engine::Native(n) => {
+                n.run();
+                for (i, o) in outs.iter_mut().enumerate() {
+                    o.copy_from_slice(n.output(i));
+                }
+                Ok(())
+            }
+            Engine::Tract(m) => m.run(|i, s| outs[i].copy_from_slice(s)),
+        }
+    }
+}
 
 /// Most raw candidates kept before NMS.
 const MAX_CANDIDATES: usize = 256;
@@ -45,7 +93,7 @@ struct Level {
 }
 
 pub struct YuNet {
-    model: OnnxModel,
+    model: Engine,
     w: usize,
     h: usize,
     norm: Normalize,
@@ -57,13 +105,14 @@ pub struct YuNet {
 }
 
 impl YuNet {
-    pub fn load(path: &Path, entry: &ModelEntry, params: DetectorParams) -> Result<Self> {
+    /// Load `path`; `cpu_engine` is `models.cpu_engine` (`native` or `tract`).
+    pub fn load(path: &Path, entry: &ModelEntry, params: DetectorParams, cpu_engine: &str) -> Result<Self> {
         let i = &entry.io.input;
-        let model = OnnxModel::load(path, i.width, i.height)?;
+        let model = Engine::load(path, i.width, i.height, cpu_engine)?;
+        let outputs = model.outputs();
         let strides = entry.io.strides.clone().unwrap_or_else(|| vec![8, 16, 32]);
         let find = |prefix: &str, s: usize| {
-            model
-                .outputs()
+            outputs
                 .iter()
                 .position(|(n, _)| n == &format!("{prefix}_{s}"))
                 .ok_or_else(|| Error::model(path, format!("no output named {prefix}_{s}; is this a YuNet model?")))
@@ -80,7 +129,7 @@ impl YuNet {
             let cells = (i.width / s) * (i.height / s);
             let want = [(l.cls, 1), (l.obj, 1), (l.bbox, 4), (l.kps, 10)];
             for (o, per) in want {
-                let (name, shape) = &model.outputs()[o];
+                let (name, shape) = &outputs[o];
                 if shape.iter().product::<usize>() != cells * per {
                     return Err(Error::model(
                         path,
@@ -90,11 +139,7 @@ impl YuNet {
             }
             levels.push(l);
         }
-        let outs = model
-            .outputs()
-            .iter()
-            .map(|(_, s)| vec![0.0; s.iter().product()])
-            .collect();
+        let outs = outputs.iter().map(|(_, s)| vec![0.0; s.iter().product()]).collect();
         Ok(Self {
             w: i.width,
             h: i.height,
@@ -140,8 +185,7 @@ impl YuNet {
             levels.sampling(Border::Constant(0)),
             self.model.input_mut(),
         );
-        let outs = &mut self.outs;
-        self.model.run(|i, s| outs[i].copy_from_slice(s))?;
+        self.model.run(&mut self.outs)?;
 
         self.candidates.clear();
         for l in &self.levels {

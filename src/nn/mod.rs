@@ -12,9 +12,10 @@
 //! - every buffer planned at load time by liveness, so [`Net::run`] allocates nothing.
 //!
 //! It supports `Conv` (dilation 1), `Relu`, `Clip`, `Sigmoid`, `Add`/`Sub`/`Mul`/`Div`
-//! (scalar, per-channel or equal shapes), `GlobalAveragePool`, `Concat` along channels,
-//! `Resize` (linear or nearest, any coordinate mode) and `Constant`, `Shape`, `Slice` and
-//! `Concat` on constants, which are folded at load. Anything else is
+//! (scalar, per-channel or equal shapes), `GlobalAveragePool`, `MaxPool`, `Concat` along
+//! channels, `Resize` (linear or nearest, any coordinate mode), detector output heads
+//! (`Transpose` to channels-last, then elementwise ops and `Reshape`), and `Constant`,
+//! `Shape`, `Slice` and `Concat` on constants, which are folded at load. Anything else is
 //! [`LoadError::Unsupported`], and the caller runs the model under tract instead.
 
 pub mod kernels;
@@ -103,6 +104,21 @@ enum Kind {
         ys: Vec<(usize, usize, f32)>,
         xs: Vec<(usize, usize, f32)>,
     },
+    MaxPool(Pool),
+    /// `[c, h, w]` → `[h, w, c]`: ONNX `Transpose` with `perm = [0, 2, 3, 1]`, which detector
+    /// heads use to emit one row per cell.
+    Nhwc,
+}
+
+/// A max-pooling window (ONNX `MaxPool`, `ceil_mode = 0`); padding never wins the max.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    kh: usize,
+    kw: usize,
+    sy: usize,
+    sx: usize,
+    pt: usize,
+    pl: usize,
 }
 
 /// One step of the plan: `out = kind(input, ...)`, value ids before buffer assignment.
@@ -175,6 +191,19 @@ enum StepKind {
         iw: usize,
         ys: Vec<(usize, usize, f32)>,
         xs: Vec<(usize, usize, f32)>,
+    },
+    MaxPool {
+        p: Pool,
+        /// Input `[c, ih, iw]` and output `[oh, ow]`.
+        c: usize,
+        ih: usize,
+        iw: usize,
+        oh: usize,
+        ow: usize,
+    },
+    Nhwc {
+        c: usize,
+        hw: usize,
     },
 }
 
@@ -289,6 +318,14 @@ impl Net {
                     at += n;
                 }
             }
+            StepKind::MaxPool { p, c, ih, iw, oh, ow } => max_pool(p, *c, (*ih, *iw), (*oh, *ow), input, &mut out),
+            StepKind::Nhwc { c, hw } => {
+                for (p, row) in out[..c * hw].chunks_exact_mut(*c).enumerate() {
+                    for (ch, o) in row.iter_mut().enumerate() {
+                        *o = input[ch * hw + p];
+                    }
+                }
+            }
             StepKind::Resize { c, ih, iw, ys, xs } => {
                 // Separably: each input row interpolated across once, then every output row a
                 // contiguous (vectorised) blend of two of those.
@@ -342,6 +379,42 @@ impl StepKind {
             StepKind::Gap { c, hw } => format!("gap c={c} hw={hw}"),
             StepKind::Concat(xs) => format!("concat {}", xs.len()),
             StepKind::Resize { c, ih, iw, ys, xs } => format!("resize c={c} {ih}×{iw}→{}×{}", ys.len(), xs.len()),
+            StepKind::MaxPool { p, c, ih, iw, .. } => {
+                format!("maxpool c={c} {ih}×{iw} {}×{}/{}", p.kh, p.kw, p.sy)
+            }
+            StepKind::Nhwc { c, hw } => format!("nhwc c={c} hw={hw}"),
+        }
+    }
+}
+
+/// Max pooling of `input` (`[c, ih, iw]`) into `out` (`[c, oh, ow]`).
+fn max_pool(p: &Pool, c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), input: &[f32], out: &mut [f32]) {
+    for (src, dst) in input.chunks_exact(ih * iw).zip(out.chunks_exact_mut(oh * ow)).take(c) {
+        if (p.kh, p.kw, p.sy, p.sx, p.pt, p.pl) == (2, 2, 2, 2, 0, 0) {
+            // The common 2×2/2 case: two rows, pairwise maxima (vectorised).
+            for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+                let (r0, r1) = (&src[2 * oy * iw..][..2 * ow], &src[(2 * oy + 1) * iw..][..2 * ow]);
+                for ((o, a), b) in d.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                    *o = a[0].max(a[1]).max(b[0].max(b[1]));
+                }
+            }
+            continue;
+        }
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = f32::NEG_INFINITY;
+                for dy in 0..p.kh {
+                    let Some(y) = (oy * p.sy + dy).checked_sub(p.pt).filter(|&y| y < ih) else {
+                        continue;
+                    };
+                    for dx in 0..p.kw {
+                        if let Some(x) = (ox * p.sx + dx).checked_sub(p.pl).filter(|&x| x < iw) {
+                            m = m.max(src[y * iw + x]);
+                        }
+                    }
+                }
+                dst[oy * ow + ox] = m;
+            }
         }
     }
 }
@@ -450,11 +523,27 @@ fn import(model: &ModelProto, width: usize, height: usize) -> Res<Net> {
     let mut shapes: Vec<[usize; 3]> = vec![[3, height, width]];
     vals.insert(inputs[0].name.clone(), Val::D(0));
     let mut ops: Vec<Op> = Vec::new();
+    // Values in `[h, w, c]` order (after a `Transpose` to channels-last): only elementwise
+    // ops, `Reshape` and the graph's outputs may read them.
+    let mut nhwc: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for node in &graph.node {
-        if let Some((kind, input, shape)) = import_node(node, &mut vals, &shapes)? {
+        if let Some((kind, input, shape)) = import_node(node, &mut vals, &shapes, &nhwc)? {
             shapes.push(shape);
             let out = shapes.len() - 1;
-            ops.push(Op { kind, input, out });
+            let op = Op { kind, input, out };
+            match op.kind {
+                Kind::Nhwc => {
+                    nhwc.insert(out);
+                }
+                Kind::Chain(_) if nhwc.contains(&input) => {
+                    nhwc.insert(out);
+                }
+                _ if op.reads().iter().any(|r| nhwc.contains(r)) => {
+                    return unsupported(node, "reads a channels-last tensor");
+                }
+                _ => {}
+            }
+            ops.push(op);
             vals.insert(node.output.first().cloned().unwrap_or_default(), Val::D(out));
         }
     }
@@ -496,6 +585,7 @@ fn import_node(
     node: &NodeProto,
     vals: &mut HashMap<String, Val>,
     shapes: &[[usize; 3]],
+    nhwc: &std::collections::HashSet<usize>,
 ) -> Res<Option<(Kind, usize, [usize; 3])>> {
     let out_name = node.output.first().cloned().unwrap_or_default();
     let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
@@ -749,6 +839,72 @@ fn import_node(
                 _ => return unsupported(node, "operands other than tensor ⊕ scalar, per-channel or same-shape"),
             }
         }
+        "MaxPool" => {
+            let x = dyn_of(node, vals, 0)?;
+            let [c, ih, iw] = shapes[x];
+            let k = attr_ints(node, "kernel_shape").unwrap_or_default();
+            let s = attr_ints(node, "strides").unwrap_or(vec![1, 1]);
+            let pd = attr_ints(node, "pads").unwrap_or(vec![0, 0, 0, 0]);
+            if attr_int(node, "ceil_mode", 0) != 0 {
+                return unsupported(node, "ceil_mode 1");
+            }
+            if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
+                return unsupported(node, "dilation other than 1");
+            }
+            if attr_str(node, "auto_pad", "NOTSET") != "NOTSET" {
+                return unsupported(node, "auto_pad");
+            }
+            if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return unsupported(node, "the Indices output");
+            }
+            if k.len() != 2
+                || s.len() != 2
+                || pd.len() != 4
+                || k.iter().chain(&s).any(|&v| v < 1)
+                || pd.iter().any(|&v| v < 0)
+            {
+                return invalid(node, format!("kernel {k:?} / strides {s:?} / pads {pd:?}"));
+            }
+            let [kh, kw, sy, sx] = [k[0], k[1], s[0], s[1]].map(|v| v as usize);
+            let [pt, pl, pb, pr] = [pd[0], pd[1], pd[2], pd[3]].map(|v| v as usize);
+            if ih + pt + pb < kh || iw + pl + pr < kw || pt >= kh || pl >= kw || pb >= kh || pr >= kw {
+                return invalid(node, format!("kernel {kh}×{kw} with pads {pd:?} on a {ih}×{iw} input"));
+            }
+            let (oh, ow) = ((ih + pt + pb - kh) / sy + 1, (iw + pl + pr - kw) / sx + 1);
+            let p = Pool { kh, kw, sy, sx, pt, pl };
+            return Ok(Some((Kind::MaxPool(p), x, [c, oh, ow])));
+        }
+        "Transpose" => {
+            let x = dyn_of(node, vals, 0)?;
+            let perm = attr_ints(node, "perm").unwrap_or_default();
+            if perm != [0, 2, 3, 1] || nhwc.contains(&x) {
+                return unsupported(node, format!("perm {perm:?} (only NCHW → NHWC, [0, 2, 3, 1])"));
+            }
+            let [c, h, w] = shapes[x];
+            return Ok(Some((Kind::Nhwc, x, [h, w, c])));
+        }
+        "Reshape" => {
+            // Only where a channels-last head is flattened into rows: the memory order does
+            // not change, so the output is the same buffer under another name.
+            let x = dyn_of(node, vals, 0)?;
+            if !nhwc.contains(&x) {
+                return unsupported(node, "reshape of a tensor that is not a channels-last output head");
+            }
+            let Some(Val::I(dims)) = get(1) else {
+                return unsupported(node, "the shape is not a constant");
+            };
+            let n: usize = shapes[x].iter().product();
+            let known: i64 = dims.iter().filter(|&&d| d > 0).product();
+            let ok = match dims.iter().filter(|&&d| d == -1).count() {
+                0 => known as usize == n,
+                1 => known > 0 && n.is_multiple_of(known as usize),
+                _ => false,
+            };
+            if !ok || dims.iter().any(|&d| d == 0 || d < -1) {
+                return invalid(node, format!("shape {dims:?} does not hold {n} values"));
+            }
+            vals.insert(out_name, Val::D(x));
+        }
         "GlobalAveragePool" => {
             let x = dyn_of(node, vals, 0)?;
             return Ok(Some((Kind::Gap, x, [shapes[x][0], 1, 1])));
@@ -992,6 +1148,15 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
                 panel = panel.max(ih * xs.len());
                 StepKind::Resize { c, ih, iw, ys, xs }
             }
+            Kind::MaxPool(p) => {
+                let [c, ih, iw] = shapes[op.input];
+                let [_, oh, ow] = shapes[op.out];
+                StepKind::MaxPool { p, c, ih, iw, oh, ow }
+            }
+            Kind::Nhwc => {
+                let [c, h, w] = shapes[op.input];
+                StepKind::Nhwc { c, hw: h * w }
+            }
         };
         steps.push(Step {
             x: b(op.input),
@@ -1024,4 +1189,79 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
         input_len: len(0),
         outputs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Max pooling against the definition (padding never wins), for the 2×2/2 fast path on
+    /// odd sizes and the general path with padding and overlapping windows.
+    #[test]
+    fn max_pool_matches_the_definition() {
+        for (p, ih, iw) in [
+            (
+                Pool {
+                    kh: 2,
+                    kw: 2,
+                    sy: 2,
+                    sx: 2,
+                    pt: 0,
+                    pl: 0,
+                },
+                7,
+                9,
+            ),
+            (
+                Pool {
+                    kh: 3,
+                    kw: 3,
+                    sy: 2,
+                    sx: 2,
+                    pt: 1,
+                    pl: 1,
+                },
+                6,
+                5,
+            ),
+            (
+                Pool {
+                    kh: 3,
+                    kw: 2,
+                    sy: 1,
+                    sx: 2,
+                    pt: 0,
+                    pl: 1,
+                },
+                4,
+                6,
+            ),
+        ] {
+            let c = 2;
+            // All negative, so a padded zero would win if padding leaked in.
+            let x: Vec<f32> = (0..c * ih * iw).map(|i| -1.0 - ((i * 37) % 23) as f32).collect();
+            let (oh, ow) = ((ih + 2 * p.pt - p.kh) / p.sy + 1, (iw + 2 * p.pl - p.kw) / p.sx + 1);
+            let mut y = vec![0.0; c * oh * ow];
+            max_pool(&p, c, (ih, iw), (oh, ow), &x, &mut y);
+            for ch in 0..c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut m = f32::NEG_INFINITY;
+                        for dy in 0..p.kh {
+                            for dx in 0..p.kw {
+                                let (yy, xx) = (
+                                    (oy * p.sy + dy) as i64 - p.pt as i64,
+                                    (ox * p.sx + dx) as i64 - p.pl as i64,
+                                );
+                                if yy >= 0 && xx >= 0 && (yy as usize) < ih && (xx as usize) < iw {
+                                    m = m.max(x[(ch * ih + yy as usize) * iw + xx as usize]);
+                                }
+                            }
+                        }
+                        assert_eq!(y[(ch * oh + oy) * ow + ox], m, "{p:?} at {ch},{oy},{ox}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -128,16 +128,16 @@ fn convlstm_kernel_allocates_nothing_per_frame() {
     assert_eq!(allocs() - before, 0, "allocations in 20 ConvLSTM steps");
 }
 
-/// The whole per-frame pipeline on real video (convert → crop → backbone on the native
-/// engine → ConvLSTM → decode → stabilizer) between detections: no heap allocation. The
-/// detector (tract) is outside the claim, so it runs only on the first frame here.
-#[test]
-fn pipeline_allocates_nothing_per_frame_between_detections() {
+/// The whole per-frame pipeline on real video (crop → backbone on the native engine →
+/// ConvLSTM → decode → stabilizer, and YuNet on the native engine when `detect_every_frame`):
+/// no heap allocation per frame in steady state.
+fn pipeline_allocations(detect_every_frame: bool, engine: &str) -> u64 {
     let frames = crate::common::carphone_frames();
     crate::common::assets();
     let mut cfg = steadyface::config::Config::default();
     cfg.models.dir = crate::common::root().join("models");
-    cfg.detector.interval = 100_000;
+    cfg.models.cpu_engine = engine.into();
+    cfg.detector.interval = if detect_every_frame { 1 } else { 100_000 };
     cfg.stabilizer.method = "convlstm+shape-one-euro".into();
     let models = steadyface::app::Models::resolve(&cfg).unwrap();
     let mut p = models.pipeline(&cfg).unwrap();
@@ -151,6 +151,22 @@ fn pipeline_allocates_nothing_per_frame_between_detections() {
         p.process(f, i as f64 / 30.0, &mut faces).unwrap();
     }
     let n = allocs() - before;
-    assert_eq!(n, 0, "{n} heap allocations in 60 frames");
     assert_eq!(faces.len(), 1, "the face stayed tracked");
+    n
+}
+
+#[test]
+fn pipeline_allocates_nothing_per_frame_between_detections() {
+    let n = pipeline_allocations(false, "native");
+    assert_eq!(n, 0, "{n} heap allocations in 60 frames");
+}
+
+/// Detection frames too, now that YuNet runs on the native engine. The same run under tract
+/// allocates on every frame, which shows that the counter sees the detector.
+#[test]
+fn pipeline_allocates_nothing_per_frame_with_detection_on_every_frame() {
+    let n = pipeline_allocations(true, "native");
+    assert_eq!(n, 0, "{n} heap allocations in 60 frames");
+    let t = pipeline_allocations(true, "tract");
+    assert!(t >= 60, "tract allocated only {t} times in 60 frames");
 }

@@ -94,18 +94,66 @@ fn native_and_tract_track_the_carphone_clip_alike() {
     assert!(worst < 0.01, "landmarks differ by up to {worst} px");
 }
 
-/// A graph with an operator the engine lacks is refused by name (the backbone loader then
-/// falls back to tract); YuNet has MaxPool among others.
+/// YuNet on the engine (MaxPool, nearest Resize, channels-last output heads) against tract:
+/// all twelve outputs, on real frames.
+#[test]
+fn native_engine_runs_yunet_like_tract() {
+    let m = models();
+    let mut native = steadyface::nn::Net::load(&m.detector_path, 320, 320).expect("YuNet runs natively");
+    let mut tract = steadyface::runtime::OnnxModel::load(&m.detector_path, 320, 320).unwrap();
+    let names = |o: &[(String, Vec<usize>)]| {
+        o.iter()
+            .map(|(n, s)| (n.clone(), s.iter().product::<usize>()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&native.outputs()), names(tract.outputs()));
+    let mut worst = 0f32;
+    for f in carphone_frames().iter().step_by(50).take(3) {
+        fill_from_frame(native.input_mut(), 320, 320, f);
+        fill_from_frame(tract.input_mut(), 320, 320, f);
+        native.run();
+        let mut best_score = 0f32;
+        tract
+            .run(|i, t| {
+                let a = native.output(i);
+                assert_eq!(a.len(), t.len(), "output {i}");
+                for (x, y) in a.iter().zip(t) {
+                    worst = worst.max((x - y).abs() / (1.0 + y.abs()));
+                }
+                if i == 0 {
+                    best_score = t.iter().fold(0f32, |m, v| m.max(*v));
+                }
+            })
+            .unwrap();
+        assert!(
+            best_score > 0.5,
+            "no confident cell ({best_score}): the face did not reach the model"
+        );
+    }
+    assert!(worst < 1e-4, "native and tract differ by {worst} (relative)");
+}
+
+/// A graph with an operator the engine lacks is refused by name (the loaders then fall back
+/// to tract): YuNet with one MaxPool renamed to LpPool.
 #[test]
 fn native_engine_names_what_it_cannot_run() {
+    use prost::Message;
     let m = models();
-    let err = match steadyface::nn::Net::load(&m.detector_path, 320, 320) {
+    let mut model = tract_onnx::pb::ModelProto::decode(std::fs::read(&m.detector_path).unwrap().as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let node = graph.node.iter_mut().find(|n| n.op_type == "MaxPool").unwrap();
+    node.op_type = "LpPool".into();
+    let name = node.name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("odd.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    let err = match steadyface::nn::Net::load(&path, 320, 320) {
         Err(steadyface::nn::LoadError::Unsupported(e)) => e,
         Err(e) => panic!("expected Unsupported, got {e}"),
-        Ok(_) => panic!("YuNet should need tract"),
+        Ok(_) => panic!("LpPool should need tract"),
     };
     assert!(
-        err.contains("yunet") && err.contains("node") && err.contains("not implemented"),
+        err.contains("odd.onnx") && err.contains(&format!("{name:?}")) && err.contains("LpPool is not implemented"),
         "{err}"
     );
 }
