@@ -49,7 +49,7 @@ ox = [json.load(open(f"{d}/ort.{r}.json")) for r in range(1, n+1)]
 print(f"threads={th}, {n} alternating rounds of 200 runs; onnxruntime {ox[0]['version']}")
 print("| model | steadyface native ms | tract ms | onnxruntime ms | native / ort | tract / ort |")
 print("|---|---|---|---|---|---|")
-for m, label in [("backbone", "lm0 (224x224)"), ("detector", "YuNet n 320 (tract in both steadyface columns; incl. our pre/post)")]:
+for m, label in [("backbone", "lm0 (224x224)"), ("detector", "YuNet n 320 (incl. our letterbox and decoding)")]:
     med = lambda xs: statistics.median(x[m]["median_ms"] for x in xs)
     a, t, b = med(nat), med(tr), med(ox)
     print(f"| {label} | {a:.2f} | {t:.2f} | {b:.2f} | {a/b:.2f}x | {t/b:.2f}x |")
