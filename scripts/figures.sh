@@ -2,7 +2,9 @@
 # The README's figures, from the bundled clip, with the documented commands:
 #   scripts/figures/compare.png: `render` of none vs one-euro (frame 60, 8-frame trails), drawn with
 #                      --no-video: the clip's own pixels may not be redistributed, our points may;
-#   scripts/figures/ellipses.png: `eval --plots`: 95% error ellipses per landmark against the dlib pseudo-labels.
+#   scripts/figures/ellipses.png: `eval --plots`: 95% error ellipses per landmark against the dlib pseudo-labels;
+#   scripts/figures/stability-ellipses.png, stability-error.png: the stability bench's low-light
+#                      einstein clip (exact truth), none / shape-one-euro / convlstm / convlstm+shape-one-euro.
 # Also writes out/figures/compare-video.png (the same frame over the video) for local viewing.
 source "$(dirname "$0")/lib.sh"
 out=out/figures
@@ -25,4 +27,12 @@ json.dump({"frames": frames}, open(sys.argv[1], "w"))
 PY
 "$bin" eval --gt "$out/truth.json" --pred "none=$out/none.jsonl" --pred "one-euro=$out/one-euro.jsonl" --plots "$out/plots"
 cp "$out/plots/ellipses.png" scripts/figures/ellipses.png
-echo "figures: scripts/figures/compare.png scripts/figures/ellipses.png ($out/ has the rest)"
+# The stabilizers on a clip with exact truth (scripts/stability.sh makes and tracks it).
+scripts/stability.sh none shape-one-euro convlstm convlstm+shape-one-euro >/dev/null
+st=out/stability/einstein-lowlight
+preds=()
+for s in none shape-one-euro convlstm convlstm+shape-one-euro; do preds+=(--pred "$s=$st-$s.jsonl"); done
+"$bin" eval --gt "$st.json" "${preds[@]}" --plots "$out/stability-plots" >/dev/null
+cp "$out/stability-plots/ellipses.png" scripts/figures/stability-ellipses.png
+cp "$out/stability-plots/error_over_time.png" scripts/figures/stability-error.png
+echo "figures: scripts/figures/{compare,ellipses,stability-ellipses,stability-error}.png ($out/ has the rest)"
