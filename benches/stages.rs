@@ -85,6 +85,19 @@ fn decoders(c: &mut Criterion) {
     }
 }
 
+/// A camera frame (YUYV, NV12) at 640×480 into RGB: the daemon's `convert` stage.
+fn convert(c: &mut Criterion) {
+    use steadyface::capture::convert::{to_rgb, PixelFormat};
+    let (w, h) = (640, 480);
+    for (name, fmt, stride) in [("yuyv", PixelFormat::Yuyv, 2 * w), ("nv12", PixelFormat::Nv12, w)] {
+        let src: Vec<u8> = (0..fmt.min_bytes(stride, h)).map(|i| (i * 31 % 251) as u8).collect();
+        let mut f = Frame::default();
+        c.bench_function(&format!("convert_{name}_640x480"), |b| {
+            b.iter(|| to_rgb(fmt, black_box(&src), stride, w, h, false, &mut f))
+        });
+    }
+}
+
 fn resample(c: &mut Criterion) {
     let mut f = Frame::new(640, 480);
     for (i, v) in f.data.iter_mut().enumerate() {
@@ -155,5 +168,5 @@ fn stabilizer(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, decoders, resample, stabilizer);
+criterion_group!(benches, decoders, convert, resample, stabilizer);
 criterion_main!(benches);

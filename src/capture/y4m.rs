@@ -1,5 +1,6 @@
 //! YUV4MPEG2 reader: 8-bit 4:2:0 (all chroma sitings), 4:2:2, 4:4:4 and mono.
 
+use super::convert::{Coeffs, BLOCK};
 use super::{FrameMeta, FrameSource, SourceInfo};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
@@ -225,82 +226,34 @@ fn yuv_to_rgb_impl(raw: &[u8], chroma: Chroma, full: bool, w: usize, h: usize, r
     let (cw, chh) = chroma_dims(chroma, w, h);
     let (yp, rest) = raw.split_at(w * h);
     let (up, vp) = rest.split_at(cw * chh);
-    // Fixed-point coefficients (×1024).
-    let (ys, yo) = if full { (1024, 0) } else { (1192, 16) };
-    let (rv, gu, gv, bu) = if full {
-        (1436, 352, 731, 1815)
-    } else {
-        (1634, 401, 833, 2066)
-    };
-    // Row by row over zipped slices (no bounds checks, no per-pixel match), with the chroma
-    // terms computed once per chroma sample: about twice as fast as pixel by pixel.
-    let px = |out: &mut [u8], l: i32, r: i32, g: i32, b: i32| {
-        out[0] = ((l + r + 512) >> 10).clamp(0, 255) as u8;
-        out[1] = ((l - g + 512) >> 10).clamp(0, 255) as u8;
-        out[2] = ((l + b + 512) >> 10).clamp(0, 255) as u8;
-    };
+    let c = Coeffs::new(full);
     for (y, (out, yr)) in rgb.chunks_exact_mut(3 * w).zip(yp.chunks_exact(w)).take(h).enumerate() {
-        let cy = if chroma == Chroma::C420 { y / 2 } else { y };
-        let luma = |v: u8| (v as i32 - yo) * ys;
         if chroma == Chroma::Mono {
             for (o, &l) in out.chunks_exact_mut(3).zip(yr) {
-                px(o, luma(l), 0, 0, 0);
+                c.rgb(l, 128, 128, o);
             }
             continue;
         }
+        let cy = if chroma == Chroma::C420 { y / 2 } else { y };
         let (ur, vr) = (&up[cy * cw..(cy + 1) * cw], &vp[cy * cw..(cy + 1) * cw]);
-        let terms = |u: u8, v: u8| {
-            let (u, v) = (u as i32 - 128, v as i32 - 128);
-            (rv * v, gu * u + gv * v, bu * u)
-        };
         if chroma == Chroma::C444 {
             for ((o, &l), (&u, &v)) in out.chunks_exact_mut(3).zip(yr).zip(ur.iter().zip(vr)) {
-                let (r, g, b) = terms(u, v);
-                px(o, luma(l), r, g, b);
+                c.rgb(l, u, v, o);
             }
             continue;
         }
-        // 4:2:0 and 4:2:2: one chroma sample per pair of pixels. Blocks of 32 pixels go
-        // through fixed-size lane arrays, which LLVM vectorises; only the RGB interleave at the
-        // end is per byte.
-        const B: usize = 32;
-        let blocks = w / B;
+        // 4:2:0 and 4:2:2: one chroma sample per pair of pixels, in 32-pixel blocks.
+        let blocks = w / BLOCK;
         for ((o, l), (u, v)) in out
-            .chunks_exact_mut(3 * B)
-            .zip(yr.chunks_exact(B))
-            .zip(ur.chunks_exact(B / 2).zip(vr.chunks_exact(B / 2)))
+            .chunks_exact_mut(3 * BLOCK)
+            .zip(yr.chunks_exact(BLOCK))
+            .zip(ur.chunks_exact(BLOCK / 2).zip(vr.chunks_exact(BLOCK / 2)))
         {
-            let (mut tr, mut tg, mut tb) = ([0i32; B], [0i32; B], [0i32; B]);
-            for i in 0..B {
-                let (u, v) = (u[i / 2] as i32 - 128, v[i / 2] as i32 - 128);
-                tr[i] = rv * v + 512;
-                tg[i] = 512 - gu * u - gv * v;
-                tb[i] = bu * u + 512;
-            }
-            let (mut r, mut g, mut b) = ([0u8; B], [0u8; B], [0u8; B]);
-            for i in 0..B {
-                let l = luma(l[i]);
-                r[i] = ((l + tr[i]) >> 10).clamp(0, 255) as u8;
-                g[i] = ((l + tg[i]) >> 10).clamp(0, 255) as u8;
-                b[i] = ((l + tb[i]) >> 10).clamp(0, 255) as u8;
-            }
-            for (i, px) in o.chunks_exact_mut(3).enumerate() {
-                px.copy_from_slice(&[r[i], g[i], b[i]]);
-            }
+            let as_arr = |s: &[u8]| -> [u8; BLOCK / 2] { s.try_into().unwrap_or([128; BLOCK / 2]) };
+            c.block(&l.try_into().unwrap_or([0; BLOCK]), &as_arr(u), &as_arr(v), o);
         }
-        let done = blocks * B;
-        let (out, yr) = (&mut out[3 * done..], &yr[done..]);
-        let (ur, vr) = (&ur[done / 2..], &vr[done / 2..]);
-        let cw = cw - done / 2;
-        for ((o, l), (&u, &v)) in out.chunks_exact_mut(6).zip(yr.chunks_exact(2)).zip(ur.iter().zip(vr)) {
-            let (r, g, b) = terms(u, v);
-            px(&mut o[..3], luma(l[0]), r, g, b);
-            px(&mut o[3..], luma(l[1]), r, g, b);
-        }
-        if w % 2 == 1 {
-            let (r, g, b) = terms(ur[cw - 1], vr[cw - 1]);
-            let last = yr.len() - 1;
-            px(&mut out[3 * last..], luma(yr[last]), r, g, b);
+        for x in blocks * BLOCK..w {
+            c.rgb(yr[x], ur[x / 2], vr[x / 2], &mut out[3 * x..3 * x + 3]);
         }
     }
 }
