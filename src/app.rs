@@ -80,6 +80,7 @@ impl Models {
 
     /// The backbone on `models.backend`'s device.
     pub fn load_backbone(&self, cfg: &Config) -> Result<Box<dyn Backbone>> {
+        crate::nn::set_threads(cfg.models.threads);
         let device = crate::backend::resolve(&cfg.models.backend)?;
         crate::backend::backbone(
             &self.backbone_path,
@@ -108,6 +109,7 @@ impl Models {
     }
 
     pub fn load_detector(&self, cfg: &Config) -> Result<YuNet> {
+        crate::nn::set_threads(cfg.models.threads);
         let entry = self.manifest.model(&cfg.models.detector).expect("resolved");
         YuNet::load(
             &self.detector_path,

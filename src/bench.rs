@@ -69,9 +69,13 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Use `threads` threads for tract's matrix products (1 = the calling thread only).
+/// Use `threads` threads for inference (1 = the calling thread only): the native engine's
+/// networks loaded from now on, and tract's matrix products. Both are process-wide settings.
 pub fn set_threads(threads: usize) {
-    if threads > 1 {
+    crate::nn::set_threads(threads);
+    // tract's executor owns its threads: make a new one only when the count changes.
+    static TRACT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    if threads > 1 && TRACT.swap(threads, std::sync::atomic::Ordering::Relaxed) != threads {
         tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
     }
 }

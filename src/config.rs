@@ -30,10 +30,14 @@ pub struct ModelsConfig {
     /// (libtorch; needs a build with `--features torch` and a GPU), or `auto` (CUDA when this
     /// build and machine have it, else the CPU, with one WARN saying why).
     pub backend: String,
-    /// What runs ONNX backbones on the CPU: `native` (steadyface's own engine: faster, and
-    /// allocation-free per frame; a graph it cannot run falls back to tract with one WARN) or
-    /// `tract`. The detector always runs under tract.
+    /// What runs the ONNX backbone and detector on the CPU: `native` (steadyface's own
+    /// engine: faster, and allocation-free per frame; a graph it cannot run falls back to tract
+    /// with one WARN) or `tract`.
     pub cpu_engine: String,
+    /// CPU threads for inference (1 to 16): the native engine splits its large convolutions
+    /// across them, and tract its matrix products. 1 leaves the other cores to capture, MQTT
+    /// and the rest of the system.
+    pub threads: usize,
 }
 
 impl Default for ModelsConfig {
@@ -44,6 +48,7 @@ impl Default for ModelsConfig {
             detector: "yunet-n-320".into(),
             backend: "auto".into(),
             cpu_engine: "native".into(),
+            threads: 1,
         }
     }
 }
@@ -528,6 +533,13 @@ impl Config {
                 "models.cpu_engine: {:?} is not one of {}",
                 self.models.cpu_engine,
                 CPU_ENGINES.join(", ")
+            ));
+        }
+        if !(1..=crate::nn::MAX_THREADS).contains(&self.models.threads) {
+            p.push(format!(
+                "models.threads: {} is not between 1 and {}",
+                self.models.threads,
+                crate::nn::MAX_THREADS
             ));
         }
         if !STABILIZER_NAMES.contains(&self.stabilizer.method.as_str()) {

@@ -94,9 +94,9 @@ enum Cmd {
         /// Frames to time (after 5 warm-up frames).
         #[arg(long, default_value_t = 300)]
         frames: usize,
-        /// Threads for tract's matrix products.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        /// CPU threads for inference (default: models.threads, which is 1).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Temporal stabilizer (as for `track`).
         #[arg(long)]
         stabilizer: Option<String>,
@@ -362,8 +362,9 @@ enum ModelsCmd {
     Time {
         #[arg(long, default_value_t = 200)]
         runs: usize,
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        /// CPU threads for inference (default: models.threads, which is 1).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Then print where the native engine spends the backbone's time, step by step,
         /// slowest first.
         #[arg(long)]
@@ -435,6 +436,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 set.push(format!("stabilizer.method={s}"));
             }
             let cfg = Config::load(config.as_deref(), &set)?;
+            steadyface::bench::set_threads(cfg.models.threads);
             let s = app::track(&cfg, &input, &output, signals)?;
             println!(
                 "{} frames ({} with a face, {} face observations, mean score {:.3}) in {:.2} s = {:.1} fps; decoder {}; detector ran {} times; tracks started {}, lost {}; wrote {}",
@@ -458,8 +460,11 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             if let Some(s) = stabilizer {
                 set.push(format!("stabilizer.method={s}"));
             }
+            if let Some(t) = threads {
+                set.push(format!("models.threads={t}"));
+            }
             let cfg = Config::load(config.as_deref(), &set)?;
-            let r = steadyface::bench::bench(&cfg, &input, frames, threads.max(1))?;
+            let r = steadyface::bench::bench(&cfg, &input, frames, cfg.models.threads)?;
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serialises"));
             } else {
@@ -669,10 +674,13 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 threads,
                 profile,
                 config,
-                set,
+                mut set,
             } => {
+                if let Some(t) = threads {
+                    set.push(format!("models.threads={t}"));
+                }
                 let cfg = Config::load(config.as_deref(), &set)?;
-                let t = steadyface::bench::time_models(&cfg, runs.max(1), threads.max(1))?;
+                let t = steadyface::bench::time_models(&cfg, runs.max(1), cfg.models.threads)?;
                 println!("{}", serde_json::to_string(&t).expect("times serialise"));
                 if profile {
                     let (isa, models) = steadyface::bench::profile_models(&cfg, runs.max(1))?;

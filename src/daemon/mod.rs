@@ -813,6 +813,7 @@ pub fn serve(config: Option<PathBuf>, overrides: Vec<String>) -> Result<RunRepor
                 }
             };
             let started = Instant::now();
+            crate::bench::set_threads(cfg.models.threads);
             let report = run(&cfg, stop).await?;
             match report.ended {
                 Ended::Stopped(Stop::Reload) => {

@@ -19,8 +19,28 @@
 //! [`LoadError::Unsupported`], and the caller runs the model under tract instead.
 
 pub mod kernels;
+pub mod pool;
 
 use self::kernels::{ConvGeom, DirectConv, Epilogue, Isa, Scalar};
+use self::pool::Pool as Workers;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Most threads one network uses.
+pub const MAX_THREADS: usize = 16;
+/// Most parts one step is cut into.
+const MAX_TASKS: usize = 64;
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Threads for networks loaded from now on (1 to [`MAX_THREADS`]; `--threads`,
+/// `models.threads`). Like tract's executor, a process-wide setting.
+pub fn set_threads(n: usize) {
+    THREADS.store(n.clamp(1, MAX_THREADS), Ordering::Relaxed);
+}
+
+/// A convolution is split across threads when it has at least this many MACs: below it,
+/// handing out the parts costs more than it saves.
+const SPLIT_MACS: usize = 1 << 16;
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,7 +124,7 @@ enum Kind {
         ys: Vec<(usize, usize, f32)>,
         xs: Vec<(usize, usize, f32)>,
     },
-    MaxPool(Pool),
+    MaxPool(Window),
     /// `[c, h, w]` → `[h, w, c]`: ONNX `Transpose` with `perm = [0, 2, 3, 1]`, which detector
     /// heads use to emit one row per cell.
     Nhwc,
@@ -112,7 +132,7 @@ enum Kind {
 
 /// A max-pooling window (ONNX `MaxPool`, `ceil_mode = 0`); padding never wins the max.
 #[derive(Debug, Clone, Copy)]
-struct Pool {
+struct Window {
     kh: usize,
     kw: usize,
     sy: usize,
@@ -161,6 +181,9 @@ enum StepKind {
     Direct {
         conv: DirectConv,
         ep: Epilogue,
+        /// With a pool: the same convolution cut into independent parts (by groups, or by
+        /// output channels when there is one group), each with its input and output offsets.
+        parts: Vec<(usize, usize, DirectConv)>,
     },
     Matvec {
         g: ConvGeom,
@@ -193,7 +216,7 @@ enum StepKind {
         xs: Vec<(usize, usize, f32)>,
     },
     MaxPool {
-        p: Pool,
+        p: Window,
         /// Input `[c, ih, iw]` and output `[oh, ow]`.
         c: usize,
         ih: usize,
@@ -213,6 +236,9 @@ pub struct Net {
     steps: Vec<Step>,
     bufs: Vec<Vec<f32>>,
     panel: Vec<f32>,
+    /// With more than one thread: the workers, and one scratch panel per part.
+    pool: Option<Workers>,
+    panels: Vec<Mutex<Vec<f32>>>,
     input: usize,
     input_len: usize,
     outputs: Vec<(String, [usize; 3], usize)>,
@@ -287,10 +313,69 @@ impl Net {
         let (bufs, isa) = (&self.bufs, self.isa);
         let input = &bufs[x];
         match kind {
-            StepKind::Pointwise { g, wp, bp, ep } => {
-                kernels::pointwise(isa, g, wp, bp, input, &mut out, &mut self.panel, ep)
-            }
-            StepKind::Direct { conv, ep } => kernels::direct(isa, conv, input, &mut out, &mut self.panel, ep),
+            StepKind::Pointwise { g, wp, bp, ep } => match &self.pool {
+                Some(pool) if g.cout * (g.cin / g.group) * g.oh * g.ow >= SPLIT_MACS => {
+                    // Per group, rows of output channels in whole GEMM tiles: each task writes
+                    // its own contiguous rows of `out`.
+                    let (mr, _) = isa.tile();
+                    let (hw, k, m) = (g.oh * g.ow, g.cin / g.group, g.cout / g.group);
+                    let tiles = m.div_ceil(mr);
+                    let per = m.div_ceil(pool.threads()).div_ceil(mr) * mr;
+                    let per_group = m.div_ceil(per);
+                    let mut rows = out[..g.cout * hw]
+                        .chunks_mut(m * hw)
+                        .flat_map(|yg| yg.chunks_mut(per * hw));
+                    let tasks = g.group * per_group;
+                    if tasks <= MAX_TASKS {
+                        let parts: [Mutex<&mut [f32]>; MAX_TASKS] =
+                            std::array::from_fn(|_| Mutex::new(rows.next().unwrap_or_default()));
+                        let panels = &self.panels;
+                        pool.run(tasks, &|task, thread| {
+                            let (gi, p) = (task / per_group, task % per_group);
+                            let mut y = parts[task].lock().unwrap_or_else(|e| e.into_inner());
+                            let mut panel = panels[thread].lock().unwrap_or_else(|e| e.into_inner());
+                            let t0 = gi * tiles + p * per / mr;
+                            let gp = ConvGeom {
+                                cin: k,
+                                cout: y.len() / hw,
+                                group: 1,
+                                ..*g
+                            };
+                            let x = &input[gi * k * hw..];
+                            kernels::pointwise(isa, &gp, &wp[t0 * k * mr..], &bp[t0 * mr..], x, &mut y, &mut panel, ep)
+                        });
+                    } else {
+                        kernels::pointwise(isa, g, wp, bp, input, &mut out, &mut self.panel, ep)
+                    }
+                }
+                _ => kernels::pointwise(isa, g, wp, bp, input, &mut out, &mut self.panel, ep),
+            },
+            StepKind::Direct { conv, ep, parts } => match &self.pool {
+                Some(pool) if !parts.is_empty() => {
+                    // Each part's output is a contiguous run of channels; cut `out` at them.
+                    let mut rest: &mut [f32] = &mut out;
+                    let mut at = 0;
+                    let ys: [Mutex<&mut [f32]>; MAX_TASKS] = std::array::from_fn(|p| {
+                        let Some((_, y0, c)) = parts.get(p) else {
+                            return Mutex::new(Default::default());
+                        };
+                        let n = c.g.cout * c.g.oh * c.g.ow;
+                        let (_, tail) = std::mem::take(&mut rest).split_at_mut(y0 - at);
+                        let (mine, tail) = tail.split_at_mut(n);
+                        rest = tail;
+                        at = y0 + n;
+                        Mutex::new(mine)
+                    });
+                    let panels = &self.panels;
+                    pool.run(parts.len(), &|p, thread| {
+                        let (x0, _, c) = &parts[p];
+                        let mut y = ys[p].lock().unwrap_or_else(|e| e.into_inner());
+                        let mut panel = panels[thread].lock().unwrap_or_else(|e| e.into_inner());
+                        kernels::direct(isa, c, &input[*x0..], &mut y, &mut panel, ep)
+                    });
+                }
+                _ => kernels::direct(isa, conv, input, &mut out, &mut self.panel, ep),
+            },
             StepKind::Matvec { g, w, b, ep } => kernels::matvec(g, w, b, input, &mut out, ep),
             StepKind::Chain { ep, n } => {
                 for (o, i) in out[..*n].chunks_mut(256).zip(input[..*n].chunks(256)) {
@@ -372,7 +457,7 @@ impl StepKind {
         };
         match self {
             StepKind::Pointwise { g, ep, .. } => conv("pointwise", g, ep),
-            StepKind::Direct { conv: c, ep } => conv("direct", &c.g, ep),
+            StepKind::Direct { conv: c, ep, .. } => conv("direct", &c.g, ep),
             StepKind::Matvec { g, ep, .. } => conv("matvec", g, ep),
             StepKind::Chain { ep, n } => format!("chain {:?}{} n={n}", ep.ops, gated(ep)),
             StepKind::Binary { op, c, hw, .. } => format!("{op:?} c={c} hw={hw}"),
@@ -388,7 +473,7 @@ impl StepKind {
 }
 
 /// Max pooling of `input` (`[c, ih, iw]`) into `out` (`[c, oh, ow]`).
-fn max_pool(p: &Pool, c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), input: &[f32], out: &mut [f32]) {
+fn max_pool(p: &Window, c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), input: &[f32], out: &mut [f32]) {
     for (src, dst) in input.chunks_exact(ih * iw).zip(out.chunks_exact_mut(oh * ow)).take(c) {
         if (p.kh, p.kw, p.sy, p.sx, p.pt, p.pl) == (2, 2, 2, 2, 0, 0) {
             // The common 2×2/2 case: two rows, pairwise maxima (vectorised).
@@ -871,7 +956,7 @@ fn import_node(
                 return invalid(node, format!("kernel {kh}×{kw} with pads {pd:?} on a {ih}×{iw} input"));
             }
             let (oh, ow) = ((ih + pt + pb - kh) / sy + 1, (iw + pl + pr - kw) / sx + 1);
-            let p = Pool { kh, kw, sy, sx, pt, pl };
+            let p = Window { kh, kw, sy, sx, pt, pl };
             return Ok(Some((Kind::MaxPool(p), x, [c, oh, ow])));
         }
         "Transpose" => {
@@ -1064,9 +1149,50 @@ fn fuse(mut ops: Vec<Op>, keep: &[usize]) -> Vec<Op> {
     }
 }
 
+/// A direct convolution cut into about `threads` independent parts, `(input offset, output
+/// offset, part)`: by groups, or by output channels when there is one group. Empty when it is
+/// too small to be worth splitting.
+fn split_direct(g: &ConvGeom, w: &[f32], b: &[f32], threads: usize) -> Vec<(usize, usize, DirectConv)> {
+    let (cpi, cpo) = (g.cin / g.group, g.cout / g.group);
+    let taps = cpi * g.kh * g.kw;
+    let (ihw, ohw) = (g.ih * g.iw, g.oh * g.ow);
+    if threads < 2 || g.cout * taps * ohw < SPLIT_MACS {
+        return Vec::new();
+    }
+    let mut parts = Vec::new();
+    if g.group > 1 {
+        let per = g.group.div_ceil(threads);
+        for g0 in (0..g.group).step_by(per) {
+            let n = per.min(g.group - g0);
+            let sub = ConvGeom {
+                cin: n * cpi,
+                cout: n * cpo,
+                group: n,
+                ..*g
+            };
+            let (w, b) = (&w[g0 * cpo * taps..(g0 + n) * cpo * taps], &b[g0 * cpo..(g0 + n) * cpo]);
+            parts.push((
+                g0 * cpi * ihw,
+                g0 * cpo * ohw,
+                DirectConv::new(sub, w.to_vec(), b.to_vec()),
+            ));
+        }
+    } else {
+        let per = g.cout.div_ceil(threads);
+        for c0 in (0..g.cout).step_by(per) {
+            let n = per.min(g.cout - c0);
+            let sub = ConvGeom { cout: n, ..*g };
+            let (w, b) = (&w[c0 * taps..(c0 + n) * taps], &b[c0..c0 + n]);
+            parts.push((0, c0 * ohw, DirectConv::new(sub, w.to_vec(), b.to_vec())));
+        }
+    }
+    parts
+}
+
 /// Assign buffers by liveness (greedy best fit), pack weights, choose kernels.
 fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) -> Res<Net> {
     let isa = Isa::detect();
+    let threads = THREADS.load(Ordering::Relaxed);
     let (mr, nr) = isa.tile();
     let len = |v: usize| shapes[v][0] * shapes[v][1] * shapes[v][2];
     let mut last_use: HashMap<usize, usize> = HashMap::new();
@@ -1119,9 +1245,10 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
                 StepKind::Pointwise { g, wp, bp, ep }
             }
             Kind::Conv { g, w, b: bias, ep } => {
+                let parts = split_direct(&g, &w, &bias, threads);
                 let conv = DirectConv::new(g, w, bias);
                 panel = panel.max(conv.scratch());
-                StepKind::Direct { conv, ep }
+                StepKind::Direct { conv, ep, parts }
             }
             Kind::Chain(ep) => StepKind::Chain { ep, n: need },
             Kind::Binary { op: bop, rhs } => {
@@ -1180,10 +1307,17 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
         b.resize(*s, 0.0);
     }
     let outputs = outputs.into_iter().map(|(n, v)| (n, shapes[v], buf_of[&v])).collect();
+    // Every part of a split convolution needs at most its whole convolution's scratch.
+    let pool = (threads > 1).then(|| Workers::new(threads));
+    let panels = (0..if threads > 1 { threads } else { 0 })
+        .map(|_| Mutex::new(vec![0.0; panel.max(1)]))
+        .collect();
     Ok(Net {
         isa,
         steps,
         bufs,
+        pool,
+        panels,
         panel: vec![0.0; panel.max(1)],
         input: 0,
         input_len: len(0),
@@ -1201,7 +1335,7 @@ mod tests {
     fn max_pool_matches_the_definition() {
         for (p, ih, iw) in [
             (
-                Pool {
+                Window {
                     kh: 2,
                     kw: 2,
                     sy: 2,
@@ -1213,7 +1347,7 @@ mod tests {
                 9,
             ),
             (
-                Pool {
+                Window {
                     kh: 3,
                     kw: 3,
                     sy: 2,
@@ -1225,7 +1359,7 @@ mod tests {
                 5,
             ),
             (
-                Pool {
+                Window {
                     kh: 3,
                     kw: 2,
                     sy: 1,

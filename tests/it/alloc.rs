@@ -131,12 +131,13 @@ fn convlstm_kernel_allocates_nothing_per_frame() {
 /// The whole per-frame pipeline on real video (crop → backbone on the native engine →
 /// ConvLSTM → decode → stabilizer, and YuNet on the native engine when `detect_every_frame`):
 /// no heap allocation per frame in steady state.
-fn pipeline_allocations(detect_every_frame: bool, engine: &str) -> u64 {
+fn pipeline_allocations(detect_every_frame: bool, engine: &str, threads: usize) -> u64 {
     let frames = crate::common::carphone_frames();
     crate::common::assets();
     let mut cfg = steadyface::config::Config::default();
     cfg.models.dir = crate::common::root().join("models");
     cfg.models.cpu_engine = engine.into();
+    cfg.models.threads = threads;
     cfg.detector.interval = if detect_every_frame { 1 } else { 100_000 };
     cfg.stabilizer.method = "convlstm+shape-one-euro".into();
     let models = steadyface::app::Models::resolve(&cfg).unwrap();
@@ -157,16 +158,21 @@ fn pipeline_allocations(detect_every_frame: bool, engine: &str) -> u64 {
 
 #[test]
 fn pipeline_allocates_nothing_per_frame_between_detections() {
-    let n = pipeline_allocations(false, "native");
+    let n = pipeline_allocations(false, "native", 1);
     assert_eq!(n, 0, "{n} heap allocations in 60 frames");
+    // Split across two threads, the engine's hand-offs allocate nothing either. (The counter
+    // is per thread, since tests run side by side; it sees the calling thread, which hands
+    // out the parts and runs some of them. The worker runs the same kernels.)
+    let n = pipeline_allocations(false, "native", 2);
+    assert_eq!(n, 0, "{n} heap allocations in 60 frames on 2 threads");
 }
 
 /// Detection frames too, now that YuNet runs on the native engine. The same run under tract
 /// allocates on every frame, which shows that the counter sees the detector.
 #[test]
 fn pipeline_allocates_nothing_per_frame_with_detection_on_every_frame() {
-    let n = pipeline_allocations(true, "native");
+    let n = pipeline_allocations(true, "native", 1);
     assert_eq!(n, 0, "{n} heap allocations in 60 frames");
-    let t = pipeline_allocations(true, "tract");
+    let t = pipeline_allocations(true, "tract", 1);
     assert!(t >= 60, "tract allocated only {t} times in 60 frames");
 }

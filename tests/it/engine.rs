@@ -157,3 +157,30 @@ fn native_engine_names_what_it_cannot_run() {
         "{err}"
     );
 }
+
+/// Split across threads, both models give bit-for-bit the outputs of one thread: each part
+/// computes whole output channels exactly as the single-threaded kernel does.
+#[test]
+fn threads_change_nothing_in_the_outputs() {
+    let m = models();
+    let spec = m.backbone_spec.clone();
+    let frame = &carphone_frames()[60];
+    for (path, w, h) in [
+        (&m.backbone_path, spec.input_w, spec.input_h),
+        (&m.detector_path, 320, 320),
+    ] {
+        steadyface::nn::set_threads(3);
+        let mut multi = steadyface::nn::Net::load(path, w, h).unwrap();
+        steadyface::nn::set_threads(1);
+        let mut single = steadyface::nn::Net::load(path, w, h).unwrap();
+        for net in [&mut multi, &mut single] {
+            fill_from_frame(net.input_mut(), w, h, frame);
+            net.run();
+            net.run(); // twice: the workers' second run starts from a parked state
+        }
+        for i in 0..single.outputs().len() {
+            assert!(single.output(i).iter().any(|v| *v != 0.0));
+            assert_eq!(multi.output(i), single.output(i), "{} output {i}", path.display());
+        }
+    }
+}
