@@ -13,7 +13,8 @@
 //! - [`frame`], [`geometry`]: RGB frames, resampling into model inputs, the
 //!   pixel-centre coordinate convention and the crop transform.
 //! - [`runtime`]: an ONNX graph under tract, shared by the models; [`nn`]: steadyface's own
-//!   CPU engine for convolutional backbones (faster than tract, allocation-free per frame).
+//!   CPU engine for the convolutional backbone and detector (faster than tract,
+//!   allocation-free per frame, optionally multithreaded).
 //! - [`backbone`]: the [`backbone::Backbone`] trait, on the native engine or tract;
 //!   [`backend`]: `models.backend` (cpu, cuda, auto), the one place that knows whether the
 //!   build has libtorch; `torch` (feature `torch`): the libtorch backbone and ConvLSTM, and
