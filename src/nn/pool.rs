@@ -35,6 +35,9 @@ struct Shared {
     /// body.
     ticket: AtomicU64,
     done: AtomicUsize,
+    /// A task panicked in this run: `run` re-raises it on the caller once every task is
+    /// accounted for, rather than waiting forever for a dead worker.
+    panicked: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -65,6 +68,7 @@ impl Pool {
             epoch: AtomicU64::new(0),
             ticket: AtomicU64::new(0),
             done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
@@ -113,6 +117,9 @@ impl Pool {
             std::hint::spin_loop();
         }
         s.job.lock().unwrap_or_else(|e| e.into_inner()).f = None;
+        if s.panicked.swap(false, Ordering::AcqRel) {
+            panic!("a task of the engine's thread pool panicked (see the message above)");
+        }
     }
 }
 
@@ -128,7 +135,11 @@ fn claim(s: &Shared, epoch: u64, n: usize, me: usize, f: &(dyn Fn(usize, usize) 
             .compare_exchange_weak(t, t + 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            f(i, me);
+            // A panicking task still counts as done, so the run ends and reports it.
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, me))).is_ok();
+            if !ok {
+                s.panicked.store(true, Ordering::Release);
+            }
             s.done.fetch_add(1, Ordering::Release);
         }
     }
@@ -208,6 +219,26 @@ mod tests {
             assert_eq!(h.load(Ordering::Relaxed), want, "task {i}");
         }
         assert!(threads.lock().unwrap().len() >= 2, "the workers took part");
+    }
+
+    /// A panicking task ends the run with a panic on the caller, not a hang, and the pool
+    /// keeps working afterwards.
+    #[test]
+    fn a_panicking_task_is_reported_not_hung() {
+        let pool = Pool::new(2);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run(8, &|i, _| {
+                if i == 5 {
+                    panic!("task 5 fails");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        let n = AtomicUsize::new(0);
+        pool.run(8, &|_, _| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 8);
     }
 
     #[test]
