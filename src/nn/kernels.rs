@@ -9,6 +9,9 @@
 //! `FMA` selects `mul_add`, which is one instruction only where the target has FMA (elsewhere
 //! it would be a libm call).
 
+#[cfg(target_arch = "x86_64")]
+use super::simd::Lanes;
+
 /// One elementwise step of an epilogue (after folding: `Sub c` is `Add -c`, `Div c` is `Mul 1/c`,
 /// `Relu` is `Max 0`, `Clip` is `Max lo, Min hi`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,64 +234,57 @@ unsafe fn pointwise_avx2(g: &ConvGeom, wp: &[f32], bp: &[f32], x: &[f32], y: &mu
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn tile_avx512(k: usize, panel: &[f32], w: &[f32], b: &[f32], out: &mut [[f32; 32]; 8]) {
-    use std::arch::x86_64::*;
-    assert!(panel.len() >= k * 32 && w.len() >= k * 8 && b.len() >= 8);
-    let (p, wq) = (panel.as_ptr(), w.as_ptr());
-    let mut a = [[_mm512_setzero_ps(); 2]; 8];
-    for (ar, br) in a.iter_mut().zip(b) {
-        let v = _mm512_set1_ps(*br);
-        *ar = [v, v];
-    }
-    for kk in 0..k {
-        // SAFETY: kk < k, and the lengths were asserted above.
-        unsafe {
-            let x0 = _mm512_loadu_ps(p.add(kk * 32));
-            let x1 = _mm512_loadu_ps(p.add(kk * 32 + 16));
-            for (r, ar) in a.iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(*wq.add(kk * 8 + r));
-                ar[0] = _mm512_fmadd_ps(wv, x0, ar[0]);
-                ar[1] = _mm512_fmadd_ps(wv, x1, ar[1]);
-            }
-        }
-    }
-    for (o, ar) in out.iter_mut().zip(&a) {
-        // SAFETY: each row of `out` is 32 floats.
-        unsafe {
-            _mm512_storeu_ps(o.as_mut_ptr(), ar[0]);
-            _mm512_storeu_ps(o.as_mut_ptr().add(16), ar[1]);
-        }
-    }
+    // SAFETY: the caller checked avx512f and fma.
+    unsafe { tile_simd::<std::arch::x86_64::__m512, 8, 32>(k, panel, w, b, out) }
 }
 
 /// The 6×16 AVX2 tile: 12 accumulators in ymm registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(k: usize, panel: &[f32], w: &[f32], b: &[f32], out: &mut [[f32; 16]; 6]) {
-    use std::arch::x86_64::*;
-    assert!(panel.len() >= k * 16 && w.len() >= k * 6 && b.len() >= 6);
+    // SAFETY: the caller checked avx2 and fma.
+    unsafe { tile_simd::<std::arch::x86_64::__m256, 6, 16>(k, panel, w, b, out) }
+}
+
+/// An `MR × NR` tile of `out = b + W · panel` with two vectors per row (`NR = 2·V::N`), all
+/// accumulators in registers. Written with intrinsics because LLVM spilled the accumulators
+/// of the plain-Rust tile and ran 10× slower.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_simd<V: Lanes, const MR: usize, const NR: usize>(
+    k: usize,
+    panel: &[f32],
+    w: &[f32],
+    b: &[f32],
+    out: &mut [[f32; NR]; MR],
+) {
+    assert!(NR == 2 * V::N && panel.len() >= k * NR && w.len() >= k * MR && b.len() >= MR);
     let (p, wq) = (panel.as_ptr(), w.as_ptr());
-    let mut a = [[_mm256_setzero_ps(); 2]; 6];
+    // SAFETY (every block below): the caller's CPU has `V`'s instructions; kk < k and r < MR
+    // keep the reads inside the lengths asserted above, and each row of `out` is NR floats.
+    let mut a = [[unsafe { V::splat(0.0) }; 2]; MR];
     for (ar, br) in a.iter_mut().zip(b) {
-        let v = _mm256_set1_ps(*br);
+        let v = unsafe { V::splat(*br) };
         *ar = [v, v];
     }
     for kk in 0..k {
-        // SAFETY: kk < k, and the lengths were asserted above.
         unsafe {
-            let x0 = _mm256_loadu_ps(p.add(kk * 16));
-            let x1 = _mm256_loadu_ps(p.add(kk * 16 + 8));
+            let x0 = V::load(p.add(kk * NR), V::N);
+            let x1 = V::load(p.add(kk * NR + V::N), V::N);
             for (r, ar) in a.iter_mut().enumerate() {
-                let wv = _mm256_set1_ps(*wq.add(kk * 6 + r));
-                ar[0] = _mm256_fmadd_ps(wv, x0, ar[0]);
-                ar[1] = _mm256_fmadd_ps(wv, x1, ar[1]);
+                let wv = V::splat(*wq.add(kk * MR + r));
+                ar[0] = wv.fma(x0, ar[0]);
+                ar[1] = wv.fma(x1, ar[1]);
             }
         }
     }
     for (o, ar) in out.iter_mut().zip(&a) {
-        // SAFETY: each row of `out` is 16 floats.
         unsafe {
-            _mm256_storeu_ps(o.as_mut_ptr(), ar[0]);
-            _mm256_storeu_ps(o.as_mut_ptr().add(8), ar[1]);
+            ar[0].store(o.as_mut_ptr(), V::N);
+            ar[1].store(o.as_mut_ptr().add(V::N), V::N);
         }
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod kernels;
 pub mod pool;
+pub(crate) mod simd;
 
 use self::kernels::{ConvGeom, DirectConv, Epilogue, Isa, Scalar};
 use self::pool::Pool as Workers;
