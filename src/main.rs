@@ -365,7 +365,7 @@ enum ModelsCmd {
         /// CPU threads for inference (default: models.threads, which is 1).
         #[arg(long)]
         threads: Option<usize>,
-        /// Then print where the native engine spends the backbone's time, step by step,
+        /// Then print where the native engine spends each model's time, step by step,
         /// slowest first.
         #[arg(long)]
         profile: bool,
