@@ -80,13 +80,13 @@ impl Models {
 
     /// The backbone on `models.backend`'s device.
     pub fn load_backbone(&self, cfg: &Config) -> Result<Box<dyn Backbone>> {
-        crate::nn::set_threads(cfg.models.threads);
         let device = crate::backend::resolve(&cfg.models.backend)?;
         crate::backend::backbone(
             &self.backbone_path,
             self.backbone_spec.clone(),
             device,
             &cfg.models.cpu_engine,
+            cfg.models.threads,
         )
     }
 
@@ -109,7 +109,6 @@ impl Models {
     }
 
     pub fn load_detector(&self, cfg: &Config) -> Result<YuNet> {
-        crate::nn::set_threads(cfg.models.threads);
         let entry = self.manifest.model(&cfg.models.detector).expect("resolved");
         YuNet::load(
             &self.detector_path,
@@ -119,6 +118,7 @@ impl Models {
                 nms_iou: cfg.detector.nms_iou,
             },
             &cfg.models.cpu_engine,
+            cfg.models.threads,
         )
     }
 

@@ -62,8 +62,15 @@ fn why_no_cuda() -> &'static str {
 }
 
 /// The backbone on `device`. TorchScript files (`.pt`) need libtorch; ONNX runs on the CPU
-/// under `cpu_engine` (`native`, falling back to `tract` for graphs it cannot run).
-pub fn backbone(path: &Path, spec: BackboneSpec, device: Device, cpu_engine: &str) -> Result<Box<dyn Backbone>> {
+/// under `cpu_engine` (`native` on `threads` threads, falling back to `tract` for graphs it
+/// cannot run).
+pub fn backbone(
+    path: &Path,
+    spec: BackboneSpec,
+    device: Device,
+    cpu_engine: &str,
+    threads: usize,
+) -> Result<Box<dyn Backbone>> {
     let torchscript = path.extension().is_some_and(|e| e == "pt" || e == "ts");
     #[cfg(feature = "torch")]
     {
@@ -84,7 +91,7 @@ pub fn backbone(path: &Path, spec: BackboneSpec, device: Device, cpu_engine: &st
         );
     }
     if cpu_engine == "native" {
-        match NativeBackbone::load(path, spec.clone())? {
+        match NativeBackbone::load(path, spec.clone(), threads)? {
             Ok(b) => return Ok(Box::new(b)),
             Err(why) => log::warn!("models.cpu_engine native cannot run this backbone ({why}); using tract"),
         }

@@ -69,10 +69,9 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Use `threads` threads for inference (1 = the calling thread only): the native engine's
-/// networks loaded from now on, and tract's matrix products. Both are process-wide settings.
+/// Use `threads` threads for tract's matrix products, a process-wide setting (1 = the
+/// calling thread only). The native engine takes its count per network (`models.threads`).
 pub fn set_threads(threads: usize) {
-    crate::nn::set_threads(threads);
     // tract's executor owns its threads: make a new one only when the count changes.
     static TRACT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
     if threads > 1 && TRACT.swap(threads, std::sync::atomic::Ordering::Relaxed) != threads {
@@ -203,7 +202,10 @@ pub fn profile_models(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels::
         ("detector", &models.detector_path, det),
     ] {
         let mut net = match crate::nn::Net::load(path, w, h) {
-            Ok(n) => n,
+            Ok(mut n) => {
+                n.set_threads(cfg.models.threads);
+                n
+            }
             Err(crate::nn::LoadError::Unsupported(_)) => continue,
             Err(e) => return Err(Error::model(path, e.to_string())),
         };

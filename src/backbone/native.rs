@@ -14,17 +14,19 @@ pub struct NativeBackbone {
 }
 
 impl NativeBackbone {
-    /// Load `path`; `Ok(Err(reason))` when the graph uses something the engine lacks.
-    pub fn load(path: &Path, spec: BackboneSpec) -> Result<std::result::Result<Self, String>> {
+    /// Load `path` to run on `threads` threads; `Ok(Err(reason))` when the graph uses
+    /// something the engine lacks.
+    pub fn load(path: &Path, spec: BackboneSpec, threads: usize) -> Result<std::result::Result<Self, String>> {
         if !path.exists() {
             return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
         }
-        let net = match Net::load(path, spec.input_w, spec.input_h) {
+        let mut net = match Net::load(path, spec.input_w, spec.input_h) {
             Ok(n) => n,
             Err(LoadError::Unsupported(why)) => return Ok(Err(why)),
             Err(LoadError::Invalid(why)) => return Err(Error::model(path, why)),
         };
         super::check_output(path, &spec, &net.outputs())?;
+        net.set_threads(threads);
         Ok(Ok(Self { spec, net }))
     }
 }

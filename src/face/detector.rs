@@ -23,10 +23,13 @@ enum Engine {
 impl Engine {
     /// `cpu_engine` as in `models.cpu_engine`: `native` falls back to tract with one WARN when
     /// the graph uses something the engine lacks.
-    fn load(path: &Path, w: usize, h: usize, cpu_engine: &str) -> Result<Self> {
+    fn load(path: &Path, w: usize, h: usize, cpu_engine: &str, threads: usize) -> Result<Self> {
         if cpu_engine == "native" {
             match Net::load(path, w, h) {
-                Ok(n) => return Ok(Engine::Native(n)),
+                Ok(mut n) => {
+                    n.set_threads(threads);
+                    return Ok(Engine::Native(n));
+                }
                 Err(LoadError::Unsupported(why)) => {
                     log::warn!("models.cpu_engine native cannot run the detector ({why}); using tract")
                 }
@@ -105,10 +108,18 @@ pub struct YuNet {
 }
 
 impl YuNet {
-    /// Load `path`; `cpu_engine` is `models.cpu_engine` (`native` or `tract`).
-    pub fn load(path: &Path, entry: &ModelEntry, params: DetectorParams, cpu_engine: &str) -> Result<Self> {
+    /// Load `path`; `cpu_engine` and `threads` are `models.cpu_engine` (`native` or `tract`)
+    /// and `models.threads` (the native engine's; tract's are process-wide, see
+    /// [`crate::bench::set_threads`]).
+    pub fn load(
+        path: &Path,
+        entry: &ModelEntry,
+        params: DetectorParams,
+        cpu_engine: &str,
+        threads: usize,
+    ) -> Result<Self> {
         let i = &entry.io.input;
-        let model = Engine::load(path, i.width, i.height, cpu_engine)?;
+        let model = Engine::load(path, i.width, i.height, cpu_engine, threads)?;
         let outputs = model.outputs();
         let strides = entry.io.strides.clone().unwrap_or_else(|| vec![8, 16, 32]);
         let find = |prefix: &str, s: usize| {

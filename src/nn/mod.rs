@@ -24,20 +24,12 @@ pub(crate) mod simd;
 
 use self::kernels::{ConvGeom, DirectConv, Epilogue, Isa, Scalar};
 use self::pool::Pool as Workers;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Most threads one network uses.
 pub const MAX_THREADS: usize = 16;
 /// Most parts one step is cut into.
 const MAX_TASKS: usize = 64;
-static THREADS: AtomicUsize = AtomicUsize::new(1);
-
-/// Threads for networks loaded from now on (1 to [`MAX_THREADS`]; `--threads`,
-/// `models.threads`). Like tract's executor, a process-wide setting.
-pub fn set_threads(n: usize) {
-    THREADS.store(n.clamp(1, MAX_THREADS), Ordering::Relaxed);
-}
 
 /// A convolution is split across threads when it has at least this many MACs: below it,
 /// handing out the parts costs more than it saves.
@@ -276,6 +268,22 @@ impl Net {
     pub fn output(&self, i: usize) -> &[f32] {
         let (_, s, b) = &self.outputs[i];
         &self.bufs[*b][..s[0] * s[1] * s[2]]
+    }
+
+    /// Run on `n` threads (1 to [`MAX_THREADS`]; `models.threads`): start the workers and cut
+    /// the large direct convolutions into parts. Outputs are bit-identical at any count.
+    pub fn set_threads(&mut self, n: usize) {
+        let n = n.clamp(1, MAX_THREADS);
+        for s in &mut self.steps {
+            if let StepKind::Direct { conv, parts, .. } = &mut s.kind {
+                *parts = split_direct(&conv.g, &conv.w, &conv.b, n);
+            }
+        }
+        // Every part of a split convolution needs at most its whole convolution's scratch.
+        self.pool = (n > 1).then(|| Workers::new(n));
+        self.panels = (0..if n > 1 { n } else { 0 })
+            .map(|_| Mutex::new(vec![0.0; self.panel.len()]))
+            .collect();
     }
 
     /// The kernels' instruction set on this machine.
@@ -1193,7 +1201,6 @@ fn split_direct(g: &ConvGeom, w: &[f32], b: &[f32], threads: usize) -> Vec<(usiz
 /// Assign buffers by liveness (greedy best fit), pack weights, choose kernels.
 fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) -> Res<Net> {
     let isa = Isa::detect();
-    let threads = THREADS.load(Ordering::Relaxed);
     let (mr, nr) = isa.tile();
     let len = |v: usize| shapes[v][0] * shapes[v][1] * shapes[v][2];
     let mut last_use: HashMap<usize, usize> = HashMap::new();
@@ -1246,10 +1253,13 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
                 StepKind::Pointwise { g, wp, bp, ep }
             }
             Kind::Conv { g, w, b: bias, ep } => {
-                let parts = split_direct(&g, &w, &bias, threads);
                 let conv = DirectConv::new(g, w, bias);
                 panel = panel.max(conv.scratch());
-                StepKind::Direct { conv, ep, parts }
+                StepKind::Direct {
+                    conv,
+                    ep,
+                    parts: Vec::new(),
+                }
             }
             Kind::Chain(ep) => StepKind::Chain { ep, n: need },
             Kind::Binary { op: bop, rhs } => {
@@ -1308,17 +1318,12 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
         b.resize(*s, 0.0);
     }
     let outputs = outputs.into_iter().map(|(n, v)| (n, shapes[v], buf_of[&v])).collect();
-    // Every part of a split convolution needs at most its whole convolution's scratch.
-    let pool = (threads > 1).then(|| Workers::new(threads));
-    let panels = (0..if threads > 1 { threads } else { 0 })
-        .map(|_| Mutex::new(vec![0.0; panel.max(1)]))
-        .collect();
     Ok(Net {
         isa,
         steps,
         bufs,
-        pool,
-        panels,
+        pool: None,
+        panels: Vec::new(),
         panel: vec![0.0; panel.max(1)],
         input: 0,
         input_len: len(0),

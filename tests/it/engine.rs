@@ -30,7 +30,7 @@ fn fill_from_frame(input: &mut [f32], w: usize, h: usize, f: &steadyface::frame:
 fn native_engine_matches_tract_on_real_crops() {
     let m = models();
     let spec = m.backbone_spec.clone();
-    let mut native = NativeBackbone::load(&m.backbone_path, spec.clone())
+    let mut native = NativeBackbone::load(&m.backbone_path, spec.clone(), 1)
         .unwrap()
         .expect("lm0 runs natively");
     let mut tract = TractBackbone::load(&m.backbone_path, spec.clone()).unwrap();
@@ -169,9 +169,8 @@ fn threads_change_nothing_in_the_outputs() {
         (&m.backbone_path, spec.input_w, spec.input_h),
         (&m.detector_path, 320, 320),
     ] {
-        steadyface::nn::set_threads(3);
         let mut multi = steadyface::nn::Net::load(path, w, h).unwrap();
-        steadyface::nn::set_threads(1);
+        multi.set_threads(3);
         let mut single = steadyface::nn::Net::load(path, w, h).unwrap();
         for net in [&mut multi, &mut single] {
             fill_from_frame(net.input_mut(), w, h, frame);
