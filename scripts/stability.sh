@@ -2,7 +2,7 @@
 # The stability bench: still images with landmark truth, warped along known paths by
 # `steadyface synth` (still, slow sway, vibration with motion blur, low light), tracked with
 # each stabilizer, and scored by `eval` against the moving truth: NME and the jitter of the
-# error (mean |e_t - e_t-1| / IOD). Usage: scripts/stability.sh [stabilizer...]
+# error (mean |e_t - e_t-1| / IOD). Usage: scripts/stability.sh [stabilizer[,key=value...]...]
 source "$(dirname "$0")/lib.sh"
 stabs=("${@:-none one-euro shape-one-euro}")
 read -r -a stabs <<<"${stabs[*]}"
@@ -26,8 +26,12 @@ for img in takeo einstein; do
     "$bin" --log error synth "${src[@]}" --kind "$kind" -o "$clip.y4m" --truth "$clip.json" >/dev/null
     preds=()
     for s in "${stabs[@]}"; do
-      "$bin" --log error track "$clip.y4m" -o "$clip-$s.jsonl" --stabilizer "$s" >/dev/null
-      preds+=(--pred "$s=$clip-$s.jsonl")
+      # An entry may carry config overrides after commas: shape-one-euro,stabilizer.motion=false.
+      IFS=, read -r -a parts <<<"$s"
+      sets=(); for kv in "${parts[@]:1}"; do sets+=(--set "$kv"); done
+      label=${s//=/\~}
+      "$bin" --log error track "$clip.y4m" -o "$clip-$label.jsonl" --stabilizer "${parts[0]}" "${sets[@]}" >/dev/null
+      preds+=(--pred "$label=$clip-$label.jsonl")
     done
     printf "%-9s %-10s" "$img" "$kind"
     # eval keys its JSON by label (sorted); print in the order the stabilizers were given.
@@ -35,7 +39,7 @@ for img in takeo einstein; do
 import json, sys
 d = json.load(sys.stdin)
 order = sys.argv[1:]
-rows = [d] if "nme_iod" in d else [d[s] for s in order]
+rows = [d] if "nme_iod" in d else [d[s.replace("=", "~")] for s in order]
 print("".join(" | %.4f / %.4f        " % (v["nme_iod"], v["jitter"]) for v in rows))' "${stabs[@]}"
   done
 done

@@ -159,18 +159,24 @@ pub struct StabilizerConfig {
     /// (the paper's ConvLSTM on the backbone's maps), or convlstm+one-euro /
     /// convlstm+shape-one-euro (the ConvLSTM, then the point filter).
     pub method: String,
-    /// One Euro filter parameters (used by one-euro and shape-one-euro).
+    /// One Euro filter parameters (used by one-euro and shape-one-euro). The defaults suit
+    /// `motion: true`; without motion compensation, 1.0 / 40 lags less behind a moving face.
     pub one_euro: OneEuroParams,
     /// The ConvLSTM weights (made by `steadyface tune`); relative paths are under `models.dir`.
     pub weights: PathBuf,
+    /// Motion-compensate the point filters: register each face's pixels on the previous
+    /// frame's (a similarity, by Lucas–Kanade) and move the filter's state with it, so a shake
+    /// of the whole face passes without lag and only landmark noise is smoothed.
+    pub motion: bool,
 }
 
 impl Default for StabilizerConfig {
     fn default() -> Self {
         Self {
-            method: "shape-one-euro".into(),
+            method: "convlstm+one-euro".into(),
             one_euro: OneEuroParams::default(),
             weights: PathBuf::from(DEFAULT_CONVLSTM),
+            motion: true,
         }
     }
 }
@@ -709,6 +715,7 @@ impl Config {
                 "shape-one-euro" => Some(StabilizerKind::ShapeOneEuro(self.stabilizer.one_euro)),
                 _ => None,
             },
+            motion: self.stabilizer.motion,
         }
     }
 

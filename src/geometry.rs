@@ -86,6 +86,66 @@ impl BBox {
     }
 }
 
+/// A 2-D similarity `x ↦ m·x + t` with `m = a + i·b` (scale·rotation), in image coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Similarity {
+    pub a: f32,
+    pub b: f32,
+    pub tx: f32,
+    pub ty: f32,
+}
+
+impl Similarity {
+    pub const IDENTITY: Similarity = Similarity {
+        a: 1.0,
+        b: 0.0,
+        tx: 0.0,
+        ty: 0.0,
+    };
+
+    pub fn apply(&self, p: Point) -> Point {
+        Point::new(
+            self.a * p.x - self.b * p.y + self.tx,
+            self.b * p.x + self.a * p.y + self.ty,
+        )
+    }
+
+    /// The least-squares similarity carrying `from` onto `to` (same length); `None` for
+    /// fewer than two points or points that all coincide.
+    pub fn fit(from: &[Point], to: &[Point]) -> Option<Self> {
+        let n = from.len().min(to.len());
+        if n < 2 {
+            return None;
+        }
+        let mean = |ps: &[Point]| {
+            let s = ps[..n]
+                .iter()
+                .fold((0.0f64, 0.0f64), |a, p| (a.0 + p.x as f64, a.1 + p.y as f64));
+            (s.0 / n as f64, s.1 / n as f64)
+        };
+        let (pf, pt) = (mean(from), mean(to));
+        // m = Σ (q − q̄)·conj(p − p̄) / Σ |p − p̄|² (complex least squares).
+        let (mut re, mut im, mut den) = (0.0f64, 0.0f64, 0.0f64);
+        for (p, q) in from[..n].iter().zip(&to[..n]) {
+            let (px, py) = (p.x as f64 - pf.0, p.y as f64 - pf.1);
+            let (qx, qy) = (q.x as f64 - pt.0, q.y as f64 - pt.1);
+            re += qx * px + qy * py;
+            im += qy * px - qx * py;
+            den += px * px + py * py;
+        }
+        if den < 1e-9 {
+            return None;
+        }
+        let (a, b) = (re / den, im / den);
+        Some(Similarity {
+            a: a as f32,
+            b: b as f32,
+            tx: (pt.0 - (a * pf.0 - b * pf.1)) as f32,
+            ty: (pt.1 - (b * pf.0 + a * pf.1)) as f32,
+        })
+    }
+}
+
 /// Maps between a model's input raster (`size × size` pixels, pixel-centre) and the image.
 ///
 /// The crop box `b` is resampled to `w_in × h_in`; input pixel `i` covers

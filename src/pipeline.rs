@@ -325,7 +325,8 @@ impl Pipeline {
             if let Some(f) = t.filter.as_mut() {
                 let ts = Instant::now();
                 let size = (o.bbox.width() * o.bbox.height()).max(1.0).sqrt();
-                f.apply(&mut o.points, time_s, size);
+                let motion = t.motion.as_mut().and_then(|m| m.step(frame, &o.points));
+                f.apply(&mut o.points, time_s, size, motion.as_ref());
                 o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
                 self.times.stabilizer += ts.elapsed();
             }

@@ -2,9 +2,11 @@
 
 pub mod detector;
 pub mod exposure;
+pub mod motion;
 pub mod tracker;
 
 pub use detector::{Detection, YuNet};
+pub use motion::FaceMotion;
 pub use tracker::{FaceObs, Tracker, TrackerParams};
 
 /// Most faces tracked at once; bounds every per-frame buffer.

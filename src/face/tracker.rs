@@ -13,6 +13,7 @@
 //! permissive score threshold in low light.
 
 use super::detector::Detection;
+use super::motion::FaceMotion;
 use super::{MAX_FACES, MAX_POINTS};
 use crate::geometry::{BBox, Point};
 use crate::stabilizer::{Stabilizer, StabilizerKind};
@@ -29,6 +30,8 @@ pub struct TrackerParams {
     pub crop_deadband: f32,
     /// Smooth each track's output points (None: raw points).
     pub stabilizer: Option<StabilizerKind>,
+    /// Carry the smoothing state along with the face's image motion ([`super::motion`]).
+    pub motion: bool,
 }
 
 impl Default for TrackerParams {
@@ -40,6 +43,7 @@ impl Default for TrackerParams {
             lost_confidence: 0.6,
             crop_deadband: 0.02,
             stabilizer: None,
+            motion: false,
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct Track {
     /// Output smoothing state; the crop always follows the raw landmarks, so smoothing
     /// never makes the next crop lag behind the face.
     pub filter: Option<Stabilizer>,
+    /// The face's image registration, when the filter is motion-compensated (boxed: 20 KB).
+    pub motion: Option<Box<FaceMotion>>,
 }
 
 /// Book-keeping for tracks; the landmark runs themselves happen in the pipeline.
@@ -129,6 +135,7 @@ impl Tracker {
                 last: obs,
                 age: 0,
                 filter: self.params.stabilizer.map(|k| k.build()),
+                motion: (self.params.motion && self.params.stabilizer.is_some()).then(|| Box::new(FaceMotion::new())),
             })
             .ok()?;
         Some(id)

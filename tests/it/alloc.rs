@@ -95,7 +95,7 @@ fn signals_and_stabilizers_allocate_nothing_per_frame() {
         sig.update(f, time, &mut out, &mut ev);
         for s in &mut stabs {
             pts.copy_from_slice(&f[0].points);
-            s.apply(&mut pts, time, 130.0);
+            s.apply(&mut pts, time, 130.0, None);
         }
     }
     let n = allocs() - before;
@@ -129,8 +129,8 @@ fn convlstm_kernel_allocates_nothing_per_frame() {
 }
 
 /// The whole per-frame pipeline on real video (crop → backbone on the native engine →
-/// ConvLSTM → decode → stabilizer, and YuNet on the native engine when `detect_every_frame`):
-/// no heap allocation per frame in steady state.
+/// ConvLSTM → decode → face registration → stabilizer, and YuNet on the native engine when
+/// `detect_every_frame`): no heap allocation per frame in steady state.
 fn pipeline_allocations(detect_every_frame: bool, engine: &str, threads: usize) -> u64 {
     let frames = crate::common::carphone_frames();
     crate::common::assets();
@@ -139,7 +139,9 @@ fn pipeline_allocations(detect_every_frame: bool, engine: &str, threads: usize) 
     cfg.models.cpu_engine = engine.into();
     cfg.models.threads = threads;
     cfg.detector.interval = if detect_every_frame { 1 } else { 100_000 };
-    cfg.stabilizer.method = "convlstm+shape-one-euro".into();
+    // The default: the ConvLSTM, then One Euro carried by the registered face motion.
+    cfg.stabilizer.method = "convlstm+one-euro".into();
+    assert!(cfg.stabilizer.motion);
     let models = steadyface::app::Models::resolve(&cfg).unwrap();
     let mut p = models.pipeline(&cfg).unwrap();
     let mut faces = steadyface::pipeline::Faces::new();

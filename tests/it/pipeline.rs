@@ -346,36 +346,56 @@ fn one_euro_steadies_a_still_face() {
 }
 
 /// The stability bench in small (`scripts/stability.sh` has the full table): takeo warped with
-/// exact truth. The default stabilizer must lower the jitter of the error on a still face and
-/// under vibration without raising NME, where per-point One Euro lags the vibration.
+/// exact truth. The default stabilizer (ConvLSTM, then One Euro carried by the registered face
+/// motion) must meet issue 6's bar on a still face, under vibration and in low light: error
+/// jitter ≤ 50% of the raw backbone's and ≤ 80% of the best plain One Euro (per point, or on
+/// the shape, at the settings tuned for them), with NME no higher than raw.
 #[test]
-fn shape_one_euro_beats_none_still_and_under_vibration() {
+fn default_stabilizer_meets_the_stability_bar() {
     let tmp = tempfile::tempdir().unwrap();
-    for (kind, min_cut) in [("still", 0.5), ("vibration", 0.15)] {
+    let plain = [
+        "--set",
+        "stabilizer.motion=false",
+        "--set",
+        "stabilizer.one_euro.min_cutoff=1",
+        "--set",
+        "stabilizer.one_euro.beta=40",
+    ];
+    for kind in ["still", "vibration", "lowlight"] {
         let (clip, truth) = (
             tmp.path().join(format!("{kind}.y4m")),
             tmp.path().join(format!("{kind}.json")),
         );
         synth_takeo(kind, 60, &clip, &truth);
         let mut r = std::collections::BTreeMap::new();
-        for s in ["none", "one-euro", "shape-one-euro"] {
-            let out = tmp.path().join(format!("{kind}-{s}.jsonl"));
-            track(&clip, &out, &["--stabilizer", s]);
+        for (name, args) in [
+            ("none", vec!["--stabilizer", "none"]),
+            ("one-euro", [&["--stabilizer", "one-euro"][..], &plain].concat()),
+            (
+                "shape-one-euro",
+                [&["--stabilizer", "shape-one-euro"][..], &plain].concat(),
+            ),
+            ("default", vec![]),
+        ] {
+            let out = tmp.path().join(format!("{kind}-{name}.jsonl"));
+            track(&clip, &out, &args);
             let e = eval(&out, &truth);
-            r.insert(s, (f64_of(&e, "nme_iod"), f64_of(&e, "jitter")));
+            r.insert(name, (f64_of(&e, "nme_iod"), f64_of(&e, "jitter")));
         }
-        let (none, oe, shape) = (r["none"], r["one-euro"], r["shape-one-euro"]);
-        // Measured (90 frames): still 0.0012 → 0.0004, vibration 0.0100 → 0.0074; One Euro
-        // on vibration 0.0346.
+        let (none, ours) = (r["none"], r["default"]);
+        let best_plain = r["one-euro"].1.min(r["shape-one-euro"].1);
+        // Measured (60 frames of `scripts/stability.sh`'s 90): still 0.0012 raw, 0.0002 best plain,
+        // 0.0001 ours; vibration 0.0100, 0.0074, 0.0043; low light 0.0110, 0.0043, 0.0020.
+        assert!(ours.1 <= 0.5 * none.1, "{kind}: jitter {} vs none {}", ours.1, none.1);
         assert!(
-            shape.1 < (1.0 - min_cut) * none.1,
-            "{kind}: jitter {} vs none {}",
-            shape.1,
-            none.1
+            ours.1 <= 0.8 * best_plain,
+            "{kind}: jitter {} vs best plain One Euro {best_plain} ({r:?})",
+            ours.1
         );
-        assert!(shape.0 <= none.0 * 1.01, "{kind}: NME {} vs none {}", shape.0, none.0);
+        assert!(ours.0 <= none.0, "{kind}: NME {} vs none {}", ours.0, none.0);
         if kind == "vibration" {
-            assert!(oe.1 > 2.0 * shape.1, "one-euro {} vs shape {}", oe.1, shape.1);
+            // Why plain One Euro is not enough: per point, it lags the shake.
+            assert!(r["one-euro"].1 > 2.0 * r["shape-one-euro"].1, "{r:?}");
         }
     }
 }
