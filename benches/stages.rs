@@ -8,6 +8,7 @@ use std::hint::black_box;
 use steadyface::backbone::BackboneSpec;
 use steadyface::convlstm::{ConvLstm, ConvLstmMeta, ConvLstmWeights};
 use steadyface::decode::Decoder;
+use steadyface::face::FaceMotion;
 use steadyface::frame::{resample_planar, Border, Frame, InputLut, Normalize, Sampling};
 use steadyface::geometry::{BBox, CropTransform, Point};
 use steadyface::models::{Align, OffsetEncoding, OffsetSpec};
@@ -168,5 +169,49 @@ fn stabilizer(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, decoders, convert, resample, stabilizer);
+/// The face registration behind `stabilizer.motion`: one Lucas–Kanade step plus the next
+/// template, for a face of ~250 px in a 640×480 frame (as in `bench` on the 640×480 clip),
+/// alternating between two frames 1.5 px apart.
+fn registration(c: &mut Criterion) {
+    let tex = |x: f32, y: f32| {
+        128.0
+            + 40.0 * (x * 0.11).sin() * (y * 0.07).cos()
+            + 30.0 * (x * 0.031 + y * 0.05).sin()
+            + 20.0 * (x * 0.23 - y * 0.19).cos()
+    };
+    let frame = |dx: f32, dy: f32| {
+        let mut f = Frame::new(640, 480);
+        for y in 0..480 {
+            for x in 0..640 {
+                let i = 3 * (y * 640 + x);
+                f.data[i..i + 3].fill(tex(x as f32 - dx, y as f32 - dy) as u8);
+            }
+        }
+        f
+    };
+    let ring = |dx: f32, dy: f32| -> Vec<Point> {
+        (0..66)
+            .map(|k| {
+                let a = k as f32 * std::f32::consts::TAU / 66.0;
+                Point::new(320.0 + dx + 110.0 * a.cos(), 240.0 + dy + 130.0 * a.sin())
+            })
+            .collect()
+    };
+    let (a, b) = (frame(0.0, 0.0), frame(1.3, -0.7));
+    let (pa, pb) = (ring(0.0, 0.0), ring(1.3, -0.7));
+    let mut m = FaceMotion::new();
+    let mut flip = false;
+    c.bench_function("face_registration_250px", |bch| {
+        bch.iter(|| {
+            flip = !flip;
+            if flip {
+                m.step(black_box(&b), &pb)
+            } else {
+                m.step(black_box(&a), &pa)
+            }
+        })
+    });
+}
+
+criterion_group!(benches, decoders, convert, resample, stabilizer, registration);
 criterion_main!(benches);

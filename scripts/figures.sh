@@ -4,7 +4,8 @@
 #                      --no-video: the clip's own pixels may not be redistributed, our points may;
 #   scripts/figures/ellipses.png: `eval --plots`: 95% error ellipses per landmark against the dlib pseudo-labels;
 #   scripts/figures/stability-ellipses.png, stability-error.png: the stability bench's low-light
-#                      einstein clip (exact truth), none / shape-one-euro / convlstm / convlstm+shape-one-euro.
+#                      einstein clip (exact truth), none / shape-one-euro / convlstm / the default
+#                      (convlstm+one-euro with motion compensation).
 # Also writes out/figures/compare-video.png (the same frame over the video) for local viewing.
 source "$(dirname "$0")/lib.sh"
 out=out/figures
@@ -28,10 +29,12 @@ PY
 "$bin" eval --gt "$out/truth.json" --pred "none=$out/none.jsonl" --pred "one-euro=$out/one-euro.jsonl" --plots "$out/plots"
 cp "$out/plots/ellipses.png" scripts/figures/ellipses.png
 # The stabilizers on a clip with exact truth (scripts/stability.sh makes and tracks it).
-scripts/stability.sh none shape-one-euro convlstm convlstm+shape-one-euro >/dev/null
+# shape-one-euro uncompensated at its own settings; the default is convlstm+one-euro with motion.
+plain=shape-one-euro,stabilizer.motion=false,stabilizer.one_euro.min_cutoff=1,stabilizer.one_euro.beta=40
+scripts/stability.sh none "$plain" convlstm convlstm+one-euro >/dev/null
 st=out/stability/einstein-lowlight
-preds=()
-for s in none shape-one-euro convlstm convlstm+shape-one-euro; do preds+=(--pred "$s=$st-$s.jsonl"); done
+preds=(--pred "none=$st-none.jsonl" --pred "shape-one-euro=$st-${plain//=/\~}.jsonl"
+  --pred "convlstm=$st-convlstm.jsonl" --pred "convlstm+one-euro+motion (default)=$st-convlstm+one-euro.jsonl")
 "$bin" eval --gt "$st.json" "${preds[@]}" --plots "$out/stability-plots" >/dev/null
 cp "$out/stability-plots/ellipses.png" scripts/figures/stability-ellipses.png
 cp "$out/stability-plots/error_over_time.png" scripts/figures/stability-error.png

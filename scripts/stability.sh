@@ -2,7 +2,7 @@
 # The stability bench: still images with landmark truth, warped along known paths by
 # `steadyface synth` (still, slow sway, vibration with motion blur, low light), tracked with
 # each stabilizer, and scored by `eval` against the moving truth: NME and the jitter of the
-# error (mean |e_t - e_t-1| / IOD). Usage: scripts/stability.sh [stabilizer[,key=value...]...]
+# error (mean |e_t - e_t-1| / IOD), and the lag behind moving truth in frames. Usage: scripts/stability.sh [stabilizer[,key=value...]...]
 source "$(dirname "$0")/lib.sh"
 stabs=("${@:-none one-euro shape-one-euro}")
 read -r -a stabs <<<"${stabs[*]}"
@@ -18,7 +18,7 @@ pts = re.findall(r"([-0-9.eE]+)\s+([-0-9.eE]+)", body)
 rows = ["%f %f" % ((float(x) - 1) * 0.5 + 1, (float(y) - 1) * 0.5 + 1) for x, y in pts]
 open(sys.argv[1], "w").write("version: 1\nn_points: %d\n{\n%s\n}\n" % (len(rows), "\n".join(rows)))
 PY
-printf "%-9s %-10s" image condition; for s in "${stabs[@]}"; do printf " | %-22s" "$s NME / jitter"; done; echo
+printf "%-9s %-10s" image condition; for s in "${stabs[@]}"; do printf " | %-28s" "$s NME / jitter / lag"; done; echo
 for img in takeo einstein; do
   if [ "$img" = takeo ]; then src=(data/takeo.ppm --pts data/takeo.pts); else src=("$out/einstein.png" --pts "$out/einstein.pts"); fi
   for kind in still slow vibration lowlight; do
@@ -40,6 +40,7 @@ import json, sys
 d = json.load(sys.stdin)
 order = sys.argv[1:]
 rows = [d] if "nme_iod" in d else [d[s.replace("=", "~")] for s in order]
-print("".join(" | %.4f / %.4f        " % (v["nme_iod"], v["jitter"]) for v in rows))' "${stabs[@]}"
+lag = lambda v: "-" if v.get("lag_frames") is None else "%.2f" % v["lag_frames"]
+print("".join(" | %.4f / %.5f / %-5s " % (v["nme_iod"], v["jitter"], lag(v)) for v in rows))' "${stabs[@]}"
   done
 done

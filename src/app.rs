@@ -262,6 +262,8 @@ pub struct EvalReport {
     pub mcv_pct: f32,
     pub mav: f32,
     pub jitter: f32,
+    /// Frames the prediction follows the truth late (`metrics::lag`); NaN (null) on still clips.
+    pub lag_frames: f32,
     /// Points compared per face (after scheme mapping).
     pub points: usize,
 }
@@ -366,6 +368,7 @@ pub fn eval_series(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Res
     report.mcv_pct = metrics::cvar(&track);
     report.mav = metrics::avar(&track);
     report.jitter = metrics::jitter(&track);
+    report.lag_frames = metrics::lag(&track);
     let series = EvalSeries {
         nme: errors,
         pred: seq_pred,
@@ -435,7 +438,8 @@ pub fn format_report(r: &EvalReport) -> String {
          FR@0.1        {}\n\
          MCV (%)       {}\n\
          MAV           {}\n\
-         jitter        {}\n",
+         jitter        {}\n\
+         lag (frames)  {}\n",
         r.samples,
         r.missed,
         f(r.nme_iod),
@@ -445,7 +449,8 @@ pub fn format_report(r: &EvalReport) -> String {
         f(r.fr_0_1),
         f(r.mcv_pct),
         f(r.mav),
-        f(r.jitter)
+        f(r.jitter),
+        f(r.lag_frames)
     )
 }
 

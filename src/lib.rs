@@ -19,9 +19,11 @@
 //!   [`backend`]: `models.backend` (cpu, cuda, auto), the one place that knows whether the
 //!   build has libtorch; `torch` (feature `torch`): the libtorch backbone and ConvLSTM, and
 //!   the `tune` trainer.
-//! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking.
+//! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking, and
+//!   the face's registration between frames (`face::motion`) that the point filter follows.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
-//! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro).
+//! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro, optionally carried
+//!   by the registered face motion).
 //! - [`synth`]: clips with exact truth (a still image warped along a known path): still,
 //!   slow sway, vibration with motion blur, low light; the stability bench's data.
 //! - [`convlstm`]: the ConvLSTM stabilizer (Eq. 1) on the backbone's maps: the CPU kernel,

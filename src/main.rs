@@ -67,7 +67,7 @@ enum Cmd {
         #[arg(long)]
         signals: bool,
     },
-    /// Compare predicted landmarks with ground truth: NME, NRMSE, AUC, FR, MCV, MAV, jitter.
+    /// Compare predicted landmarks with ground truth: NME, NRMSE, AUC, FR, MCV, MAV, jitter, lag.
     Eval {
         /// Landmark JSONL written by `track`, as `[LABEL=]PATH` (repeatable: one per method,
         /// e.g. --pred none=a.jsonl --pred one-euro=b.jsonl).
@@ -439,8 +439,8 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             steadyface::bench::set_threads(cfg.models.threads);
             let s = app::track(&cfg, &input, &output, signals)?;
             println!(
-                "{} frames ({} with a face, {} face observations, mean score {:.3}) in {:.2} s = {:.1} fps; decoder {}; detector ran {} times; tracks started {}, lost {}; wrote {}",
-                s.frames, s.frames_with_face, s.faces_seen, s.mean_score, s.seconds, s.fps, s.decoder, s.stats.detector_runs, s.stats.tracks_started, s.stats.tracks_lost, s.output
+                "{} frames ({} with a face, {} face observations, mean score {:.3}) in {:.2} s = {:.1} fps; decoder {}; detector ran {} times; tracks started {}, lost {}; face registrations refused {} of {}; wrote {}",
+                s.frames, s.frames_with_face, s.faces_seen, s.mean_score, s.seconds, s.fps, s.decoder, s.stats.detector_runs, s.stats.tracks_started, s.stats.tracks_lost, s.stats.registrations_refused, s.stats.registrations, s.output
             );
             if let Some(p) = summary {
                 let text = serde_json::to_string_pretty(&s).expect("summary serialises");

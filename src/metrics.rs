@@ -24,6 +24,10 @@
 //!   (percent of IOD)².
 //! - **Jitter** = mean over t ≥ 1 and k of ‖eₜ,ₖ − eₜ₋₁,ₖ‖ / dₜ, with eₜ = uₜ − ûₜ: how
 //!   much the *error* moves from frame to frame, which real motion does not inflate.
+//! - **Lag** = the shift s (frames) minimising the mean ‖c̃ₜ − g̃ₜ₋ₛ‖ over t, where c and g
+//!   are the predicted and true face centroids and ~ removes each track's mean (a constant
+//!   offset is error, not lag); g is interpolated linearly, s is searched over ±3 frames in
+//!   quarter frames. Positive: the prediction follows the truth s frames late.
 
 use crate::geometry::{BBox, Point};
 
@@ -181,6 +185,53 @@ pub fn jitter(track: &Track) -> f32 {
     }
 }
 
+/// Lag of the prediction behind the truth, in frames (module docs). NaN without truth, on
+/// clips shorter than 12 frames, or when the true centroid moves less than 1% of the IOD
+/// (there is no motion to lag behind).
+pub fn lag(track: &Track) -> f32 {
+    const MAX: usize = 3;
+    let Some(truth) = track.truth else { return f32::NAN };
+    let n = track.pred.len().min(truth.len());
+    let d = track.mean_iod();
+    if n < 4 * MAX || d <= 0.0 {
+        return f32::NAN;
+    }
+    let centroid = |p: &[Point]| {
+        let s = p
+            .iter()
+            .fold((0.0f64, 0.0f64), |a, q| (a.0 + q.x as f64, a.1 + q.y as f64));
+        (s.0 / p.len().max(1) as f64, s.1 / p.len().max(1) as f64)
+    };
+    let demeaned = |v: Vec<(f64, f64)>| {
+        let m = v.iter().fold((0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1));
+        let m = (m.0 / v.len() as f64, m.1 / v.len() as f64);
+        v.into_iter().map(|c| (c.0 - m.0, c.1 - m.1)).collect::<Vec<_>>()
+    };
+    let c = demeaned(track.pred[..n].iter().map(|p| centroid(p)).collect());
+    let g = demeaned(truth[..n].iter().map(|p| centroid(p)).collect());
+    let spread = (g.iter().map(|p| p.0 * p.0 + p.1 * p.1).sum::<f64>() / n as f64).sqrt();
+    if spread < 0.01 * d as f64 {
+        return f32::NAN;
+    }
+    let mut best = (f64::INFINITY, f32::NAN);
+    for q in -(4 * MAX as i32)..=(4 * MAX as i32) {
+        let s = q as f64 / 4.0;
+        let cost: f64 = (MAX..n - MAX)
+            .map(|t| {
+                let i = t as f64 - s;
+                let (i0, a) = (i.floor() as usize, i - i.floor());
+                let i1 = (i0 + 1).min(n - 1);
+                let (gx, gy) = (g[i0].0 + a * (g[i1].0 - g[i0].0), g[i0].1 + a * (g[i1].1 - g[i0].1));
+                ((c[t].0 - gx).powi(2) + (c[t].1 - gy).powi(2)).sqrt()
+            })
+            .sum();
+        if cost < best.0 {
+            best = (cost, s as f32);
+        }
+    }
+    best.1
+}
+
 fn mean(it: impl Iterator<Item = f32>) -> f32 {
     let v: Vec<f32> = it.filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -264,5 +315,36 @@ mod tests {
             eye_corners: [0, 1],
         };
         assert!(cvar(&tr).abs() < 1e-4);
+    }
+
+    #[test]
+    fn lag_finds_a_known_delay() {
+        // A face swaying sinusoidally; the prediction is the truth 1.5 frames late, plus a
+        // constant offset (error, not lag).
+        let face = |t: f32| -> Vec<Point> {
+            let x = 20.0 * (t * 0.2).sin();
+            (0..10)
+                .map(|k| p(100.0 + x + 10.0 * k as f32, 50.0 + 5.0 * (k % 3) as f32))
+                .collect()
+        };
+        let truth: Vec<Vec<Point>> = (0..60).map(|t| face(t as f32)).collect();
+        let late: Vec<Vec<Point>> = (0..60)
+            .map(|t| face(t as f32 - 1.5).iter().map(|q| p(q.x + 3.0, q.y)).collect())
+            .collect();
+        let track = |pred| Track {
+            pred,
+            truth: Some(&truth),
+            eye_corners: [0, 9],
+        };
+        assert_eq!(lag(&track(&late)), 1.5);
+        assert_eq!(lag(&track(&truth)), 0.0);
+        // A still face has nothing to lag behind.
+        let still: Vec<Vec<Point>> = (0..60).map(|_| face(0.0)).collect();
+        assert!(lag(&Track {
+            pred: &still,
+            truth: Some(&still),
+            eye_corners: [0, 9],
+        })
+        .is_nan());
     }
 }

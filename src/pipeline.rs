@@ -45,6 +45,11 @@ pub struct PipelineStats {
     pub scene_cuts: u64,
     /// Frames on which exposure correction was applied.
     pub low_light_frames: u64,
+    /// Face registrations for the motion-compensated filter (`stabilizer.motion`), and those
+    /// refused (no convergence, face left the frame, disagreement with the landmarks); a
+    /// refused frame is filtered without compensation.
+    pub registrations: u64,
+    pub registrations_refused: u64,
 }
 
 /// Pipeline settings.
@@ -325,7 +330,13 @@ impl Pipeline {
             if let Some(f) = t.filter.as_mut() {
                 let ts = Instant::now();
                 let size = (o.bbox.width() * o.bbox.height()).max(1.0).sqrt();
-                let motion = t.motion.as_mut().and_then(|m| m.step(frame, &o.points));
+                let motion = t.motion.as_mut().and_then(|m| {
+                    let before = (m.tried, m.refused);
+                    let w = m.step(frame, &o.points);
+                    self.stats.registrations += m.tried - before.0;
+                    self.stats.registrations_refused += m.refused - before.1;
+                    w
+                });
                 f.apply(&mut o.points, time_s, size, motion.as_ref());
                 o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
                 self.times.stabilizer += ts.elapsed();

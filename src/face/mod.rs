@@ -1,4 +1,5 @@
-//! Finding and following faces: the detector, the multi-face tracker and exposure control.
+//! Finding and following faces: the detector, the multi-face tracker, exposure control, and
+//! the face's registration between frames.
 
 pub mod detector;
 pub mod exposure;
