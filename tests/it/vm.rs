@@ -30,6 +30,13 @@ fn v4l2_capture_from_vivid_survives_unplug_and_replug() {
         let f = &manifest.model(name).unwrap().file;
         std::fs::copy(models.join(f), p.join("models").join(f)).unwrap();
     }
+    // The default stabilizer is the shipped ConvLSTM, which an install carries beside the models.
+    std::fs::create_dir_all(p.join("models/lm0-convlstm")).unwrap();
+    std::fs::copy(
+        root().join("models/lm0-convlstm/stabilizer.safetensors"),
+        p.join("models/lm0-convlstm/stabilizer.safetensors"),
+    )
+    .unwrap();
     std::fs::copy(root().join("tests/vm/guest.sh"), p.join("guest.sh")).unwrap();
     std::fs::write(
         p.join("vm.yaml"),
