@@ -26,8 +26,8 @@ pub struct OneEuroParams {
 /// Defaults for the motion-compensated filter (`stabilizer.motion`, README "Stabilizers"),
 /// chosen on `scripts/stability.sh` and the carphone clip. Rigid motion is carried by the
 /// registration, so the cutoff can be low; `beta` is what keeps speech from lagging: on
-/// carphone 10 gave NME 0.0492 against dlib's labels, 20 gave 0.0484 (raw 0.0469), and the
-/// bench's bar still holds at 20 (not at 40). Without compensation, 1.0 / 40 lags less.
+/// carphone 10 gave NME 0.0492 against dlib's labels, 20 gave 0.0485 (raw 0.0469), and the
+/// bench's bar still holds at 20 (not at 30). Without compensation, 1.0 / 40 lags less.
 impl Default for OneEuroParams {
     fn default() -> Self {
         Self {

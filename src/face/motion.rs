@@ -13,7 +13,9 @@
 //! Huber weights so that blinks, speech and specular spots count less. It starts from the
 //! similarity fitted to the raw landmarks, so it only has to refine by a pixel or two, and it
 //! is refused (the filter then runs uncompensated) when it does not converge, loses the frame
-//! or disagrees with the landmarks by more than [`MAX_DISAGREEMENT`] of the face size.
+//! or disagrees with the landmarks by more than [`MAX_DISAGREEMENT`] of the face size. Each
+//! parameter is then shrunk by its signal-to-noise ratio, so that a still face's registration
+//! noise does not pass into the output.
 //!
 //! Everything is in fixed arrays: a track allocates its [`FaceMotion`] once.
 
@@ -31,8 +33,10 @@ const COVER: f32 = 0.8;
 const MAX_ITER: usize = 20;
 const CONVERGED: f64 = 0.02;
 /// Largest difference, as a fraction of the face size, between the registered motion and the
-/// landmarks' own motion at the face box's corners. Landmark noise is ~1% of the face size;
-/// beyond this the registration locked onto something else (a hand, the background).
+/// landmarks' own motion at the face box's corners. The landmarks' similarity is noisy: in low
+/// light its roll alone moves the corners by several percent (at 6%, most of einstein
+/// low-light's frames were refused). Beyond 15% the registration has locked onto something
+/// else (a hand, the background).
 pub const MAX_DISAGREEMENT: f32 = 0.15;
 /// Huber threshold in robust standard deviations.
 const HUBER: f32 = 1.345;
@@ -55,7 +59,8 @@ pub struct FaceMotion {
     prev: [Point; MAX_POINTS],
     n: usize,
     valid: bool,
-    /// Registrations tried and refused since the track started (reported by `bench`).
+    /// Registrations tried and refused since the track started (summed into the pipeline's
+    /// stats, which `track` and `bench` report).
     pub tried: u64,
     pub refused: u64,
 }
@@ -143,11 +148,6 @@ fn solve4(mut h: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
 impl FaceMotion {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Forget the template (a new track, or a gap in time).
-    pub fn reset(&mut self) {
-        self.valid = false;
     }
 
     /// The similarity that carries the previous frame's face onto `frame`'s, whose raw
