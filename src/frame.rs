@@ -7,6 +7,13 @@
 
 use crate::geometry::BBox;
 
+/// Rec.601 luma of an RGB pixel, ×256 (integer weights 77, 150, 29): `>> 8` gives the 8-bit
+/// luma. One definition for exposure statistics, mono sampling, scene cuts and registration.
+#[inline]
+pub fn luma_x256(r: u8, g: u8, b: u8) -> u32 {
+    77 * r as u32 + 150 * g as u32 + 29 * b as u32
+}
+
 /// An 8-bit RGB image, row-major, 3 bytes per pixel.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Frame {
@@ -41,7 +48,7 @@ impl Frame {
         for y in (0..self.height).step_by(2) {
             let row = &self.data[y * self.width * 3..(y + 1) * self.width * 3];
             for px in row.chunks_exact(6) {
-                let l = (77 * px[0] as u32 + 150 * px[1] as u32 + 29 * px[2] as u32) >> 8;
+                let l = luma_x256(px[0], px[1], px[2]) >> 8;
                 hist[l as usize] += 1;
             }
         }
@@ -235,7 +242,7 @@ fn resample_impl<const MONO: bool>(
         let o = row as usize * row_bytes + col as usize * 3;
         let p = [data[o], data[o + 1], data[o + 2]];
         if MONO {
-            let l = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
+            let l = (luma_x256(p[0], p[1], p[2]) >> 8) as u8;
             [l; 3]
         } else {
             p
@@ -383,7 +390,7 @@ mod tests {
                 }
             };
             if mono {
-                let l = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
+                let l = (luma_x256(p[0], p[1], p[2]) >> 8) as u8;
                 [l; 3]
             } else {
                 p

@@ -12,7 +12,7 @@ use crate::face::detector::{Detection, DetectorParams, MAX_DETECTIONS};
 use crate::face::exposure::Levels;
 use crate::face::tracker::landmark_box_from_detection;
 use crate::face::{FaceObs, Tracker, TrackerParams, YuNet, MAX_FACES, MAX_POINTS};
-use crate::frame::{resample_planar, Border, Frame, InputLut, Sampling};
+use crate::frame::{luma_x256, resample_planar, Border, Frame, InputLut, Sampling};
 use crate::geometry::{BBox, CropTransform, Point};
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,7 @@ fn thumbnail(frame: &Frame, out: &mut [u8; THUMB_W * THUMB_H]) {
         for tx in 0..THUMB_W {
             let x = (tx * 2 + 1) * frame.width / (THUMB_W * 2);
             let p = frame.pixel(x.min(frame.width - 1), y.min(frame.height - 1));
-            out[ty * THUMB_W + tx] = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8) as u8;
+            out[ty * THUMB_W + tx] = (luma_x256(p[0], p[1], p[2]) >> 8) as u8;
         }
     }
 }

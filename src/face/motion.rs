@@ -20,7 +20,7 @@
 //! Everything is in fixed arrays: a track allocates its [`FaceMotion`] once.
 
 use super::MAX_POINTS;
-use crate::frame::Frame;
+use crate::frame::{luma_x256, Frame};
 use crate::geometry::{BBox, Point, Similarity};
 
 /// Side of the sampling grid over the face region.
@@ -95,7 +95,7 @@ fn luma(f: &Frame, x: f32, y: f32) -> Option<f32> {
     // Integer Rec.601 weights (×256): a quarter of the cost of per-channel float products.
     let l = |xx: usize, yy: usize| {
         let i = 3 * (yy * f.width + xx);
-        (77 * f.data[i] as u32 + 150 * f.data[i + 1] as u32 + 29 * f.data[i + 2] as u32) as f32
+        luma_x256(f.data[i], f.data[i + 1], f.data[i + 2]) as f32
     };
     let (a, b, c, d) = (l(x0, y0), l(x1, y0), l(x0, y1), l(x1, y1));
     let top = a + fx * (b - a);
