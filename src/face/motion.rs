@@ -186,7 +186,8 @@ impl FaceMotion {
                 self.template[j * GRID + i] = cell(frame, p, q).unwrap_or(f32::NAN);
             }
         }
-        // Central differences in grid units; the border ring keeps zero gradient (unused).
+        // Gradients in grid units; the border ring, and cells next to one off the frame, keep
+        // zero gradient (unused).
         for j in 0..GRID {
             for i in 0..GRID {
                 let k = j * GRID + i;
