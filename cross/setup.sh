@@ -5,19 +5,12 @@
 #    host's cross glibc (Debian 12: 2.36; JetPack 5/6: Ubuntu 20.04/22.04, glibc 2.31/2.35).
 # Everything lands under ~/.cache/steadyface so a second run (or CI) reuses it.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 cache="$HOME/.cache/steadyface"
 rustup target add aarch64-unknown-linux-gnu
-need=()
-command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
-[ -e /usr/aarch64-linux-gnu/include/stdio.h ] || need+=(libc6-dev-arm64-cross)
-command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
-if [ "${#need[@]}" -gt 0 ]; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# Debian's cross gcc, glibc headers and qemu-user, and libclang for bindgen (scripts/packages.txt).
+scripts/packages.sh install cross demo
+scripts/packages.sh check cross >&2
 [ -x "$cache/zig-venv/bin/python" ] || python3 -m venv "$cache/zig-venv"
 "$cache/zig-venv/bin/python" -c 'import ziglang' 2>/dev/null ||
   "$cache/zig-venv/bin/pip" install -q "ziglang==0.17.1"

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}"
+LIBCLANG_PATH=$(scripts/packages.sh libclang); export LIBCLANG_PATH
 cargo build --release --locked --quiet
 bin="$CARGO_TARGET_DIR/release/steadyface"
 "$bin" models fetch --data data >/dev/null

@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEADYFACE_TEST_DEPS=1 scripts/setup.sh
+# Every tool and library the tests use must come from a package that scripts/packages.txt
+# declares (resolved through dpkg, so a hand-installed package cannot hide a missing line).
+scripts/packages.sh check demo test
+LIBCLANG_PATH=$(scripts/packages.sh libclang); export LIBCLANG_PATH
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
