@@ -41,14 +41,18 @@ owner() {
     dpkg -S "$1" 2>/dev/null | head -1 | cut -d: -f1 || true
 }
 
-libclang_dir() {
-  local f
-  for f in $(closure libclang-dev | xargs -r dpkg -L 2>/dev/null | grep -E '/libclang(-[0-9.]+)?\.so(\.[0-9]+)*$' | sort -V -r); do
-    [ -e "$f" ] && { dirname "$f"; return 0; }
-  done
-  echo "packages: no libclang.so from package libclang-dev (is it installed? scripts/setup.sh installs it)" >&2
+# The libclang.so that the list's provider of lib:libclang.so (with its dependencies) installs:
+# the exact file name bindgen's loader tries first.
+libclang_file() {
+  local f pkg
+  pkg=$(rows | awk '{for (i = 3; i <= NF; i++) if ($i == "lib:libclang.so") print $1}' | head -1)
+  if [ -z "$pkg" ]; then echo "packages: no package in $list provides lib:libclang.so (bindgen needs it)" >&2; return 1; fi
+  f=$(closure "$pkg" | xargs -r dpkg -L 2>/dev/null | grep -E '/libclang\.so$' | sort -V | tail -1)
+  if [ -n "$f" ] && [ -e "$f" ]; then echo "$f"; return 0; fi
+  echo "packages: no libclang.so from package $pkg (is it installed? scripts/setup.sh installs it)" >&2
   return 1
 }
+libclang_dir() { local f; f=$(libclang_file) && dirname "$f"; }
 
 cmd=${1:-}; shift || true
 case "$cmd" in
@@ -72,7 +76,8 @@ case "$cmd" in
         case "$kind" in
           bin) path=$(command -v "$what" || true) ;;
           file) path=$what; [ -e "$path" ] || path="" ;;
-          lib) d=$(libclang_dir 2>/dev/null || true); path=${d:+$d/$what}; [ -n "$path" ] && [ -e "$path" ] || path="" ;;
+          lib) [ "$what" = libclang.so ] || { echo "packages: only lib:libclang.so is known" >&2; bad=1; continue; }
+               path=$(libclang_file 2>/dev/null || true) ;;
           *) echo "packages: $list: unknown kind '$kind' in '$item'" >&2; bad=1; continue ;;
         esac
         if [ -z "$path" ]; then

@@ -18,7 +18,8 @@ use steadyface::{app, config::Config, models, Error};
 First run `steadyface models fetch` to get the models listed in models/manifest.yaml,\n\
 then `steadyface track VIDEO --output landmarks.jsonl`.\n\n\
 As a service, `steadyface run --config FILE` reads a camera (or replays a clip) and publishes\n\
-landmarks over MQTT; `steadyface run --config config/demo.yaml` tries it on the bundled clip.\n\n\
+landmarks over MQTT. To try it on the bundled clip, from the repository root:\n\
+`steadyface models fetch --data data && steadyface run --config config/demo.yaml`.\n\n\
 Coordinates are input-image pixels; the centre of the top-left pixel is (0, 0)."
 )]
 struct Cli {

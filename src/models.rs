@@ -487,6 +487,29 @@ fn download(url: &str, dest: &Path, name: &str, progress: bool) -> Result<()> {
     Ok(())
 }
 
+/// For an input that does not exist: when its file name is one of the manifest's data files
+/// (the demo clip, the test faces), the command that fetches it. The shipped manifest is
+/// compiled in, so the hint works whatever `models.dir` says.
+pub fn fetch_hint(path: &Path) -> Option<String> {
+    static DATA: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = DATA.get_or_init(|| {
+        serde_yaml::from_str::<Manifest>(include_str!("../models/manifest.yaml"))
+            .map(|m| m.data.into_iter().map(|a| a.file).collect())
+            .unwrap_or_default()
+    });
+    let name = path.file_name()?.to_str()?;
+    names.iter().any(|n| n == name).then(|| {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        format!(
+            "{name} is demo/test data, not fetched yet: run `steadyface models fetch --data {}`",
+            dir.display()
+        )
+    })
+}
+
 /// Locate the manifest: `dir/manifest.yaml`.
 pub fn manifest_path(dir: &Path) -> PathBuf {
     dir.join("manifest.yaml")
@@ -495,6 +518,13 @@ pub fn manifest_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_data_file_names_the_fetch_command() {
+        let hint = fetch_hint(Path::new("data/carphone_pristine.mp4")).unwrap();
+        assert!(hint.contains("steadyface models fetch --data data"), "{hint}");
+        assert_eq!(fetch_hint(Path::new("data/my_own_clip.mp4")), None);
+    }
 
     #[test]
     fn shipped_manifest_parses_and_is_consistent() {

@@ -82,14 +82,25 @@ pub fn load_pts(path: &Path) -> Result<TruthFrame> {
 }
 
 fn load_json(path: &Path) -> Result<Vec<TruthFrame>> {
+    // An interchange file: other tools add metadata (`scheme`, `fps`, `width`, `source`...)
+    // beside `frames`. Those keys are read past with one warning; `frames` itself is strict.
     #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
     struct J {
         frames: Vec<Option<Vec<[f32; 2]>>>,
+        #[serde(flatten)]
+        other: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let j: J = serde_json::from_str(&text)
         .map_err(|e| Error::data(path, format!("not a truth file {{\"frames\": [[[x,y],...],...]}}: {e}")))?;
+    if !j.other.is_empty() {
+        let keys: Vec<&str> = j.other.keys().map(String::as_str).collect();
+        log::warn!(
+            "{}: ignoring keys other than `frames`: {}",
+            path.display(),
+            keys.join(", ")
+        );
+    }
     Ok(j.frames
         .into_iter()
         .map(|f| TruthFrame {
@@ -186,6 +197,25 @@ mod tests {
         let t = load(&p).unwrap();
         assert_eq!(t[0].file.as_deref(), Some("x.jpg"));
         assert_eq!(t[0].faces[0], vec![Point::new(3.0, 4.0), Point::new(5.0, 6.0)]);
+    }
+
+    #[test]
+    fn json_metadata_is_read_past_but_frames_stay_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.json");
+        std::fs::write(
+            &p,
+            r#"{"scheme": "ibug68", "fps": 30, "width": 640, "height": 480, "source": {"clip": "a.mp4"},
+               "frames": [[[1,2],[3,4]], null]}"#,
+        )
+        .unwrap();
+        let t = load(&p).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].faces[0][1], Point::new(3.0, 4.0));
+        std::fs::write(&p, r#"{"scheme": "ibug68"}"#).unwrap();
+        assert!(load(&p).unwrap_err().to_string().contains("missing field `frames`"));
+        std::fs::write(&p, r#"{"frames": [[[1,2],[3]]]}"#).unwrap();
+        assert!(load(&p).is_err());
     }
 
     #[test]

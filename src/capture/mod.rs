@@ -56,7 +56,11 @@ pub fn open(path: &Path) -> Result<Box<dyn FrameSource>> {
         return Ok(Box::new(ImageDirSource::open(path, DEFAULT_FPS)?));
     }
     if !path.exists() {
-        return Err(Error::input(path, "no such file or directory"));
+        let reason = match crate::models::fetch_hint(path) {
+            Some(hint) => format!("no such file or directory; {hint}"),
+            None => "no such file or directory".to_string(),
+        };
+        return Err(Error::input(path, reason));
     }
     let is_y4m = path
         .extension()
