@@ -6,6 +6,7 @@ use crate::capture::{self, ImageDirSource};
 use crate::config::Config;
 use crate::convlstm::{ConvLstmWeights, MapStabilizer};
 use crate::error::{Error, Result};
+use crate::eyes::EyeRefiner;
 use crate::face::detector::DetectorParams;
 use crate::face::YuNet;
 use crate::frame::Frame;
@@ -28,6 +29,8 @@ pub struct Models {
     pub backbone_path: PathBuf,
     pub detector_path: PathBuf,
     pub backbone_spec: BackboneSpec,
+    /// The eye refiner's entry and file (`models.eye_refiner`).
+    pub eye_refiner: Option<(models::ModelEntry, PathBuf)>,
 }
 
 impl Models {
@@ -63,7 +66,12 @@ impl Models {
         let (be, backbone_path) = pick(&cfg.models.backbone, ModelKind::Backbone, "models.backbone")?;
         let (_, detector_path) = pick(&cfg.models.detector, ModelKind::Detector, "models.detector")?;
         let backbone_spec = BackboneSpec::from_entry(&be, &manifest_path)?;
+        let eye_refiner = match &cfg.models.eye_refiner {
+            Some(name) => Some(pick(name, ModelKind::EyeRefiner, "models.eye_refiner")?),
+            None => None,
+        };
         Ok(Self {
+            eye_refiner,
             manifest,
             manifest_path,
             backbone_path,
@@ -132,7 +140,22 @@ impl Models {
         Ok(Signals::new(cfg.signals.clone(), points))
     }
 
+    /// The eye refiner, when `models.eye_refiner` names one; the backbone's scheme must have
+    /// both eyes' six points.
+    pub fn load_eye_refiner(&self, cfg: &Config) -> Result<Option<EyeRefiner>> {
+        let Some((entry, path)) = &self.eye_refiner else {
+            return Ok(None);
+        };
+        let points =
+            SignalPoints::from_scheme(&self.backbone_spec.scheme, self.scheme()).map_err(|e| Error::Config {
+                origin: None,
+                problems: vec![format!("models.eye_refiner: {e} (set models.eye_refiner: null)")],
+            })?;
+        EyeRefiner::load(path, entry, points.eyes(), &cfg.models.cpu_engine, cfg.models.threads).map(Some)
+    }
+
     pub fn pipeline(&self, cfg: &Config) -> Result<Pipeline> {
+        let eyes = self.load_eye_refiner(cfg)?;
         Pipeline::new(
             self.load_backbone(cfg)?,
             self.map_stabilizer(cfg)?,
@@ -143,6 +166,7 @@ impl Models {
                 low_light: cfg.detector.low_light,
             },
         )
+        .map(|p| p.with_eyes(eyes))
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Stages: `convert` (read + YUV→RGB), `detect` (its time on the frames where it ran, 0
 //! elsewhere; `mean_ms` is the amortised cost), `crop`, `backbone`, `decode`,
-//! `stabilizer` (0 with `--stabilizer none`), `signals` (drowsiness, when `signals.enabled`).
+//! `stabilizer` (0 with `--stabilizer none`), `eyes` (the eye refiner on both eyes, 0 with
+//! `models.eye_refiner: null`), `signals` (drowsiness, when `signals.enabled`).
 //! Reported as median and p90 over the
 //! measured frames, plus overall fps and peak RSS. Timings are for reading, not for
 //! asserting: absolute times drift on shared machines, so compare ratios from one run.
@@ -99,6 +100,7 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
         "backbone",
         "stabilizer",
         "decode",
+        "eyes",
         "signals",
     ];
     let mut series: Vec<Vec<Duration>> = names.iter().map(|_| Vec::with_capacity(frames)).collect();
@@ -125,11 +127,16 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
         let sig = t.elapsed();
         if i >= WARMUP {
             let st = pipeline.last_times();
-            for (s, d) in
-                series
-                    .iter_mut()
-                    .zip([convert, st.detect, st.crop, st.backbone, st.stabilizer, st.decode, sig])
-            {
+            for (s, d) in series.iter_mut().zip([
+                convert,
+                st.detect,
+                st.crop,
+                st.backbone,
+                st.stabilizer,
+                st.decode,
+                st.eyes,
+                sig,
+            ]) {
                 s.push(d);
             }
         }
@@ -182,9 +189,9 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
 /// Per model: its label and the engine's mean time per step, slowest first.
 pub type Profiles = Vec<(&'static str, Vec<(String, f64)>)>;
 
-/// The native engine's kernels and time per step on the configured backbone and detector
-/// (mean ms, slowest first), labelled `backbone` and `detector`; a model the engine cannot
-/// run is left out.
+/// The native engine's kernels and time per step on the configured backbone, detector and eye
+/// refiner (mean ms, slowest first), labelled `backbone`, `detector` and `eye refiner`; a
+/// model the engine cannot run is left out.
 pub fn profile_models(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels::Isa, Profiles)> {
     let models = Models::resolve(cfg)?;
     let spec = &models.backbone_spec;
@@ -197,10 +204,14 @@ pub fn profile_models(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels::
     let det = (di.width, di.height);
     let mut isa = crate::nn::kernels::Isa::detect();
     let mut out = Vec::new();
-    for (name, path, (w, h)) in [
+    let mut list = vec![
         ("backbone", &models.backbone_path, (spec.input_w, spec.input_h)),
         ("detector", &models.detector_path, det),
-    ] {
+    ];
+    if let Some((e, path)) = &models.eye_refiner {
+        list.push(("eye refiner", path, (e.io.input.width, e.io.input.height)));
+    }
+    for (name, path, (w, h)) in list {
         let mut net = match crate::nn::Net::load(path, w, h) {
             Ok(mut n) => {
                 n.set_threads(cfg.models.threads);

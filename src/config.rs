@@ -38,6 +38,10 @@ pub struct ModelsConfig {
     /// across them, and tract its matrix products. 1 leaves the other cores to capture, MQTT
     /// and the rest of the system.
     pub threads: usize,
+    /// Eye refiner in the manifest, run on both eyes of every face (`crate::eyes`): refined
+    /// lids, the iris, and an openness that follows real blinks. `null` turns it off, e.g. for a
+    /// backbone whose own lids move; the drowsiness signals then read the backbone's eye points.
+    pub eye_refiner: Option<String>,
 }
 
 impl Default for ModelsConfig {
@@ -49,6 +53,7 @@ impl Default for ModelsConfig {
             backend: "auto".into(),
             cpu_engine: "native".into(),
             threads: 1,
+            eye_refiner: Some("mediapipe-iris".into()),
         }
     }
 }

@@ -155,6 +155,71 @@ pub fn resample_planar(
     }
 }
 
+/// Resample a rotated (affine) region into a planar `3 × out_h × out_w` raster.
+///
+/// Output pixel `(i, j)` is the mean of `n × n` bilinear samples spread over its footprint,
+/// centred on `origin + (i + 0.5)·ax + (j + 0.5)·ay`: `ax` and `ay` are one output pixel's
+/// step in the image (so a mirrored or rotated crop is just another pair of vectors), and `n`
+/// grows with the step (1 to 4) so that shrinking does not alias. Outside the image the edge
+/// pixel repeats. Allocation-free. With axis-aligned steps and [`Border::Clamp`] it gives what
+/// [`resample_planar`] gives for the same box.
+#[allow(clippy::too_many_arguments)]
+pub fn resample_affine(
+    frame: &Frame,
+    origin: crate::geometry::Point,
+    ax: crate::geometry::Point,
+    ay: crate::geometry::Point,
+    out_w: usize,
+    out_h: usize,
+    norm: &Normalize,
+    lut: &InputLut,
+    out: &mut [f32],
+) {
+    assert!(out.len() >= 3 * out_w * out_h, "resample target too small");
+    if frame.width == 0 || frame.height == 0 {
+        return;
+    }
+    let step = |v: crate::geometry::Point| (v.x * v.x + v.y * v.y).sqrt();
+    let nx = (step(ax).ceil() as usize).clamp(1, 4);
+    let ny = (step(ay).ceil() as usize).clamp(1, 4);
+    let inv = 1.0 / (nx * ny) as f32;
+    let (w, h) = (frame.width as isize, frame.height as isize);
+    let order: [usize; 3] = if norm.bgr { [2, 1, 0] } else { [0, 1, 2] };
+    let plane = out_w * out_h;
+    let px = |x: isize, y: isize| -> usize { ((y.clamp(0, h - 1) * w + x.clamp(0, w - 1)) * 3) as usize };
+    let data = &frame.data;
+    for j in 0..out_h {
+        for i in 0..out_w {
+            let mut acc = [0f32; 3];
+            for sj in 0..ny {
+                let v = j as f32 + (sj as f32 + 0.5) / ny as f32;
+                for si in 0..nx {
+                    let u = i as f32 + (si as f32 + 0.5) / nx as f32;
+                    let x = origin.x + u * ax.x + v * ay.x;
+                    let y = origin.y + u * ax.y + v * ay.y;
+                    if !(x.is_finite() && y.is_finite()) {
+                        continue;
+                    }
+                    let (x0, y0) = (x.floor(), y.floor());
+                    let (fx, fy) = (x - x0, y - y0);
+                    // Far outside, the clamp still lands on the edge; saturate before casting.
+                    let (xi, yi) = (x0.clamp(-1.0, w as f32) as isize, y0.clamp(-1.0, h as f32) as isize);
+                    let (a, b, c, d) = (px(xi, yi), px(xi + 1, yi), px(xi, yi + 1), px(xi + 1, yi + 1));
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        let (src, t) = (order[k], &lut.lut[k]);
+                        let top = t[data[a + src] as usize] * (1.0 - fx) + t[data[b + src] as usize] * fx;
+                        let bot = t[data[c + src] as usize] * (1.0 - fx) + t[data[d + src] as usize] * fx;
+                        *acc += top * (1.0 - fy) + bot * fy;
+                    }
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                out[k * plane + j * out_w + i] = a * inv;
+            }
+        }
+    }
+}
+
 /// Widest output raster (taps are precomputed per output column on the stack).
 const MAX_OUT: usize = 1024;
 /// Marks a tap outside the image under [`Border::Constant`].
@@ -468,6 +533,117 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn affine_resample_matches_the_box_resampler_when_level() {
+        let mut f = Frame::new(37, 29);
+        for (i, v) in f.data.iter_mut().enumerate() {
+            *v = (i * 131 % 256) as u8;
+        }
+        let norm = Normalize {
+            scale: 1.0 / 255.0,
+            mean: [0.4, 0.5, 0.6],
+            std: [0.2, 0.25, 0.3],
+            bgr: true,
+        };
+        let lut = InputLut::with_levels(&norm, 10.0, 2.0, 1.0);
+        for (b, w, h) in [
+            (BBox::new(-3.2, -2.0, 40.7, 33.1), 20, 17),
+            (BBox::new(5.3, 4.1, 12.9, 10.2), 24, 24),
+            (BBox::new(-20.0, -20.0, 60.0, 60.0), 7, 9),
+            (BBox::new(-0.5, -0.5, 35.5, 27.5), 18, 14),
+        ] {
+            let (mut a, mut r) = (vec![0.0; 3 * w * h], vec![0.0; 3 * w * h]);
+            let (sx, sy) = (b.width() / w as f32, b.height() / h as f32);
+            use crate::geometry::Point;
+            resample_affine(
+                &f,
+                Point::new(b.x0, b.y0),
+                Point::new(sx, 0.0),
+                Point::new(0.0, sy),
+                w,
+                h,
+                &norm,
+                &lut,
+                &mut a,
+            );
+            resample_planar(&f, b, w, h, &norm, &lut, Sampling::plain(Border::Clamp), &mut r);
+            for (x, y) in a.iter().zip(&r) {
+                assert!((x - y).abs() < 1e-4, "{x} vs {y} for {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn affine_resample_mirrors_and_transposes_exactly() {
+        use crate::geometry::Point;
+        let mut f = Frame::new(5, 4);
+        for (i, v) in f.data.iter_mut().enumerate() {
+            *v = (i * 37 % 256) as u8;
+        }
+        let lut = InputLut::new(&IDENT);
+        // Mirrored: output column i samples image column 4 − i.
+        let mut m = vec![0.0; 3 * 5 * 4];
+        resample_affine(
+            &f,
+            Point::new(4.5, -0.5),
+            Point::new(-1.0, 0.0),
+            Point::new(0.0, 1.0),
+            5,
+            4,
+            &IDENT,
+            &lut,
+            &mut m,
+        );
+        // Transposed (a quarter turn and a mirror): output (i, j) samples image (j, i).
+        let mut t = vec![0.0; 3 * 4 * 5];
+        resample_affine(
+            &f,
+            Point::new(-0.5, -0.5),
+            Point::new(0.0, 1.0),
+            Point::new(1.0, 0.0),
+            4,
+            5,
+            &IDENT,
+            &lut,
+            &mut t,
+        );
+        for y in 0..4 {
+            for x in 0..5 {
+                let p = f.pixel(x, y);
+                for c in 0..3 {
+                    assert_eq!(m[c * 20 + y * 5 + (4 - x)], p[c] as f32);
+                    assert_eq!(t[c * 20 + x * 4 + y], p[c] as f32);
+                }
+            }
+        }
+        // Far outside the frame, or with a NaN corner, it repeats the edge or stays finite.
+        let mut o = vec![0.0; 3 * 4];
+        resample_affine(
+            &f,
+            Point::new(-1e9, 1e9),
+            Point::new(1.0, 0.0),
+            Point::new(0.0, 1.0),
+            2,
+            2,
+            &IDENT,
+            &lut,
+            &mut o,
+        );
+        assert_eq!(o[0], f.pixel(0, 3)[0] as f32);
+        resample_affine(
+            &f,
+            Point::new(f32::NAN, 0.0),
+            Point::new(1.0, 0.0),
+            Point::new(0.0, 1.0),
+            2,
+            2,
+            &IDENT,
+            &lut,
+            &mut o,
+        );
+        assert!(o.iter().all(|v| v.is_finite()));
     }
 
     #[test]

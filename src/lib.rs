@@ -55,6 +55,7 @@ pub mod convlstm;
 pub mod daemon;
 pub mod decode;
 pub mod error;
+pub mod eyes;
 pub mod face;
 pub mod frame;
 pub mod geometry;

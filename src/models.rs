@@ -73,6 +73,9 @@ pub struct Asset {
 pub enum ModelKind {
     Backbone,
     Detector,
+    /// Refines the eye contours and finds the iris in an eye crop (`crate::eyes`).
+    #[serde(rename = "eye_refiner")]
+    EyeRefiner,
 }
 
 /// A model file plus its I/O description.
@@ -437,6 +440,13 @@ fn derive_in_place(asset: &Asset, tmp: &Path, upstream_sha: &str) -> Result<()> 
             log::info!("{}: rewrote {n} FusedConv nodes to standard ONNX", asset.name);
             std::fs::write(tmp, out).map_err(|e| Error::io(tmp, e))
         }
+        // The converter is Python (tflite2onnx), which the binary does not run.
+        Some("tflite-to-onnx") => Err(fail(format!(
+            "the upstream file is TFLite, and converting it takes Python: run \
+             `scripts/derive-eye-refiner.sh {}` (a venv with tflite2onnx from PyPI; it checks the \
+             sha256 of both files), or fetch from a mirror",
+            tmp.with_file_name(&asset.file).display()
+        ))),
         Some(other) => Err(fail(format!("unknown derive step {other:?}"))),
         None => Err(fail("has upstream_sha256 but no derive step".into())),
     }

@@ -8,6 +8,7 @@ use crate::backbone::{Backbone, BackboneSpec};
 use crate::convlstm::MapStabilizer;
 use crate::decode::Decoder;
 use crate::error::Result;
+use crate::eyes::EyeRefiner;
 use crate::face::detector::{Detection, DetectorParams, MAX_DETECTIONS};
 use crate::face::exposure::Levels;
 use crate::face::tracker::landmark_box_from_detection;
@@ -28,6 +29,8 @@ pub struct StageTimes {
     pub decode: Duration,
     /// Temporal stabilisation: the ConvLSTM on the maps and the filter on the points.
     pub stabilizer: Duration,
+    /// The eye refiner on both eyes (crops and model runs).
+    pub eyes: Duration,
 }
 
 /// Counters a caller reports at the end of a run.
@@ -50,6 +53,8 @@ pub struct PipelineStats {
     /// refused frame is filtered without compensation.
     pub registrations: u64,
     pub registrations_refused: u64,
+    /// Eye-refiner runs (two per face and frame when `models.eye_refiner` is set).
+    pub eye_refiner_runs: u64,
 }
 
 /// Pipeline settings.
@@ -81,6 +86,8 @@ pub struct Pipeline {
     /// Luma thumbnail of the previous frame, for scene-cut detection.
     thumb: [u8; THUMB_W * THUMB_H],
     thumb_dims: (usize, usize),
+    /// Refines both eyes of every output face.
+    eyes: Option<EyeRefiner>,
 }
 
 const THUMB_W: usize = 32;
@@ -132,7 +139,15 @@ impl Pipeline {
             index: 0,
             thumb: [0; THUMB_W * THUMB_H],
             thumb_dims: (0, 0),
+            eyes: None,
         })
+    }
+
+    /// Run `eyes` on both eyes of every face after the point filter (`None`: the backbone's
+    /// eye points are the output).
+    pub fn with_eyes(mut self, eyes: Option<EyeRefiner>) -> Self {
+        self.eyes = eyes;
+        self
     }
 
     pub fn spec(&self) -> &BackboneSpec {
@@ -340,6 +355,17 @@ impl Pipeline {
                 f.apply(&mut o.points, time_s, size, motion.as_ref());
                 o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
                 self.times.stabilizer += ts.elapsed();
+            }
+            // After the filter: the crops follow the steadied corners, and nothing smooths
+            // the lids, so a blink keeps its depth and onset.
+            if let Some(r) = self.eyes.as_mut() {
+                let te = Instant::now();
+                let mut eyes = crate::eyes::Eyes::default();
+                r.refine(frame, &levels, &mut o.points, &mut eyes)?;
+                o.eyes = Some(eyes);
+                o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
+                self.stats.eye_refiner_runs += 2;
+                self.times.eyes += te.elapsed();
             }
             let _ = out.push(o);
         }

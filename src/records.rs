@@ -24,9 +24,36 @@ pub struct FaceRecord {
     pub score: f32,
     pub points: Vec<[f32; 2]>,
     pub scheme: String,
+    /// Both eyes from the eye refiner (image-left eye first), when `models.eye_refiner` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eyes: Option<[EyeRecord; 2]>,
     /// Drowsiness signals (`track --signals`, and the daemon when `signals.enabled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signals: Option<FaceSignals>,
+}
+
+/// One refined eye (see [`crate::eyes::Eye`]), in image pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EyeRecord {
+    /// Lower lid from the outer corner to the inner one (9 points), then the upper lid from
+    /// outer to inner without the corners (7).
+    pub lids: Vec<[f32; 2]>,
+    pub iris: [f32; 2],
+    pub iris_radius: f32,
+    /// Lid gap ratio: mean gap between the lids over the corner distance (~0.25 open, ~0 shut).
+    pub openness: f32,
+}
+
+impl EyeRecord {
+    pub fn from_eye(e: &crate::eyes::Eye) -> Self {
+        Self {
+            lids: e.lids.iter().map(|p| [r3(p.x), r3(p.y)]).collect(),
+            iris: [r3(e.iris.x), r3(e.iris.y)],
+            iris_radius: r3(e.iris_radius),
+            openness: (e.openness * 1e4).round() / 1e4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +79,10 @@ impl FaceRecord {
             score: r3(o.score),
             points: o.points.iter().map(|p| [r3(p.x), r3(p.y)]).collect(),
             scheme: scheme.to_string(),
+            eyes: o
+                .eyes
+                .as_ref()
+                .map(|e| [EyeRecord::from_eye(&e[0]), EyeRecord::from_eye(&e[1])]),
             signals: None,
         }
     }

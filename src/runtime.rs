@@ -98,3 +98,67 @@ impl OnnxModel {
         Ok(())
     }
 }
+
+/// An ONNX graph on the CPU: the native engine (allocation-free per run) or tract. Every
+/// ONNX model but the backbone (the detector, the eye refiner) runs through this, so "native,
+/// else tract with one WARN" is written once.
+pub enum OnnxGraph {
+    Native(crate::nn::Net),
+    Tract(OnnxModel),
+}
+
+impl OnnxGraph {
+    /// Load `path` for a `[1, 3, h, w]` input. `cpu_engine` is `models.cpu_engine`: `native`
+    /// falls back to tract with one WARN (naming `what`) when the graph uses something the
+    /// engine lacks; a malformed graph is a model error either way.
+    pub fn load(path: &Path, w: usize, h: usize, cpu_engine: &str, threads: usize, what: &str) -> Result<Self> {
+        use crate::nn::{LoadError, Net};
+        if cpu_engine == "native" {
+            match Net::load(path, w, h) {
+                Ok(mut n) => {
+                    n.set_threads(threads);
+                    return Ok(OnnxGraph::Native(n));
+                }
+                Err(LoadError::Unsupported(why)) => {
+                    log::warn!("models.cpu_engine native cannot run the {what} ({why}); using tract")
+                }
+                Err(LoadError::Invalid(why)) => return Err(Error::model(path, why)),
+            }
+        }
+        OnnxModel::load(path, w, h).map(OnnxGraph::Tract)
+    }
+    pub fn is_native(&self) -> bool {
+        matches!(self, OnnxGraph::Native(_))
+    }
+    /// Output names and shapes, in graph order.
+    pub fn outputs(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            OnnxGraph::Native(n) => n.outputs(),
+            OnnxGraph::Tract(m) => m.outputs().to_vec(),
+        }
+    }
+    /// The planar `3 × h × w` input to fill.
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        match self {
+            OnnxGraph::Native(n) => n.input_mut(),
+            OnnxGraph::Tract(m) => m.input_mut(),
+        }
+    }
+    /// Run, then copy output `i` into `outs[i]` (each sized as its output).
+    pub fn run<O: AsMut<[f32]>>(&mut self, outs: &mut [O]) -> Result<()> {
+        match self {
+            OnnxGraph::Native(n) => {
+                n.run();
+                for (i, o) in outs.iter_mut().enumerate() {
+                    o.as_mut().copy_from_slice(n.output(i));
+                }
+                Ok(())
+            }
+            OnnxGraph::Tract(m) => m.run(|i, s| {
+                if let Some(o) = outs.get_mut(i) {
+                    o.as_mut().copy_from_slice(s)
+                }
+            }),
+        }
+    }
+}

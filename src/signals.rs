@@ -53,10 +53,17 @@ pub struct SignalsConfig {
     pub min_eye_px: f32,
     /// Seconds of visible eyes over which a new track learns the driver's open-eye EAR.
     pub calibration_s: f32,
-    /// Open-eye EAR used before calibration ends.
+    /// Open-eye EAR used before calibration ends (without the eye refiner).
     pub ear_open_default: f32,
-    /// EAR this backbone reports for a fully closed eye (openness 0).
+    /// EAR this backbone reports for a fully closed eye (openness 0; without the eye refiner).
     pub ear_closed: f32,
+    /// With the eye refiner: the open-eye lid gap ratio used before calibration ends. The
+    /// labelled clips' open eyes measure 0.24–0.25 (carphone, video2-512).
+    pub lid_gap_open_default: f32,
+    /// With the eye refiner: the lid gap ratio of a shut eye (openness 0). The shut frames of
+    /// the labelled blinks measure 0.04–0.11, their deepest 0.04–0.07; the refiner never puts
+    /// the lids exactly together.
+    pub lid_gap_closed: f32,
     /// A closure starts when openness falls below this...
     pub closed_openness: f32,
     /// ...and ends when it rises above this.
@@ -87,8 +94,10 @@ impl Default for SignalsConfig {
             calibration_s: 10.0,
             ear_open_default: 0.27,
             ear_closed: 0.10,
-            closed_openness: 0.35,
-            open_openness: 0.55,
+            lid_gap_open_default: 0.25,
+            lid_gap_closed: 0.04,
+            closed_openness: 0.4,
+            open_openness: 0.6,
             blink_max_s: 0.5,
             eyes_closed_alarm_s: 2.0,
             perclos_window_s: 60.0,
@@ -114,6 +123,8 @@ impl SignalsConfig {
         range("calibration_s", self.calibration_s, 0.0, 600.0);
         range("ear_open_default", self.ear_open_default, 0.05, 1.0);
         range("ear_closed", self.ear_closed, 0.0, 1.0);
+        range("lid_gap_open_default", self.lid_gap_open_default, 0.05, 1.0);
+        range("lid_gap_closed", self.lid_gap_closed, 0.0, 1.0);
         range("closed_openness", self.closed_openness, 0.0, 1.0);
         range("open_openness", self.open_openness, 0.0, 1.0);
         range("blink_max_s", self.blink_max_s, 0.01, 10.0);
@@ -134,6 +145,10 @@ impl SignalsConfig {
         order(
             ("ear_closed", self.ear_closed),
             ("ear_open_default", self.ear_open_default),
+        );
+        order(
+            ("lid_gap_closed", self.lid_gap_closed),
+            ("lid_gap_open_default", self.lid_gap_open_default),
         );
         order(
             ("closed_openness", self.closed_openness),
@@ -182,6 +197,11 @@ impl SignalPoints {
         })
     }
 
+    /// Each eye's six points in EAR order, right (image-left) eye first.
+    pub fn eyes(&self) -> [[usize; 6]; 2] {
+        self.eyes
+    }
+
     /// The points of the iBUG-68 scheme, for tests and synthetic data.
     pub fn ibug68() -> Self {
         Self {
@@ -201,6 +221,30 @@ pub fn ear(p: [Point; 6]) -> f32 {
 pub fn mar(corners: [Point; 2], lips: [[Point; 2]; 3]) -> f32 {
     let open: f32 = lips.iter().map(|[a, b]| a.dist(*b)).sum::<f32>() / 3.0;
     open / corners[0].dist(corners[1])
+}
+
+/// What eye openness is computed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Measure {
+    /// The six-point EAR of the backbone's eye points.
+    Ear(f32),
+    /// The eye refiner's lid gap ratio ([`crate::eyes::Eye::openness`]), mean of both eyes.
+    LidGap(f32),
+}
+
+impl Measure {
+    fn value(self) -> f32 {
+        match self {
+            Measure::Ear(v) | Measure::LidGap(v) => v,
+        }
+    }
+    /// The value, its open default and its closed level.
+    fn scale(self, cfg: &SignalsConfig) -> (f32, f32, f32) {
+        match self {
+            Measure::Ear(v) => (v, cfg.ear_open_default, cfg.ear_closed),
+            Measure::LidGap(v) => (v, cfg.lid_gap_open_default, cfg.lid_gap_closed),
+        }
+    }
 }
 
 /// Eyes now.
@@ -349,7 +393,9 @@ struct Monitor {
     track: u32,
     calib: Vec<f32>,
     calib_s: f32,
-    baseline: f32,
+    /// This driver's open-eye value once calibrated (EAR, or the lid gap ratio with the
+    /// refiner); before that the default of the measure in use.
+    baseline: Option<f32>,
     calibrated: bool,
     eye: Phase,
     mouth: Phase,
@@ -373,7 +419,7 @@ impl Monitor {
             track: 0,
             calib: Vec::with_capacity(CALIB_CAP),
             calib_s: 0.0,
-            baseline: cfg.ear_open_default,
+            baseline: None,
             calibrated: false,
             eye: Phase::Idle,
             mouth: Phase::Idle,
@@ -388,9 +434,9 @@ impl Monitor {
     }
 
     /// Start over for a new track (keeps the buffers).
-    fn restart(&mut self, cfg: &SignalsConfig, track: u32) {
+    fn restart(&mut self, track: u32) {
         self.track = track;
-        self.recalibrate(cfg);
+        self.recalibrate();
         self.eye = Phase::Idle;
         self.mouth = Phase::Idle;
         self.known = false;
@@ -402,10 +448,10 @@ impl Monitor {
         self.yawns = 0;
     }
 
-    fn recalibrate(&mut self, cfg: &SignalsConfig) {
+    fn recalibrate(&mut self) {
         self.calib.clear();
         self.calib_s = 0.0;
-        self.baseline = cfg.ear_open_default;
+        self.baseline = None;
         self.calibrated = false;
     }
 
@@ -437,11 +483,13 @@ impl Monitor {
         self.eye = Phase::Idle;
     }
 
-    /// Mean EAR of both eyes, or why the eyes are not usable. The gate is on both eyes' points
-    /// together: lm0 keeps drawing plausible lids under an occluder (EAR stays ~0.27 under a
-    /// black bar), but its confidence drops there (mean 0.48–0.66, against ≥ 0.80 on every
-    /// clear face we have).
-    fn measure_eyes(cfg: &SignalsConfig, pts: &SignalPoints, o: &FaceObs) -> Result<f32, &'static str> {
+    /// The eyes' openness measure and the mean EAR of both eyes, or why the eyes are not
+    /// usable. The measure is the refined lid gap ratio when the eye refiner ran, else the EAR.
+    /// The gate is on both eyes' backbone points together: lm0 keeps drawing plausible lids
+    /// under an occluder (EAR stays ~0.27 under a black bar), but its confidence drops there
+    /// (mean 0.48–0.66, against ≥ 0.80 on every clear face we have). The refiner has no
+    /// confidence of its own, so the backbone's gates it too.
+    fn measure_eyes(cfg: &SignalsConfig, pts: &SignalPoints, o: &FaceObs) -> Result<(Measure, f32), &'static str> {
         let (mut ear_sum, mut conf, mut width) = (0.0, 0.0, 0.0f32);
         for eye in &pts.eyes {
             let p = eye.map(|i| o.points[i]);
@@ -454,12 +502,19 @@ impl Monitor {
             "track {}: EAR {e:.3} eye confidence {conf:.3} eye width {width:.1}",
             o.id
         );
+        let (measure, width) = match &o.eyes {
+            Some(eyes) => (
+                Measure::LidGap((eyes[0].openness + eyes[1].openness) / 2.0),
+                (eyes[0].width + eyes[1].width) / 2.0,
+            ),
+            None => (Measure::Ear(e), width),
+        };
         if width < cfg.min_eye_px {
             Err("face too small")
-        } else if conf < cfg.min_confidence || !e.is_finite() {
+        } else if conf < cfg.min_confidence || !measure.value().is_finite() {
             Err("low landmark confidence")
         } else {
-            Ok(e)
+            Ok((measure, e))
         }
     }
 
@@ -482,7 +537,8 @@ impl Monitor {
         // Eyes.
         match Self::measure_eyes(cfg, pts, o) {
             Err(reason) => self.lose(t, reason, ev),
-            Ok(e) => {
+            Ok((measure, ear_value)) => {
+                let (e, open_default, closed) = measure.scale(cfg);
                 // The first usable frame of a track is not news; a recovery after
                 // `signals_unknown` is.
                 if std::mem::take(&mut self.announced_unknown) {
@@ -495,10 +551,11 @@ impl Monitor {
                     }
                     self.calib_s += dt;
                     if self.calib_s >= cfg.calibration_s || self.calib.len() >= CALIB_CAP {
-                        self.finish_calibration(cfg);
+                        self.finish_calibration(open_default, closed);
                     }
                 }
-                let openness = ((e - cfg.ear_closed) / (self.baseline - cfg.ear_closed)).clamp(0.0, 1.0);
+                let base = self.baseline.unwrap_or(open_default);
+                let openness = ((e - closed) / (base - closed)).clamp(0.0, 1.0);
                 self.eye = match self.eye {
                     Phase::Idle if openness < cfg.closed_openness => Phase::Active {
                         since: t,
@@ -528,7 +585,8 @@ impl Monitor {
                     p => p,
                 };
                 self.rolling.add(t, dt, openness <= cfg.perclos_openness);
-                out.ear = Some(r4(e));
+                out.ear = Some(r4(ear_value));
+                out.ear_open = r4(base);
                 out.openness = Some(r4(openness));
                 if let Phase::Active { since, raised } = self.eye {
                     out.eyes = EyeState::Closed;
@@ -578,24 +636,23 @@ impl Monitor {
         }
         out.blinks = self.blinks;
         out.yawns = self.yawns;
-        out.ear_open = r4(self.baseline);
         out.calibrated = self.calibrated;
         out
     }
 
-    /// Baseline = 75th percentile of the calibration EARs, kept within a plausible range of the
-    /// default so that a driver who starts with closed or half-closed eyes cannot teach us that
-    /// closed is normal.
-    fn finish_calibration(&mut self, cfg: &SignalsConfig) {
+    /// Baseline = 75th percentile of the calibration values, kept within a plausible range of
+    /// the default so that a driver who starts with closed or half-closed eyes cannot teach us
+    /// that closed is normal.
+    fn finish_calibration(&mut self, open_default: f32, closed: f32) {
         if !self.calib.is_empty() {
             self.calib.sort_unstable_by(f32::total_cmp);
             let q = self.calib[((self.calib.len() - 1) as f32 * 0.75).round() as usize];
-            let lo = (cfg.ear_open_default * 0.7).max(cfg.ear_closed + 0.05);
-            self.baseline = q.clamp(lo, cfg.ear_open_default * 1.6);
+            let lo = (open_default * 0.7).max(closed + 0.05);
+            self.baseline = Some(q.clamp(lo, open_default * 1.6));
         }
         self.calibrated = true;
         log::debug!(
-            "track {}: open-eye EAR {:.3} from {} frames",
+            "track {}: open-eye value {:?} from {} frames",
             self.track,
             self.baseline,
             self.calib.len()
@@ -638,7 +695,7 @@ impl Signals {
                         continue;
                     };
                     self.slots[i].0 = Some(f.id);
-                    self.slots[i].1.restart(&self.cfg, f.id);
+                    self.slots[i].1.restart(f.id);
                     i
                 }
             };
@@ -657,7 +714,7 @@ impl Signals {
     /// Learn every current driver's open-eye EAR again.
     pub fn recalibrate(&mut self) {
         for (_, m) in self.slots.iter_mut() {
-            m.recalibrate(&self.cfg);
+            m.recalibrate();
         }
     }
 }

@@ -10,59 +10,8 @@ use crate::error::{Error, Result};
 use crate::frame::{resample_planar, Border, Frame, Normalize};
 use crate::geometry::{BBox, Point};
 use crate::models::{ChannelOrder, ModelEntry};
-use crate::nn::{LoadError, Net};
-use crate::runtime::OnnxModel;
+use crate::runtime::OnnxGraph;
 use std::path::Path;
-
-/// What runs the detector's graph: the native engine (allocation-free) or tract.
-enum Engine {
-    Native(Net),
-    Tract(OnnxModel),
-}
-
-impl Engine {
-    /// `cpu_engine` as in `models.cpu_engine`: `native` falls back to tract with one WARN when
-    /// the graph uses something the engine lacks.
-    fn load(path: &Path, w: usize, h: usize, cpu_engine: &str, threads: usize) -> Result<Self> {
-        if cpu_engine == "native" {
-            match Net::load(path, w, h) {
-                Ok(mut n) => {
-                    n.set_threads(threads);
-                    return Ok(Engine::Native(n));
-                }
-                Err(LoadError::Unsupported(why)) => {
-                    log::warn!("models.cpu_engine native cannot run the detector ({why}); using tract")
-                }
-                Err(LoadError::Invalid(why)) => return Err(Error::model(path, why)),
-            }
-        }
-        OnnxModel::load(path, w, h).map(Engine::Tract)
-    }
-    fn outputs(&self) -> Vec<(String, Vec<usize>)> {
-        match self {
-            Engine::Native(n) => n.outputs(),
-            Engine::Tract(m) => m.outputs().to_vec(),
-        }
-    }
-    fn input_mut(&mut self) -> &mut [f32] {
-        match self {
-            Engine::Native(n) => n.input_mut(),
-            Engine::Tract(m) => m.input_mut(),
-        }
-    }
-    fn run(&mut self, outs: &mut [Vec<f32>]) -> Result<()> {
-        match self {
-            Engine::Native(n) => {
-                n.run();
-                for (i, o) in outs.iter_mut().enumerate() {
-                    o.copy_from_slice(n.output(i));
-                }
-                Ok(())
-            }
-            Engine::Tract(m) => m.run(|i, s| outs[i].copy_from_slice(s)),
-        }
-    }
-}
 
 /// Most raw candidates kept before NMS.
 const MAX_CANDIDATES: usize = 256;
@@ -96,7 +45,7 @@ struct Level {
 }
 
 pub struct YuNet {
-    model: Engine,
+    model: OnnxGraph,
     w: usize,
     h: usize,
     norm: Normalize,
@@ -119,7 +68,7 @@ impl YuNet {
         threads: usize,
     ) -> Result<Self> {
         let i = &entry.io.input;
-        let model = Engine::load(path, i.width, i.height, cpu_engine, threads)?;
+        let model = OnnxGraph::load(path, i.width, i.height, cpu_engine, threads, "detector")?;
         let outputs = model.outputs();
         let strides = entry.io.strides.clone().unwrap_or_else(|| vec![8, 16, 32]);
         let find = |prefix: &str, s: usize| {

@@ -58,6 +58,8 @@ pub struct FaceObs {
     pub score: f32,
     pub points: heapless::Vec<Point, MAX_POINTS>,
     pub conf: heapless::Vec<f32, MAX_POINTS>,
+    /// Both eyes from the eye refiner (image-left, then image-right), when it runs.
+    pub eyes: Option<crate::eyes::Eyes>,
 }
 
 /// A face being followed.

@@ -15,7 +15,8 @@
 //! (scalar, per-channel or equal shapes), `GlobalAveragePool`, `MaxPool`, `Concat` along
 //! channels, `Resize` (linear or nearest, any coordinate mode), detector output heads
 //! (`Transpose` to channels-last, then elementwise ops and `Reshape`), and `Constant`,
-//! `Shape`, `Slice` and `Concat` on constants, which are folded at load. Anything else is
+//! `Shape`, `Slice` and `Concat` on constants, which are folded at load; and for TFLite-born
+//! models (MediaPipe's eye refiner) `PRelu` and `Pad` on the channel axis. Anything else is
 //! [`LoadError::Unsupported`], and the caller runs the model under tract instead.
 
 pub mod kernels;
@@ -121,6 +122,14 @@ enum Kind {
     /// `[c, h, w]` → `[h, w, c]`: ONNX `Transpose` with `perm = [0, 2, 3, 1]`, which detector
     /// heads use to emit one row per cell.
     Nhwc,
+    /// `x > 0 ? x : slope[c]·x` (ONNX `PRelu` with one slope per channel).
+    PRelu(Vec<f32>),
+    /// Zero channels before and after (ONNX `Pad` on the channel axis only, as TFLite models
+    /// widen a residual branch).
+    PadChannels {
+        before: usize,
+        after: usize,
+    },
 }
 
 /// A max-pooling window (ONNX `MaxPool`, `ceil_mode = 0`); padding never wins the max.
@@ -184,6 +193,15 @@ enum StepKind {
         b: Vec<f32>,
         ep: Epilogue,
     },
+    /// A dense (one-group) convolution with a spatial kernel, lowered to a GEMM: its input
+    /// patches are gathered into the `cols` scratch (`cin·kh·kw` rows of `oh·ow`), which the
+    /// `inner` pointwise or matvec step then reads. The direct kernel is built for depthwise
+    /// work; on dense 2×2 stride-2 convolutions (TFLite's downsampling) it ran at a tenth of
+    /// the GEMM's rate.
+    Lowered {
+        g: ConvGeom,
+        inner: Box<StepKind>,
+    },
     Chain {
         ep: Epilogue,
         n: usize,
@@ -221,6 +239,16 @@ enum StepKind {
         c: usize,
         hw: usize,
     },
+    PRelu {
+        slope: Vec<f32>,
+        hw: usize,
+    },
+    PadChannels {
+        before: usize,
+        c: usize,
+        after: usize,
+        hw: usize,
+    },
 }
 
 /// A loaded network, ready to run on a `[1, 3, H, W]` input.
@@ -229,6 +257,8 @@ pub struct Net {
     steps: Vec<Step>,
     bufs: Vec<Vec<f32>>,
     panel: Vec<f32>,
+    /// Gathered patches for [`StepKind::Lowered`].
+    cols: Vec<f32>,
     /// With more than one thread: the workers, and one scratch panel per part.
     pool: Option<Workers>,
     panels: Vec<Mutex<Vec<f32>>>,
@@ -386,6 +416,17 @@ impl Net {
                 _ => kernels::direct(isa, conv, input, &mut out, &mut self.panel, ep),
             },
             StepKind::Matvec { g, w, b, ep } => kernels::matvec(g, w, b, input, &mut out, ep),
+            StepKind::Lowered { g, inner } => {
+                let cols = &mut self.cols[..g.cin * g.kh * g.kw * g.oh * g.ow];
+                im2col(g, input, cols);
+                match &**inner {
+                    StepKind::Matvec { g, w, b, ep } => kernels::matvec(g, w, b, cols, &mut out, ep),
+                    StepKind::Pointwise { g, wp, bp, ep } => {
+                        kernels::pointwise(isa, g, wp, bp, cols, &mut out, &mut self.panel, ep)
+                    }
+                    _ => unreachable!("a lowered convolution is a GEMM"),
+                }
+            }
             StepKind::Chain { ep, n } => {
                 for (o, i) in out[..*n].chunks_mut(256).zip(input[..*n].chunks(256)) {
                     o.copy_from_slice(i);
@@ -413,6 +454,20 @@ impl Net {
                 }
             }
             StepKind::MaxPool { p, c, ih, iw, oh, ow } => max_pool(p, *c, (*ih, *iw), (*oh, *ow), input, &mut out),
+            StepKind::PRelu { slope, hw } => {
+                for ((o, i), &a) in out.chunks_exact_mut(*hw).zip(input.chunks_exact(*hw)).zip(slope) {
+                    for (o, &v) in o.iter_mut().zip(i) {
+                        *o = if v > 0.0 { v } else { a * v };
+                    }
+                }
+            }
+            StepKind::PadChannels { before, c, after, hw } => {
+                let (head, rest) = out[..(before + c + after) * hw].split_at_mut(before * hw);
+                let (mid, tail) = rest.split_at_mut(c * hw);
+                head.fill(0.0);
+                mid.copy_from_slice(&input[..c * hw]);
+                tail.fill(0.0);
+            }
             StepKind::Nhwc { c, hw } => {
                 for (p, row) in out[..c * hw].chunks_exact_mut(*c).enumerate() {
                     for (ch, o) in row.iter_mut().enumerate() {
@@ -468,6 +523,11 @@ impl StepKind {
             StepKind::Pointwise { g, ep, .. } => conv("pointwise", g, ep),
             StepKind::Direct { conv: c, ep, .. } => conv("direct", &c.g, ep),
             StepKind::Matvec { g, ep, .. } => conv("matvec", g, ep),
+            StepKind::Lowered { g, inner } => format!(
+                "lowered {} as {}",
+                conv("", g, &Epilogue::default()).trim(),
+                inner.label()
+            ),
             StepKind::Chain { ep, n } => format!("chain {:?}{} n={n}", ep.ops, gated(ep)),
             StepKind::Binary { op, c, hw, .. } => format!("{op:?} c={c} hw={hw}"),
             StepKind::Gap { c, hw } => format!("gap c={c} hw={hw}"),
@@ -477,6 +537,8 @@ impl StepKind {
                 format!("maxpool c={c} {ih}×{iw} {}×{}/{}", p.kh, p.kw, p.sy)
             }
             StepKind::Nhwc { c, hw } => format!("nhwc c={c} hw={hw}"),
+            StepKind::PRelu { slope, hw } => format!("prelu c={} hw={hw}", slope.len()),
+            StepKind::PadChannels { before, c, after, hw } => format!("pad channels {before}+{c}+{after} hw={hw}"),
         }
     }
 }
@@ -945,8 +1007,9 @@ fn import_node(
             if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
                 return unsupported(node, "dilation other than 1");
             }
-            if attr_str(node, "auto_pad", "NOTSET") != "NOTSET" {
-                return unsupported(node, "auto_pad");
+            // VALID is no padding, which is what absent pads mean too.
+            if !matches!(attr_str(node, "auto_pad", "NOTSET").as_str(), "NOTSET" | "VALID") {
+                return unsupported(node, "auto_pad other than VALID");
             }
             if node.output.iter().skip(1).any(|o| !o.is_empty()) {
                 return unsupported(node, "the Indices output");
@@ -998,6 +1061,48 @@ fn import_node(
                 return invalid(node, format!("shape {dims:?} does not hold {n} values"));
             }
             vals.insert(out_name, Val::D(x));
+        }
+        "PRelu" => {
+            let x = dyn_of(node, vals, 0)?;
+            let c = shapes[x][0];
+            let slope = match get(1) {
+                Some(Val::F { data, .. }) if data.len() == c => data.clone(),
+                Some(Val::F { data, .. }) if data.len() == 1 => vec![data[0]; c],
+                _ => return unsupported(node, "the slope is not a constant per channel or scalar"),
+            };
+            return Ok(Some((Kind::PRelu(slope), x, shapes[x])));
+        }
+        "Pad" => {
+            let x = dyn_of(node, vals, 0)?;
+            if attr_str(node, "mode", "constant") != "constant" {
+                return unsupported(node, "a mode other than constant");
+            }
+            if get(2).and_then(scalar_of).is_some_and(|v| v != 0.0) {
+                return unsupported(node, "a non-zero pad value");
+            }
+            let pads = match get(1) {
+                Some(Val::I(p)) => p.clone(),
+                _ => match attr_ints(node, "pads") {
+                    Some(p) => p,
+                    None => return unsupported(node, "the pads are not a constant"),
+                },
+            };
+            if pads.len() != 8 || pads.iter().any(|&v| v < 0) {
+                return invalid(node, format!("pads {pads:?} (want 8 non-negative values for NCHW)"));
+            }
+            if pads.iter().enumerate().any(|(i, &v)| i % 4 != 1 && v != 0) {
+                return unsupported(node, format!("pads {pads:?} (only the channel axis)"));
+            }
+            let [c, h, w] = shapes[x];
+            let (before, after) = (pads[1] as usize, pads[5] as usize);
+            let Some(co) = c
+                .checked_add(before)
+                .and_then(|v| v.checked_add(after))
+                .filter(|&v| v <= 1 << 16)
+            else {
+                return invalid(node, format!("pads {pads:?} make too many channels"));
+            };
+            return Ok(Some((Kind::PadChannels { before, after }, x, [co, h, w])));
         }
         "GlobalAveragePool" => {
             let x = dyn_of(node, vals, 0)?;
@@ -1198,6 +1303,61 @@ fn split_direct(g: &ConvGeom, w: &[f32], b: &[f32], threads: usize) -> Vec<(usiz
     parts
 }
 
+/// Whether a convolution runs as gathered patches and a GEMM: one group, a spatial kernel,
+/// enough input channels that the GEMM pays for the gather (stems with 3 channels stay on the
+/// direct kernel), and a patch matrix of at most 4 MB.
+fn lowers(g: &ConvGeom) -> bool {
+    let k = g.cin * g.kh * g.kw;
+    g.group == 1 && !g.is_pointwise() && k >= 64 && k * g.oh * g.ow <= 1 << 20
+}
+
+/// The GEMM that a lowered convolution becomes.
+fn lowered_geom(g: &ConvGeom) -> ConvGeom {
+    ConvGeom {
+        cin: g.cin * g.kh * g.kw,
+        ih: g.oh,
+        iw: g.ow,
+        kh: 1,
+        kw: 1,
+        sy: 1,
+        sx: 1,
+        pt: 0,
+        pl: 0,
+        ..*g
+    }
+}
+
+/// Gather the patches of `x` (`[cin, ih, iw]`) into `cols` (`[cin·kh·kw, oh·ow]`, in ONNX
+/// weight order), zero outside the input.
+fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
+    let ohw = g.oh * g.ow;
+    for c in 0..g.cin {
+        let plane = &x[c * g.ih * g.iw..][..g.ih * g.iw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &mut cols[((c * g.kh + ky) * g.kw + kx) * ohw..][..ohw];
+                for oy in 0..g.oh {
+                    let iy = (oy * g.sy + ky) as isize - g.pt as isize;
+                    let dst = &mut row[oy * g.ow..][..g.ow];
+                    if iy < 0 || iy >= g.ih as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.iw..][..g.iw];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let ix = (ox * g.sx + kx) as isize - g.pl as isize;
+                        *d = if ix < 0 || ix >= g.iw as isize {
+                            0.0
+                        } else {
+                            src[ix as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Assign buffers by liveness (greedy best fit), pack weights, choose kernels.
 fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) -> Res<Net> {
     let isa = Isa::detect();
@@ -1219,6 +1379,7 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
     let mut free: Vec<usize> = Vec::new();
     let mut sizes: Vec<usize> = vec![len(0)];
     let mut panel = 0;
+    let mut cols = 0;
     let mut steps = Vec::with_capacity(ops.len());
     for (i, op) in ops.into_iter().enumerate() {
         let need = len(op.out);
@@ -1244,6 +1405,21 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
         };
         let b = |v: usize| buf_of[&v];
         let kind = match op.kind {
+            Kind::Conv { g, w, b: bias, ep } if lowers(&g) => {
+                let gg = lowered_geom(&g);
+                cols = cols.max(gg.cin * gg.oh * gg.ow);
+                let inner = if gg.oh * gg.ow == 1 {
+                    StepKind::Matvec { g: gg, w, b: bias, ep }
+                } else {
+                    panel = panel.max(kernels::pointwise_scratch(&gg, nr));
+                    let (wp, bp) = kernels::pack_pointwise(&gg, &w, &bias, mr);
+                    StepKind::Pointwise { g: gg, wp, bp, ep }
+                };
+                StepKind::Lowered {
+                    g,
+                    inner: Box::new(inner),
+                }
+            }
             Kind::Conv { g, w, b: bias, ep } if g.is_pointwise() && g.oh * g.ow == 1 => {
                 StepKind::Matvec { g, w, b: bias, ep }
             }
@@ -1295,6 +1471,19 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
                 let [c, h, w] = shapes[op.input];
                 StepKind::Nhwc { c, hw: h * w }
             }
+            Kind::PRelu(slope) => {
+                let [_, h, w] = shapes[op.input];
+                StepKind::PRelu { slope, hw: h * w }
+            }
+            Kind::PadChannels { before, after } => {
+                let [c, h, w] = shapes[op.input];
+                StepKind::PadChannels {
+                    before,
+                    c,
+                    after,
+                    hw: h * w,
+                }
+            }
         };
         steps.push(Step {
             x: b(op.input),
@@ -1325,6 +1514,7 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
         pool: None,
         panels: Vec::new(),
         panel: vec![0.0; panel.max(1)],
+        cols: vec![0.0; cols],
         input: 0,
         input_len: len(0),
         outputs,

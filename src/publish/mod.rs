@@ -276,6 +276,7 @@ mod tests {
             score: 0.9,
             points: vec![[10.0 + dx, 10.0], [20.0 + dx, 10.0]],
             scheme: "osf66".into(),
+            eyes: None,
             signals: None,
         }
     }

@@ -133,6 +133,60 @@ fn native_engine_runs_yunet_like_tract() {
     assert!(worst < 1e-4, "native and tract differ by {worst} (relative)");
 }
 
+/// The eye refiner on the engine (PRelu, channel Pad, dense 2×2 convolutions lowered to a
+/// GEMM) against tract: both outputs, on real eye crops of video2-512, open and shut (frame 78).
+#[test]
+fn native_engine_runs_the_eye_refiner_like_tract() {
+    use steadyface::eyes::EyeCrop;
+    use steadyface::frame::{resample_affine, InputLut, Normalize};
+    let m = models();
+    let (_, path) = m.eye_refiner.clone().expect("the default config has an eye refiner");
+    let mut native = steadyface::nn::Net::load(&path, 64, 64).expect("the refiner runs natively");
+    let mut tract = steadyface::runtime::OnnxModel::load(&path, 64, 64).unwrap();
+    let mut cfg = Config::default();
+    cfg.models.dir = root().join("models");
+    cfg.models.eye_refiner = None;
+    let mut pipeline = m.pipeline(&cfg).unwrap();
+    let norm = Normalize {
+        scale: 1.0 / 255.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        bgr: false,
+    };
+    let lut = InputLut::new(&norm);
+    let mut src = steadyface::capture::open(&data("video2-512.mp4")).unwrap();
+    let (mut f, mut faces) = (steadyface::frame::Frame::default(), steadyface::pipeline::Faces::new());
+    let mut worst = 0f32;
+    let mut crops = 0;
+    for k in 0..80 {
+        src.next_frame(&mut f).unwrap().unwrap();
+        pipeline.process(&f, k as f64 / 30.0, &mut faces).unwrap();
+        if ![10, 60, 78].contains(&k) {
+            continue;
+        }
+        let p = &faces[0].points;
+        for (outer, inner, mirror) in [(36, 39, false), (45, 42, true)] {
+            let c = EyeCrop::new(p[outer], p[inner], mirror);
+            for input in [native.input_mut(), tract.input_mut()] {
+                resample_affine(&f, c.origin, c.ax, c.ay, 64, 64, &norm, &lut, input);
+            }
+            native.run();
+            tract
+                .run(|i, t| {
+                    let a = native.output(i);
+                    assert_eq!(a.len(), t.len(), "output {i}");
+                    for (x, y) in a.iter().zip(t) {
+                        worst = worst.max((x - y).abs() / (1.0 + y.abs()));
+                    }
+                })
+                .unwrap();
+            crops += 1;
+        }
+    }
+    assert_eq!(crops, 6);
+    assert!(worst < 1e-4, "native and tract differ by {worst} (relative)");
+}
+
 /// A graph with an operator the engine lacks is refused by name (the loaders then fall back
 /// to tract): YuNet with one MaxPool renamed to LpPool.
 #[test]

@@ -10,7 +10,11 @@ fn models_copy(dir: &Path, with_files: bool) {
     let (m, _) = assets();
     std::fs::copy(m.join("manifest.yaml"), dir.join("manifest.yaml")).unwrap();
     if with_files {
-        for f in ["lm_model0_opt.stdops.onnx", "yunet_n_320_320.onnx"] {
+        for f in [
+            "lm_model0_opt.stdops.onnx",
+            "yunet_n_320_320.onnx",
+            "iris_landmark.onnx",
+        ] {
             std::fs::copy(m.join(f), dir.join(f)).unwrap();
         }
     }
@@ -78,6 +82,41 @@ fn output_shape_that_contradicts_the_manifest() {
             && err.contains("[1, 198, 28, 28]")
             && err.contains("[1, 198, 32, 32]"),
         "{err}"
+    );
+}
+
+/// An eye refiner whose outputs are not the 71 contour and 5 iris points (here: the detector's
+/// file, declared as the refiner) is a model error that names the file.
+#[test]
+fn eye_refiner_with_wrong_outputs_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("models");
+    models_copy(&md, true);
+    let m = md.join("manifest.yaml");
+    let manifest = steadyface::models::Manifest::load(&m).unwrap();
+    let iris = manifest.model("mediapipe-iris").unwrap();
+    let yunet = manifest.model("yunet-n-320").unwrap();
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace(&format!("file: {}", iris.file), &format!("file: {}", yunet.file))
+        .replace(&iris.sha256, &yunet.sha256);
+    std::fs::write(&m, text).unwrap();
+    let err = run_err(
+        bin()
+            .args(["validate", "--set"])
+            .arg(format!("models.dir={}", md.display())),
+        3,
+    );
+    assert!(
+        err.contains("yunet_n_320_320.onnx") && err.contains("eye refiner has two"),
+        "{err}"
+    );
+    // Turned off, the same models dir runs.
+    run_ok(
+        bin()
+            .args(["validate", "--no-environment", "--set"])
+            .arg(format!("models.dir={}", md.display()))
+            .args(["--set", "models.eye_refiner=null"]),
     );
 }
 
