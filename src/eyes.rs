@@ -266,7 +266,8 @@ fn lower_at(lids: &[Point; LID_POINTS], x: f32) -> f32 {
 /// crosses the other counts as shut (0).
 pub fn lid_gap_ratio(lids: &[Point; LID_POINTS]) -> f32 {
     let width = lids[0].dist(lids[8]);
-    if !(width > 1e-3) {
+    // Also catches a NaN width.
+    if width.is_nan() || width <= 1e-3 {
         return f32::NAN;
     }
     let gap: f32 = lids[9..]
@@ -315,9 +316,9 @@ mod tests {
     /// Lids of an almond eye in crop pixels, `open` the half-height at the middle.
     fn almond(open: f32) -> [Point; LID_POINTS] {
         let mut l = [Point::default(); LID_POINTS];
-        for k in 0..9 {
+        for (k, p) in l.iter_mut().take(9).enumerate() {
             let t = k as f32 / 8.0;
-            l[k] = Point::new(18.0 + 28.0 * t, 32.0 + open * (std::f32::consts::PI * t).sin());
+            *p = Point::new(18.0 + 28.0 * t, 32.0 + open * (std::f32::consts::PI * t).sin());
         }
         for k in 0..7 {
             let t = (k + 1) as f32 / 8.0;

@@ -7,7 +7,7 @@ use crate::records::FaceRecord;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible payload change; subscribers should check it.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The JSON Schema (draft 2020-12) of every payload, as shipped in the repository.
 pub const JSON_SCHEMA: &str = include_str!("schema.json");

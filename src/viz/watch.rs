@@ -153,7 +153,20 @@ impl View {
                     l.faces.len()
                 );
                 if let Some(f) = l.faces.first() {
-                    for line in braille(&f.points, 32, 10) {
+                    if let Some([a, b]) = &f.eyes {
+                        let _ = writeln!(
+                            s,
+                            "  eyes: lid gap {:.2} | {:.2}, iris radius {:.1} | {:.1} px",
+                            a.openness, b.openness, a.iris_radius, b.iris_radius
+                        );
+                    }
+                    // The outline, with the refined lids and the iris centres drawn in.
+                    let mut pts = f.points.clone();
+                    for e in f.eyes.iter().flatten() {
+                        pts.extend_from_slice(&e.lids);
+                        pts.push(e.iris);
+                    }
+                    for line in braille(&pts, 32, 10) {
                         let _ = writeln!(s, "    {line}");
                     }
                 }
@@ -332,7 +345,7 @@ mod tests {
         let mut v = View::default();
         v.ingest(
             "steadyface/car-1/status",
-            br#"{"schema":2,"device":"car-1","state":"online","version":"0.1.0","ts":1.0}"#,
+            br#"{"schema":3,"device":"car-1","state":"online","version":"0.1.0","ts":1.0}"#,
         );
         v.ingest("steadyface/car-1/metrics", br#"{"schema":1,"device":"car-1"}"#);
         v.ingest("steadyface/car-1/cmd", br#"{"command":"record"}"#);
