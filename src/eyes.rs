@@ -33,6 +33,7 @@ use crate::frame::{resample_affine, Frame, Normalize};
 use crate::geometry::Point;
 use crate::models::{ChannelOrder, ModelEntry};
 use crate::runtime::OnnxGraph;
+use crate::stabilizer::{OneEuro, OneEuroParams};
 use std::path::Path;
 
 /// Crop side over the corner-to-corner distance (MediaPipe's iris graph uses 2.3).
@@ -72,6 +73,34 @@ pub struct Eye {
 /// Both eyes of a face: the image-left eye (the subject's right, iBUG 36–41), then the
 /// image-right one (iBUG 42–47).
 pub type Eyes = [Eye; 2];
+
+/// Smoothing of each eye's lids and iris, in crop coordinates (levelled, 64 px wide): the crop
+/// already follows the filtered corners, so this only takes out the refiner's own noise. A
+/// blink moves the lids by 10–20 crop px in a frame, far above that noise; with a fast speed
+/// estimate (`d_cutoff`) the cutoff opens within the frame, so the output lids keep the
+/// blink's depth and onset. Openness is read before this filter, so the signals never wait
+/// for it.
+pub const LID_FILTER: OneEuroParams = OneEuroParams {
+    min_cutoff: 1.0,
+    beta: 20.0,
+    d_cutoff: 30.0,
+};
+
+/// One track's lid filters, one per eye ([`LID_FILTER`]).
+#[derive(Debug, Clone)]
+pub struct LidFilters([OneEuro; 2]);
+
+impl LidFilters {
+    pub fn new() -> Self {
+        Self([OneEuro::new(LID_FILTER), OneEuro::new(LID_FILTER)])
+    }
+}
+
+impl Default for LidFilters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// The refiner: its model, and where the eyes are in the backbone's scheme.
 pub struct EyeRefiner {
@@ -138,9 +167,17 @@ impl EyeRefiner {
     }
 
     /// Refine both eyes of the face whose landmarks are `points` (the backbone's scheme), in
-    /// `frame` under exposure `levels`. Writes `out` and replaces the backbone's eye points by
-    /// the refined lids. Allocation-free.
-    pub fn refine(&mut self, frame: &Frame, levels: &Levels, points: &mut [Point], out: &mut Eyes) -> Result<()> {
+    /// `frame` (shown at `t` seconds) under exposure `levels`. Writes `out` and replaces the
+    /// backbone's eye points by the refined lids, smoothed by `filters` when given. Allocation-free.
+    pub fn refine(
+        &mut self,
+        frame: &Frame,
+        levels: &Levels,
+        t: f64,
+        points: &mut [Point],
+        mut filters: Option<&mut LidFilters>,
+        out: &mut Eyes,
+    ) -> Result<()> {
         let lut = levels.lut(&self.norm);
         for (side, idx) in self.eye_points.iter().enumerate() {
             // EAR order starts at the image-left corner for both eyes (iBUG 36 and 42), which is
@@ -164,11 +201,19 @@ impl EyeRefiner {
             let eye = &mut out[side];
             eye.width = outer.dist(inner);
             let lid = |k: usize| Point::new(self.contour[3 * k], self.contour[3 * k + 1]);
-            let mut lids = [Point::default(); LID_POINTS];
-            for (k, l) in lids.iter_mut().enumerate() {
-                *l = lid(k);
+            let iris = |k: usize| Point::new(self.iris[3 * k], self.iris[3 * k + 1]);
+            // The lids, then the iris centre and its boundary.
+            let mut pts = [Point::default(); LID_POINTS + IRIS_POINTS];
+            for (k, l) in pts.iter_mut().enumerate() {
+                *l = if k < LID_POINTS { lid(k) } else { iris(k - LID_POINTS) };
             }
+            let mut lids = [Point::default(); LID_POINTS];
+            lids.copy_from_slice(&pts[..LID_POINTS]);
             eye.openness = lid_gap_ratio(&lids);
+            if let Some(f) = filters.as_deref_mut() {
+                f.0[side].apply(&mut pts, t, SIDE as f32);
+                lids.copy_from_slice(&pts[..LID_POINTS]);
+            }
             let six = ear_points(&lids);
             for (&k, p) in perm.iter().zip(six) {
                 points[idx[k]] = crop.to_image(p);
@@ -176,11 +221,10 @@ impl EyeRefiner {
             for (l, p) in eye.lids.iter_mut().zip(lids) {
                 *l = crop.to_image(p);
             }
-            let iris = |k: usize| Point::new(self.iris[3 * k], self.iris[3 * k + 1]);
-            let c = iris(0);
+            let c = pts[LID_POINTS];
             eye.iris = crop.to_image(c);
             eye.iris_radius =
-                (1..IRIS_POINTS).map(|k| iris(k).dist(c)).sum::<f32>() / (IRIS_POINTS - 1) as f32 * crop.scale;
+                pts[LID_POINTS + 1..].iter().map(|p| p.dist(c)).sum::<f32>() / (IRIS_POINTS - 1) as f32 * crop.scale;
         }
         Ok(())
     }

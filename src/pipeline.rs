@@ -361,7 +361,7 @@ impl Pipeline {
             if let Some(r) = self.eyes.as_mut() {
                 let te = Instant::now();
                 let mut eyes = crate::eyes::Eyes::default();
-                r.refine(frame, &levels, &mut o.points, &mut eyes)?;
+                r.refine(frame, &levels, time_s, &mut o.points, t.lids.as_deref_mut(), &mut eyes)?;
                 o.eyes = Some(eyes);
                 o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
                 self.stats.eye_refiner_runs += 2;

@@ -75,6 +75,8 @@ pub struct Track {
     pub filter: Option<Stabilizer>,
     /// The face's image registration, when the filter is motion-compensated (boxed: 20 KB).
     pub motion: Option<Box<FaceMotion>>,
+    /// The eye refiner's lid filters (one per eye), when the points are filtered at all.
+    pub lids: Option<Box<crate::eyes::LidFilters>>,
 }
 
 /// Book-keeping for tracks; the landmark runs themselves happen in the pipeline.
@@ -138,6 +140,11 @@ impl Tracker {
                 age: 0,
                 filter: self.params.stabilizer.map(|k| k.build()),
                 motion: (self.params.motion && self.params.stabilizer.is_some()).then(|| Box::new(FaceMotion::new())),
+                lids: self
+                    .params
+                    .stabilizer
+                    .is_some()
+                    .then(|| Box::new(crate::eyes::LidFilters::new())),
             })
             .ok()?;
         Some(id)
