@@ -12,8 +12,9 @@
 //!   directories, ffmpeg).
 //! - [`frame`], [`geometry`]: RGB frames, resampling into model inputs, the
 //!   pixel-centre coordinate convention and the crop transform.
-//! - [`runtime`]: an ONNX graph under tract, shared by the models; [`nn`]: steadyface's own
-//!   CPU engine for the convolutional backbone and detector (faster than tract,
+//! - [`runtime`]: an ONNX graph under tract, and [`runtime::OnnxGraph`] (native engine, else
+//!   tract with one WARN) that the detector and the eye refiner load through; [`nn`]:
+//!   steadyface's own CPU engine for the convolutional backbone, detector and eye refiner (faster than tract,
 //!   allocation-free per frame, optionally multithreaded).
 //! - [`backbone`]: the [`backbone::Backbone`] trait, on the native engine or tract;
 //!   [`backend`]: `models.backend` (cpu, cuda, auto), the one place that knows whether the
@@ -21,6 +22,8 @@
 //!   the `tune` trainer.
 //! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking, and
 //!   the face's registration between frames (`face::motion`) that the point filter follows.
+//! - [`eyes`]: the eye refiner: rotated, mirrored eye crops into MediaPipe's eye-contour
+//!   model, refined lids and iris, and the lid gap ratio that the signals read.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
 //! - [`stabilizer`]: temporal smoothing of landmark positions (One Euro, optionally carried
 //!   by the registered face motion).

@@ -139,7 +139,8 @@ fn pipeline_allocations(detect_every_frame: bool, engine: &str, threads: usize) 
     cfg.models.cpu_engine = engine.into();
     cfg.models.threads = threads;
     cfg.detector.interval = if detect_every_frame { 1 } else { 100_000 };
-    // The default: the ConvLSTM, then One Euro carried by the registered face motion.
+    // The default: the ConvLSTM, then One Euro carried by the registered face motion, then the
+    // eye refiner on both eyes.
     cfg.stabilizer.method = "convlstm+one-euro".into();
     assert!(cfg.stabilizer.motion);
     let models = steadyface::app::Models::resolve(&cfg).unwrap();
@@ -155,6 +156,8 @@ fn pipeline_allocations(detect_every_frame: bool, engine: &str, threads: usize) 
     }
     let n = allocs() - before;
     assert_eq!(faces.len(), 1, "the face stayed tracked");
+    // The eye refiner (on by default) is part of the counted path.
+    assert!(faces[0].eyes.is_some(), "the eye refiner ran");
     n
 }
 

@@ -198,7 +198,7 @@ fn unknown_config_field_and_bad_values_all_reported() {
     .unwrap();
     let err = run_err(bin().args(["validate", "--no-environment", "--config"]).arg(&c), 2);
     for want in [
-        "signals.closed_openness (0.9) must be below signals.open_openness (0.55)",
+        "signals.closed_openness (0.9) must be below signals.open_openness (0.6)",
         "signals.yawn_mar: 9 is out of range",
         "signals.blink_max_s (3) must be below signals.eyes_closed_alarm_s (2)",
         "clips.max_total_mb (2048) must be at least clips.max_ring_mb (4096)",
