@@ -713,6 +713,9 @@ pub fn prepare(cfg: &crate::config::Config, args: &TuneArgs) -> Result<(Vec<Cach
     }
     let mut raw_cfg = cfg.clone();
     raw_cfg.stabilizer.method = "none".into();
+    // The backbone's own points place the crops, as when the shipped weights were trained; the
+    // eye refiner's lids are no part of the stabilizer's input.
+    raw_cfg.models.eye_refiner = None;
     let scheme = models.scheme().clone();
     let mut records = |video: &Path| -> Result<PathBuf> {
         let out = args.cache_dir.join(format!(
