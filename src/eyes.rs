@@ -102,14 +102,43 @@ impl Default for LidFilters {
     }
 }
 
-/// The refiner: its model, and where the eyes are in the backbone's scheme.
-pub struct EyeRefiner {
+/// One eye's model instance and its raw outputs.
+struct Slot {
     graph: OnnxGraph,
+    contour: [f32; CONTOUR_POINTS * 3],
+    iris: [f32; IRIS_POINTS * 3],
+}
+
+impl Slot {
+    /// Crop the eye and run the model on it.
+    fn run(&mut self, frame: &Frame, crop: &EyeCrop, norm: &Normalize, lut: &crate::frame::InputLut) -> Result<()> {
+        resample_affine(
+            frame,
+            crop.origin,
+            crop.ax,
+            crop.ay,
+            SIDE,
+            SIDE,
+            norm,
+            lut,
+            self.graph.input_mut(),
+        );
+        let mut outs = [&mut self.contour[..], &mut self.iris[..]];
+        self.graph.run(&mut outs)
+    }
+}
+
+/// The refiner: one model instance per eye, and where the eyes are in the backbone's scheme.
+pub struct EyeRefiner {
+    /// Image-left eye, image-right eye. Two instances so that the eyes can run at once.
+    slots: [std::sync::Mutex<Slot>; 2],
+    /// With `models.threads` ≥ 2: the two eyes run on two threads. The model is small
+    /// (about 1.5 ms, most of it 1×1 convolutions at 32×32), so splitting its steps gains
+    /// little, while the two eyes are independent work of the same size.
+    pool: Option<crate::nn::pool::Pool>,
     norm: Normalize,
     /// Per eye, the backbone's six points in EAR order (iBUG 36–41 and 42–47).
     eye_points: [[usize; 6]; 2],
-    contour: [f32; CONTOUR_POINTS * 3],
-    iris: [f32; IRIS_POINTS * 3],
 }
 
 impl EyeRefiner {
@@ -133,7 +162,7 @@ impl EyeRefiner {
                 ),
             ));
         }
-        let graph = OnnxGraph::load(path, SIDE, SIDE, cpu_engine, threads, "eye refiner")?;
+        let graph = OnnxGraph::load(path, SIDE, SIDE, cpu_engine, 1, "eye refiner")?;
         let outs = graph.outputs();
         let lens: Vec<usize> = outs.iter().map(|(_, s)| s.iter().product()).collect();
         if lens != [CONTOUR_POINTS * 3, IRIS_POINTS * 3] {
@@ -147,8 +176,18 @@ impl EyeRefiner {
                 ),
             ));
         }
+        // The second instance is the same file, already checked.
+        let second = OnnxGraph::load(path, SIDE, SIDE, cpu_engine, 1, "eye refiner")?;
+        let slot = |graph| {
+            std::sync::Mutex::new(Slot {
+                graph,
+                contour: [0.0; CONTOUR_POINTS * 3],
+                iris: [0.0; IRIS_POINTS * 3],
+            })
+        };
         Ok(Self {
-            graph,
+            slots: [slot(graph), slot(second)],
+            pool: (threads >= 2).then(|| crate::nn::pool::Pool::new(2)),
             norm: Normalize {
                 scale: i.scale,
                 mean: i.mean,
@@ -156,14 +195,16 @@ impl EyeRefiner {
                 bgr: i.channels == ChannelOrder::Bgr,
             },
             eye_points,
-            contour: [0.0; CONTOUR_POINTS * 3],
-            iris: [0.0; IRIS_POINTS * 3],
         })
     }
 
     /// Whether the native engine runs it (else tract).
     pub fn is_native(&self) -> bool {
-        self.graph.is_native()
+        self.slots[0]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .graph
+            .is_native()
     }
 
     /// Refine both eyes of the face whose landmarks are `points` (the backbone's scheme), in
@@ -179,29 +220,48 @@ impl EyeRefiner {
         out: &mut Eyes,
     ) -> Result<()> {
         let lut = levels.lut(&self.norm);
+        // EAR order starts at the image-left corner for both eyes (iBUG 36 and 42), which is
+        // the outer corner of the image-left eye but the inner one of the image-right eye.
+        let corners = |side: usize| {
+            let (idx, perm) = (self.eye_points[side], EAR_FROM_OUTER[side]);
+            (points[idx[perm[0]]], points[idx[perm[3]]])
+        };
+        let crops = [0, 1].map(|side| {
+            let (outer, inner) = corners(side);
+            EyeCrop::new(outer, inner, side == 1)
+        });
+        let widths = [0, 1].map(|side| {
+            let (outer, inner) = corners(side);
+            outer.dist(inner)
+        });
+        let (slots, norm) = (&self.slots, &self.norm);
+        let run = |side: usize| {
+            let mut slot = slots[side].lock().unwrap_or_else(|e| e.into_inner());
+            slot.run(frame, &crops[side], norm, &lut)
+        };
+        match &self.pool {
+            Some(pool) => {
+                let results = [std::sync::Mutex::new(Ok(())), std::sync::Mutex::new(Ok(()))];
+                pool.run(2, &|side, _| {
+                    *results[side].lock().unwrap_or_else(|e| e.into_inner()) = run(side);
+                });
+                for r in results {
+                    r.into_inner().unwrap_or_else(|e| e.into_inner())?;
+                }
+            }
+            None => {
+                run(0)?;
+                run(1)?;
+            }
+        }
         for (side, idx) in self.eye_points.iter().enumerate() {
-            // EAR order starts at the image-left corner for both eyes (iBUG 36 and 42), which is
-            // the outer corner of the image-left eye but the inner one of the image-right eye.
             let perm = EAR_FROM_OUTER[side];
-            let (outer, inner) = (points[idx[perm[0]]], points[idx[perm[3]]]);
-            let crop = EyeCrop::new(outer, inner, side == 1);
-            resample_affine(
-                frame,
-                crop.origin,
-                crop.ax,
-                crop.ay,
-                SIDE,
-                SIDE,
-                &self.norm,
-                &lut,
-                self.graph.input_mut(),
-            );
-            let mut outs = [&mut self.contour[..], &mut self.iris[..]];
-            self.graph.run(&mut outs)?;
+            let crop = crops[side];
+            let slot = self.slots[side].lock().unwrap_or_else(|e| e.into_inner());
             let eye = &mut out[side];
-            eye.width = outer.dist(inner);
-            let lid = |k: usize| Point::new(self.contour[3 * k], self.contour[3 * k + 1]);
-            let iris = |k: usize| Point::new(self.iris[3 * k], self.iris[3 * k + 1]);
+            eye.width = widths[side];
+            let lid = |k: usize| Point::new(slot.contour[3 * k], slot.contour[3 * k + 1]);
+            let iris = |k: usize| Point::new(slot.iris[3 * k], slot.iris[3 * k + 1]);
             // The lids, then the iris centre and its boundary.
             let mut pts = [Point::default(); LID_POINTS + IRIS_POINTS];
             for (k, l) in pts.iter_mut().enumerate() {
