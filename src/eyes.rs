@@ -24,14 +24,15 @@
 //!    thirds along the corner line), so every consumer of the points sees the refined eyes.
 //!
 //! The refiner reads the frame as it is, after the point filter: the crop follows the
-//! filtered corners (a steady crop), and nothing smooths the lids, so a blink keeps its depth
-//! and its onset.
+//! filtered corners (a steady crop). Openness is read from the model's lids as they come, so
+//! no filter can delay or flatten a blink in the signals; the output lids get a light filter of
+//! their own ([`LID_FILTER`]) that opens within a frame when the lids move fast.
 
 use crate::error::{Error, Result};
 use crate::face::exposure::Levels;
 use crate::frame::{resample_affine, Frame, Normalize};
 use crate::geometry::Point;
-use crate::models::{ChannelOrder, ModelEntry};
+use crate::models::ModelEntry;
 use crate::runtime::OnnxGraph;
 use crate::stabilizer::{OneEuro, OneEuroParams};
 use std::path::Path;
@@ -188,23 +189,9 @@ impl EyeRefiner {
         Ok(Self {
             slots: [slot(graph), slot(second)],
             pool: (threads >= 2).then(|| crate::nn::pool::Pool::new(2)),
-            norm: Normalize {
-                scale: i.scale,
-                mean: i.mean,
-                std: i.std,
-                bgr: i.channels == ChannelOrder::Bgr,
-            },
+            norm: i.normalize(),
             eye_points,
         })
-    }
-
-    /// Whether the native engine runs it (else tract).
-    pub fn is_native(&self) -> bool {
-        self.slots[0]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .graph
-            .is_native()
     }
 
     /// Refine both eyes of the face whose landmarks are `points` (the backbone's scheme), in
@@ -222,18 +209,13 @@ impl EyeRefiner {
         let lut = levels.lut(&self.norm);
         // EAR order starts at the image-left corner for both eyes (iBUG 36 and 42), which is
         // the outer corner of the image-left eye but the inner one of the image-right eye.
-        let corners = |side: usize| {
+        // Each eye's crop, and its width (the corner distance that placed the crop).
+        let placed = [0, 1].map(|side| {
             let (idx, perm) = (self.eye_points[side], EAR_FROM_OUTER[side]);
-            (points[idx[perm[0]]], points[idx[perm[3]]])
-        };
-        let crops = [0, 1].map(|side| {
-            let (outer, inner) = corners(side);
-            EyeCrop::new(outer, inner, side == 1)
+            let (outer, inner) = (points[idx[perm[0]]], points[idx[perm[3]]]);
+            (EyeCrop::new(outer, inner, side == 1), outer.dist(inner))
         });
-        let widths = [0, 1].map(|side| {
-            let (outer, inner) = corners(side);
-            outer.dist(inner)
-        });
+        let crops = placed.map(|(c, _)| c);
         let (slots, norm) = (&self.slots, &self.norm);
         let run = |side: usize| {
             let mut slot = slots[side].lock().unwrap_or_else(|e| e.into_inner());
@@ -259,7 +241,7 @@ impl EyeRefiner {
             let crop = crops[side];
             let slot = self.slots[side].lock().unwrap_or_else(|e| e.into_inner());
             let eye = &mut out[side];
-            eye.width = widths[side];
+            eye.width = placed[side].1;
             let lid = |k: usize| Point::new(slot.contour[3 * k], slot.contour[3 * k + 1]);
             let iris = |k: usize| Point::new(slot.iris[3 * k], slot.iris[3 * k + 1]);
             // The lids, then the iris centre and its boundary.

@@ -133,6 +133,18 @@ pub struct InputSpec {
     pub std: [f32; 3],
 }
 
+impl InputSpec {
+    /// The normalisation the crop and letterbox resamplers apply for this model.
+    pub fn normalize(&self) -> crate::frame::Normalize {
+        crate::frame::Normalize {
+            scale: self.scale,
+            mean: self.mean,
+            std: self.std,
+            bgr: self.channels == ChannelOrder::Bgr,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelOrder {

@@ -127,9 +127,6 @@ impl OnnxGraph {
         }
         OnnxModel::load(path, w, h).map(OnnxGraph::Tract)
     }
-    pub fn is_native(&self) -> bool {
-        matches!(self, OnnxGraph::Native(_))
-    }
     /// Output names and shapes, in graph order.
     pub fn outputs(&self) -> Vec<(String, Vec<usize>)> {
         match self {

@@ -396,6 +396,9 @@ struct Monitor {
     /// This driver's open-eye value once calibrated (EAR, or the lid gap ratio with the
     /// refiner); before that the default of the measure in use.
     baseline: Option<f32>,
+    /// The open-eye value last used (calibrated or the measure's default), reported while the
+    /// eyes are unknown too.
+    last_base: f32,
     calibrated: bool,
     eye: Phase,
     mouth: Phase,
@@ -420,6 +423,7 @@ impl Monitor {
             calib: Vec::with_capacity(CALIB_CAP),
             calib_s: 0.0,
             baseline: None,
+            last_base: 0.0,
             calibrated: false,
             eye: Phase::Idle,
             mouth: Phase::Idle,
@@ -452,6 +456,7 @@ impl Monitor {
         self.calib.clear();
         self.calib_s = 0.0;
         self.baseline = None;
+        self.last_base = 0.0;
         self.calibrated = false;
     }
 
@@ -586,7 +591,7 @@ impl Monitor {
                 };
                 self.rolling.add(t, dt, openness <= cfg.perclos_openness);
                 out.ear = Some(r4(ear_value));
-                out.ear_open = r4(base);
+                self.last_base = base;
                 out.openness = Some(r4(openness));
                 if let Phase::Active { since, raised } = self.eye {
                     out.eyes = EyeState::Closed;
@@ -636,6 +641,7 @@ impl Monitor {
         }
         out.blinks = self.blinks;
         out.yawns = self.yawns;
+        out.ear_open = r4(self.baseline.unwrap_or(self.last_base));
         out.calibrated = self.calibrated;
         out
     }

@@ -13,7 +13,7 @@ pub use self::tract::TractBackbone;
 
 use crate::error::{Error, Result};
 use crate::frame::Normalize;
-use crate::models::{Align, ChannelOrder, ModelEntry, OffsetSpec};
+use crate::models::{Align, ModelEntry, OffsetSpec};
 use std::path::Path;
 
 /// Check a loaded graph's first output against the manifest's `[1, C, H, W]`.
@@ -67,12 +67,7 @@ impl BackboneSpec {
             name: e.name.clone(),
             input_w: i.width,
             input_h: i.height,
-            normalize: Normalize {
-                scale: i.scale,
-                mean: i.mean,
-                std: i.std,
-                bgr: i.channels == ChannelOrder::Bgr,
-            },
+            normalize: i.normalize(),
             out_c: o.channels,
             out_h: o.height,
             out_w: o.width,

@@ -9,7 +9,7 @@ use super::exposure::Levels;
 use crate::error::{Error, Result};
 use crate::frame::{resample_planar, Border, Frame, Normalize};
 use crate::geometry::{BBox, Point};
-use crate::models::{ChannelOrder, ModelEntry};
+use crate::models::ModelEntry;
 use crate::runtime::OnnxGraph;
 use std::path::Path;
 
@@ -103,12 +103,7 @@ impl YuNet {
         Ok(Self {
             w: i.width,
             h: i.height,
-            norm: Normalize {
-                scale: i.scale,
-                mean: i.mean,
-                std: i.std,
-                bgr: i.channels == ChannelOrder::Bgr,
-            },
+            norm: i.normalize(),
             model,
             levels,
             params,

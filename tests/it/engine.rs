@@ -13,6 +13,14 @@ fn models() -> Models {
     Models::resolve(&cfg).unwrap()
 }
 
+/// The largest difference between two runs' outputs, relative to `1 + |reference|`.
+fn relative_gap(a: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(a.len(), reference.len(), "output lengths differ");
+    a.iter()
+        .zip(reference)
+        .fold(0f32, |w, (x, y)| w.max((x - y).abs() / (1.0 + y.abs())))
+}
+
 /// Fill a backbone input from the centre of a real frame, scaled to [−1, 1].
 fn fill_from_frame(input: &mut [f32], w: usize, h: usize, f: &steadyface::frame::Frame) {
     let (x0, y0) = ((f.width - f.height) / 2, 0);
@@ -47,9 +55,7 @@ fn native_engine_matches_tract_on_real_crops() {
             range > 0.1,
             "tract's output is flat ({range}); the input did not reach it"
         );
-        for (x, y) in a.iter().zip(&b) {
-            worst = worst.max((x - y).abs() / (1.0 + y.abs()));
-        }
+        worst = worst.max(relative_gap(&a, &b));
         // Every heatmap peaks in the same cell.
         let cells = spec.out_h * spec.out_w;
         for k in 0..spec.k {
@@ -115,11 +121,7 @@ fn native_engine_runs_yunet_like_tract() {
         let mut best_score = 0f32;
         tract
             .run(|i, t| {
-                let a = native.output(i);
-                assert_eq!(a.len(), t.len(), "output {i}");
-                for (x, y) in a.iter().zip(t) {
-                    worst = worst.max((x - y).abs() / (1.0 + y.abs()));
-                }
+                worst = worst.max(relative_gap(native.output(i), t));
                 if i == 0 {
                     best_score = t.iter().fold(0f32, |m, v| m.max(*v));
                 }
@@ -172,13 +174,7 @@ fn native_engine_runs_the_eye_refiner_like_tract() {
             }
             native.run();
             tract
-                .run(|i, t| {
-                    let a = native.output(i);
-                    assert_eq!(a.len(), t.len(), "output {i}");
-                    for (x, y) in a.iter().zip(t) {
-                        worst = worst.max((x - y).abs() / (1.0 + y.abs()));
-                    }
-                })
+                .run(|i, t| worst = worst.max(relative_gap(native.output(i), t)))
                 .unwrap();
             crops += 1;
         }
