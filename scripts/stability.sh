@@ -41,6 +41,9 @@ d = json.load(sys.stdin)
 order = sys.argv[1:]
 rows = [d] if "nme_iod" in d else [d[s.replace("=", "~")] for s in order]
 lag = lambda v: "-" if v.get("lag_frames") is None else "%.2f" % v["lag_frames"]
-print("".join(" | %.4f / %.5f / %-5s " % (v["nme_iod"], v["jitter"], lag(v)) for v in rows))' "${stabs[@]}"
+# No face tracked in any frame: no NME or jitter, and the row says how many frames it missed.
+cell = lambda v: (" | %.4f / %.5f / %-5s " % (v["nme_iod"], v["jitter"], lag(v)) if v.get("jitter") is not None
+                  else " | no face in %d of %d frames " % (v["missed"], v["samples"]))
+print("".join(cell(v) for v in rows))' "${stabs[@]}"
   done
 done

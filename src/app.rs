@@ -43,11 +43,12 @@ impl Models {
             let e = manifest.model(name).ok_or_else(|| Error::Config {
                 origin: None,
                 problems: vec![format!(
-                    "{field}: no model named {name:?} in {} (have: {})",
+                    "{field}: no model named {name:?} in {} (its {kind:?} models: {})",
                     manifest_path.display(),
                     manifest
                         .models
                         .iter()
+                        .filter(|m| m.kind == kind)
                         .map(|m| m.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -103,7 +104,17 @@ impl Models {
         if !cfg.uses_convlstm() {
             return Ok(None);
         }
-        let path = cfg.convlstm_path();
+        let entry = self.manifest.model(&self.backbone_spec.name).expect("resolved");
+        let Some(path) = cfg.convlstm_path(entry.stabilizer.as_deref()) else {
+            return Err(Error::Config {
+                origin: None,
+                problems: vec![format!(
+                    "stabilizer.method {}: backbone {} ships no ConvLSTM weights; make them with \
+                     `steadyface tune` and set stabilizer.weights, or pick a method without convlstm",
+                    cfg.stabilizer.method, self.backbone_spec.name
+                )],
+            });
+        };
         if !path.exists() {
             return Err(Error::model(
                 &path,
@@ -162,7 +173,7 @@ impl Models {
             self.load_detector(cfg)?,
             PipelineParams {
                 decoder: cfg.decoder(),
-                tracker: cfg.tracker_params(),
+                tracker: cfg.tracker_params(&self.backbone_spec.confidence),
                 low_light: cfg.detector.low_light,
             },
         )

@@ -5,7 +5,7 @@
 //! (CUDA when both the build and the machine have it, else the CPU, with one WARN saying why).
 //! Every `cfg(feature = "torch")` outside the `torch` module itself is here.
 
-use crate::backbone::{Backbone, BackboneSpec, NativeBackbone, TractBackbone};
+use crate::backbone::{Backbone, BackboneSpec, OnnxBackbone};
 use crate::convlstm::{ConvLstm, ConvLstmBank, ConvLstmWeights, MapStabilizer};
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -61,9 +61,27 @@ fn why_no_cuda() -> &'static str {
     }
 }
 
-/// The backbone on `device`. TorchScript files (`.pt`) need libtorch; ONNX runs on the CPU
-/// under `cpu_engine` (`native` on `threads` threads, falling back to `tract` for graphs it
-/// cannot run).
+/// Whether this build has libtorch (`--features torch`).
+pub const HAS_TORCH: bool = cfg!(feature = "torch");
+
+/// Every runtime this build and machine can run an ONNX backbone on, as (label, device,
+/// `models.cpu_engine`): the native engine first (the reference), then tract, then libtorch on
+/// the CPU and on CUDA where present. `models parity` and the parity tests loop over these.
+pub fn runtimes() -> Vec<(&'static str, Device, &'static str)> {
+    let mut r = vec![("native", Device::Cpu, "native"), ("tract", Device::Cpu, "tract")];
+    if HAS_TORCH {
+        r.push(("libtorch-cpu", Device::Cpu, "libtorch"));
+    }
+    if cuda_available() {
+        r.push(("libtorch-cuda", Device::Cuda, "native"));
+    }
+    r
+}
+
+/// The backbone on `device`. TorchScript files (`.pt`) need libtorch. An ONNX file runs on
+/// CUDA as the engine's imported graph executed by libtorch; on the CPU under `cpu_engine`:
+/// `native` on `threads` threads (falling back to `tract` for graphs it cannot run), `tract`,
+/// or `libtorch` (the same graph as on CUDA, on the CPU: the parity reference for CUDA).
 pub fn backbone(
     path: &Path,
     spec: BackboneSpec,
@@ -77,26 +95,24 @@ pub fn backbone(
         if torchscript {
             return Ok(Box::new(crate::torch::TchBackbone::load(path, spec, device)?));
         }
-    }
-    if torchscript {
-        return Err(Error::model(
-            path,
-            "a TorchScript backbone needs a build with `--features torch` (libtorch)",
-        ));
-    }
-    if device == Device::Cuda {
-        log::info!(
-            "backbone {}: ONNX runs on the CPU; only TorchScript backbones use CUDA",
-            spec.name
-        );
-    }
-    if cpu_engine == "native" {
-        match NativeBackbone::load(path, spec.clone(), threads)? {
-            Ok(b) => return Ok(Box::new(b)),
-            Err(why) => log::warn!("models.cpu_engine native cannot run this backbone ({why}); using tract"),
+        let on = match (device, cpu_engine) {
+            (Device::Cuda, _) => Some(tch::Device::Cuda(0)),
+            (Device::Cpu, "libtorch") => Some(tch::Device::Cpu),
+            _ => None,
+        };
+        if let Some(d) = on {
+            return Ok(Box::new(crate::torch::TchGraphBackbone::load(path, spec, d)?));
         }
     }
-    Ok(Box::new(TractBackbone::load(path, spec)?))
+    let _ = device; // ONNX on the CPU from here on.
+    if torchscript || cpu_engine == "libtorch" {
+        return Err(Error::model(
+            path,
+            "a TorchScript backbone, or models.cpu_engine libtorch, needs a build with \
+             `--features torch` (libtorch)",
+        ));
+    }
+    Ok(Box::new(OnnxBackbone::load(path, spec, cpu_engine, threads)?))
 }
 
 /// The ConvLSTM stage on `device`, with `slots` track states.

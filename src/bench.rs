@@ -13,6 +13,7 @@ use crate::capture;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::frame::Frame;
+use crate::geometry::{CropTransform, Point};
 use crate::pipeline::Faces;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -186,6 +187,114 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
     })
 }
 
+/// One runtime against the native engine (`models parity`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Parity {
+    pub runtime: &'static str,
+    /// Largest heatmap-output difference, relative to `1 + |native|`.
+    pub max_rel_output: f32,
+    /// Largest difference of a decoded landmark, in image pixels.
+    pub max_landmark_px: f32,
+    /// Median time of one backbone run (input upload and output download included).
+    pub median_ms: f64,
+}
+
+/// The configured backbone on every runtime of [`crate::backend::runtimes`], fed the same
+/// crops: the faces the native pipeline tracks in the first `frames` frames of `input`.
+/// Returns how many crops were compared, and one row per runtime (the native engine first).
+pub fn parity(cfg: &Config, input: &Path, frames: usize) -> Result<(usize, Vec<Parity>)> {
+    let models = Models::resolve(cfg)?;
+    let spec = models.backbone_spec.clone();
+    let mut native_cfg = cfg.clone();
+    native_cfg.models.backend = "cpu".into();
+    native_cfg.models.cpu_engine = "native".into();
+    let mut pipeline = models.pipeline(&native_cfg)?;
+    let mut src = capture::open(input)?;
+    let (mut f, mut faces) = (Frame::default(), Faces::new());
+    let mut crops = Vec::new();
+    while crops.len() < frames {
+        if src.next_frame(&mut f)?.is_none() {
+            break;
+        }
+        pipeline.process(&f, crops.len() as f64 / 30.0, &mut faces)?;
+        if let Some(face) = faces.first() {
+            crops.push((f.clone(), face.bbox.expand(spec.crop_expand[0], spec.crop_expand[1])));
+        }
+    }
+    if crops.is_empty() {
+        return Err(Error::data(input, "no face found to compare the runtimes on"));
+    }
+    let decoder = cfg.decoder();
+    let lut = crate::frame::InputLut::new(&spec.normalize);
+    let sampling = crate::frame::Sampling::plain(crate::frame::Border::Clamp);
+    // Per runtime: its outputs and decoded points per crop, and its median time.
+    struct Run {
+        label: &'static str,
+        outs: Vec<Vec<f32>>,
+        pts: Vec<Vec<Point>>,
+        ms: f64,
+    }
+    let mut runs = Vec::new();
+    for (label, device, engine) in crate::backend::runtimes() {
+        let mut b = crate::backend::backbone(&models.backbone_path, spec.clone(), device, engine, cfg.models.threads)?;
+        let (mut outs, mut pts, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for (f, crop) in &crops {
+            crate::frame::resample_planar(
+                f,
+                *crop,
+                spec.input_w,
+                spec.input_h,
+                &spec.normalize,
+                &lut,
+                sampling,
+                b.input_mut(),
+            );
+            let mut out = vec![0.0; spec.output_len()];
+            let t = Instant::now();
+            b.run(&mut out)?;
+            times.push(t.elapsed());
+            let ct = CropTransform::new(*crop, spec.input_w, spec.input_h);
+            let (mut p, mut c) = (vec![Point::default(); spec.k], vec![0.0; spec.k]);
+            decoder.decode_all(&spec, &out, &ct, &mut p, &mut c);
+            outs.push(out);
+            pts.push(p);
+        }
+        runs.push(Run {
+            label,
+            outs,
+            pts,
+            ms: stat(times).median_ms,
+        });
+    }
+    let (ref_out, ref_pts) = (&runs[0].outs, &runs[0].pts);
+    let report = runs
+        .iter()
+        .map(|Run { label, outs, pts, ms }| {
+            let mut rel = 0f32;
+            for (o, r) in outs.iter().zip(ref_out) {
+                rel = o
+                    .iter()
+                    .zip(r)
+                    .fold(rel, |w, (x, y)| w.max((x - y).abs() / (1.0 + y.abs())));
+            }
+            let mut px = 0f32;
+            for (p, r) in pts.iter().zip(ref_pts) {
+                px = p
+                    .iter()
+                    .zip(r)
+                    .fold(px, |w, (a, b)| w.max((a.x - b.x).abs().max((a.y - b.y).abs())));
+            }
+            Parity {
+                runtime: label,
+                max_rel_output: rel,
+                max_landmark_px: px,
+                median_ms: *ms,
+            }
+        })
+        .collect();
+    Ok((crops.len(), report))
+}
+
 /// Per model: its label and the engine's mean time per step, slowest first.
 pub type Profiles = Vec<(&'static str, Vec<(String, f64)>)>;
 
@@ -201,18 +310,22 @@ pub fn profile_models(cfg: &Config, runs: usize) -> Result<(crate::nn::kernels::
         .ok_or_else(|| Error::Usage(format!("no model {:?} in the manifest", cfg.models.detector)))?
         .io
         .input;
-    let det = (di.width, di.height);
+    let det = (3, di.width, di.height);
     let mut isa = crate::nn::kernels::Isa::detect();
     let mut out = Vec::new();
     let mut list = vec![
-        ("backbone", &models.backbone_path, (spec.input_w, spec.input_h)),
+        (
+            "backbone",
+            &models.backbone_path,
+            (spec.input_c, spec.input_w, spec.input_h),
+        ),
         ("detector", &models.detector_path, det),
     ];
     if let Some((e, path)) = &models.eye_refiner {
-        list.push(("eye refiner", path, (e.io.input.width, e.io.input.height)));
+        list.push(("eye refiner", path, (3, e.io.input.width, e.io.input.height)));
     }
-    for (name, path, (w, h)) in list {
-        let mut net = match crate::nn::Net::load(path, w, h) {
+    for (name, path, (c, w, h)) in list {
+        let mut net = match crate::nn::Net::load(path, c, w, h) {
             Ok(mut n) => {
                 n.set_threads(cfg.models.threads);
                 n

@@ -30,9 +30,10 @@ pub struct ModelsConfig {
     /// (libtorch; needs a build with `--features torch` and a GPU), or `auto` (CUDA when this
     /// build and machine have it, else the CPU, with one WARN saying why).
     pub backend: String,
-    /// What runs the ONNX backbone and detector on the CPU: `native` (steadyface's own
-    /// engine: faster, and allocation-free per frame; a graph it cannot run falls back to tract
-    /// with one WARN) or `tract`.
+    /// What runs the ONNX models on the CPU: `native` (steadyface's own engine: faster, and
+    /// allocation-free per frame; a graph it cannot run falls back to tract with one WARN),
+    /// `tract`, or `libtorch` (the backbone as libtorch ops, the graph CUDA runs; builds with
+    /// `--features torch` only; the detector and eye refiner stay native).
     pub cpu_engine: String,
     /// CPU threads for inference (1 to 16): the native engine splits its large convolutions
     /// across them, and tract its matrix products. 1 leaves the other cores to capture, MQTT
@@ -90,10 +91,12 @@ impl Default for DetectorConfig {
 pub struct TrackerConfig {
     /// Most faces tracked at once (at most 8).
     pub max_faces: usize,
-    /// Mean landmark confidence a new face needs to get a track.
-    pub accept_confidence: f32,
-    /// A track whose mean landmark confidence drops below this is lost.
-    pub lost_confidence: f32,
+    /// Mean landmark confidence a new face needs to get a track. Null (the default): the
+    /// backbone's own, from its manifest entry (confidence scales differ between backbones).
+    pub accept_confidence: Option<f32>,
+    /// A track whose mean landmark confidence drops below this is lost. Null (the default):
+    /// the backbone's own.
+    pub lost_confidence: Option<f32>,
     /// Crop edges follow the landmarks only when they move more than this fraction of the box.
     pub crop_deadband: f32,
 }
@@ -103,8 +106,8 @@ impl Default for TrackerConfig {
         let t = TrackerParams::default();
         Self {
             max_faces: t.max_faces,
-            accept_confidence: t.accept_confidence,
-            lost_confidence: t.lost_confidence,
+            accept_confidence: None,
+            lost_confidence: None,
             crop_deadband: t.crop_deadband,
         }
     }
@@ -168,7 +171,9 @@ pub struct StabilizerConfig {
     /// `motion: true`; without motion compensation, 1.0 / 40 lags less behind a moving face.
     pub one_euro: OneEuroParams,
     /// The ConvLSTM weights (made by `steadyface tune`); relative paths are under `models.dir`.
-    pub weights: PathBuf,
+    /// Null (the default): the ones shipped for `models.backbone` (its manifest entry's
+    /// `stabilizer`).
+    pub weights: Option<PathBuf>,
     /// Motion-compensate the point filters: register each face's pixels on the previous
     /// frame's (a similarity, by Lucas–Kanade) and move the filter's state with it, so a shake
     /// of the whole face passes without lag and only landmark noise is smoothed.
@@ -180,7 +185,7 @@ impl Default for StabilizerConfig {
         Self {
             method: "convlstm+one-euro".into(),
             one_euro: OneEuroParams::default(),
-            weights: PathBuf::from(DEFAULT_CONVLSTM),
+            weights: None,
             motion: true,
         }
     }
@@ -388,14 +393,11 @@ pub const STABILIZER_NAMES: &[&str] = &[
     "convlstm+shape-one-euro",
 ];
 
-/// The shipped ConvLSTM for the default backbone, under `models.dir`.
-pub const DEFAULT_CONVLSTM: &str = "lm0-convlstm/stabilizer.safetensors";
-
 /// Where models run (`models.backend`).
 pub const BACKENDS: &[&str] = &["auto", "cpu", "cuda"];
 
 /// What runs ONNX backbones on the CPU (`models.cpu_engine`).
-pub const CPU_ENGINES: &[&str] = &["native", "tract"];
+pub const CPU_ENGINES: &[&str] = &["native", "tract", "libtorch"];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -499,8 +501,12 @@ impl Config {
         };
         range("detector.score_threshold", self.detector.score_threshold, 0.01, 1.0);
         range("detector.nms_iou", self.detector.nms_iou, 0.0, 1.0);
-        range("tracker.accept_confidence", self.tracker.accept_confidence, 0.0, 1.0);
-        range("tracker.lost_confidence", self.tracker.lost_confidence, 0.0, 1.0);
+        if let Some(v) = self.tracker.accept_confidence {
+            range("tracker.accept_confidence", v, 0.0, 1.0);
+        }
+        if let Some(v) = self.tracker.lost_confidence {
+            range("tracker.lost_confidence", v, 0.0, 1.0);
+        }
         range("tracker.crop_deadband", self.tracker.crop_deadband, 0.0, 0.2);
         range("decoder.pdc.threshold", self.decoder.pdc.threshold, 0.0, 1.0);
         range("decoder.softargmax_beta", self.decoder.softargmax_beta, 0.0, 1000.0);
@@ -517,11 +523,12 @@ impl Config {
                 self.tracker.max_faces
             ));
         }
-        if self.tracker.lost_confidence > self.tracker.accept_confidence {
-            p.push(format!(
-                "tracker.lost_confidence ({}) must not exceed tracker.accept_confidence ({})",
-                self.tracker.lost_confidence, self.tracker.accept_confidence
-            ));
+        if let (Some(lost), Some(accept)) = (self.tracker.lost_confidence, self.tracker.accept_confidence) {
+            if lost > accept {
+                p.push(format!(
+                    "tracker.lost_confidence ({lost}) must not exceed tracker.accept_confidence ({accept})"
+                ));
+            }
         }
         if !DECODER_NAMES.contains(&self.decoder.method.as_str()) {
             p.push(format!(
@@ -536,7 +543,7 @@ impl Config {
                 self.models.backend,
                 BACKENDS.join(", ")
             ));
-        } else if self.models.backend == "cuda" && !cfg!(feature = "torch") {
+        } else if self.models.backend == "cuda" && !crate::backend::HAS_TORCH {
             p.push("models.backend: cuda needs a build with `--features torch` (libtorch); this one runs on the CPU only (use cpu or auto)".into());
         }
         if !CPU_ENGINES.contains(&self.models.cpu_engine.as_str()) {
@@ -545,6 +552,8 @@ impl Config {
                 self.models.cpu_engine,
                 CPU_ENGINES.join(", ")
             ));
+        } else if self.models.cpu_engine == "libtorch" && !crate::backend::HAS_TORCH {
+            p.push("models.cpu_engine: libtorch needs a build with `--features torch`; use native or tract".into());
         }
         if !(1..=crate::nn::MAX_THREADS).contains(&self.models.threads) {
             p.push(format!(
@@ -703,12 +712,15 @@ impl Config {
         }
     }
 
-    pub fn tracker_params(&self) -> TrackerParams {
+    /// The tracker's settings for a backbone whose confidence scale is `conf`.
+    pub fn tracker_params(&self, conf: &crate::models::ConfidenceSpec) -> TrackerParams {
+        let accept = self.tracker.accept_confidence.unwrap_or(conf.accept_confidence);
         TrackerParams {
             detect_interval: self.detector.interval,
             max_faces: self.tracker.max_faces,
-            accept_confidence: self.tracker.accept_confidence,
-            lost_confidence: self.tracker.lost_confidence,
+            accept_confidence: accept,
+            // One threshold set and the other from the backbone: never above `accept`.
+            lost_confidence: self.tracker.lost_confidence.unwrap_or(conf.lost_confidence).min(accept),
             crop_deadband: self.tracker.crop_deadband,
             stabilizer: match self
                 .stabilizer
@@ -729,9 +741,11 @@ impl Config {
         self.stabilizer.method.starts_with("convlstm")
     }
 
-    /// The ConvLSTM weights file (`stabilizer.weights`, relative to `models.dir`).
-    pub fn convlstm_path(&self) -> PathBuf {
-        self.models.dir.join(&self.stabilizer.weights)
+    /// The ConvLSTM weights file: `stabilizer.weights`, else `shipped` (the backbone's, from
+    /// the manifest), relative to `models.dir`.
+    pub fn convlstm_path(&self, shipped: Option<&str>) -> Option<PathBuf> {
+        let w = self.stabilizer.weights.as_deref().or(shipped.map(Path::new))?;
+        Some(self.models.dir.join(w))
     }
 
     /// The commented default configuration.

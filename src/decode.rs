@@ -172,6 +172,7 @@ mod tests {
     fn spec(align: Align, enc: OffsetEncoding) -> BackboneSpec {
         BackboneSpec {
             name: "t".into(),
+            input_c: 3,
             input_w: 8,
             input_h: 8,
             normalize: Normalize {
@@ -179,6 +180,7 @@ mod tests {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 bgr: false,
+                grey: false,
             },
             out_c: 3,
             out_h: 4,
@@ -193,6 +195,8 @@ mod tests {
             align,
             scheme: "t".into(),
             crop_expand: [0.0, 0.0],
+            cell_shift: [0.0, 0.0],
+            confidence: crate::backbone::DEFAULT_CONFIDENCE,
         }
     }
 

@@ -163,7 +163,7 @@ impl EyeRefiner {
                 ),
             ));
         }
-        let graph = OnnxGraph::load(path, SIDE, SIDE, cpu_engine, 1, "eye refiner")?;
+        let graph = OnnxGraph::load(path, (3, SIDE, SIDE), cpu_engine, 1, "eye refiner")?;
         let outs = graph.outputs();
         let lens: Vec<usize> = outs.iter().map(|(_, s)| s.iter().product()).collect();
         if lens != [CONTOUR_POINTS * 3, IRIS_POINTS * 3] {
@@ -178,7 +178,7 @@ impl EyeRefiner {
             ));
         }
         // The second instance is the same file, already checked.
-        let second = OnnxGraph::load(path, SIDE, SIDE, cpu_engine, 1, "eye refiner")?;
+        let second = OnnxGraph::load(path, (3, SIDE, SIDE), cpu_engine, 1, "eye refiner")?;
         let slot = |graph| {
             std::sync::Mutex::new(Slot {
                 graph,

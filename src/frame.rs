@@ -62,13 +62,26 @@ impl Frame {
     }
 }
 
-/// How a model wants its input values: `(v·scale − mean[c]) / std[c]`, in RGB or BGR order.
+/// How a model wants its input values: `(v·scale − mean[c]) / std[c]`, in RGB or BGR order,
+/// or (`grey`) one plane holding the mean of the three normalised values.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalize {
     pub scale: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub bgr: bool,
+    pub grey: bool,
+}
+
+impl Normalize {
+    /// Planes the resamplers write.
+    pub fn planes(&self) -> usize {
+        if self.grey {
+            1
+        } else {
+            3
+        }
+    }
 }
 
 /// Per-channel lookup from an 8-bit value to the model's input value.
@@ -131,7 +144,8 @@ pub enum Border {
     Constant(u8),
 }
 
-/// Resample the image region `src` into a planar `3 × out_h × out_w` raster.
+/// Resample the image region `src` into a planar `3 × out_h × out_w` raster (`1 × …` for a
+/// grey `norm`).
 ///
 /// Output pixel `(i, j)` is centred on `src.x0 + (i + 0.5)·sx` (see
 /// [`crate::geometry::CropTransform`]). It averages a grid of bilinear samples spread
@@ -175,7 +189,10 @@ pub fn resample_affine(
     lut: &InputLut,
     out: &mut [f32],
 ) {
-    assert!(out.len() >= 3 * out_w * out_h, "resample target too small");
+    assert!(
+        out.len() >= 3 * out_w * out_h && !norm.grey,
+        "resample target too small, or grey (only RGB or BGR here)"
+    );
     if frame.width == 0 || frame.height == 0 {
         return;
     }
@@ -269,7 +286,7 @@ fn resample_impl<const MONO: bool>(
     out: &mut [f32],
 ) {
     assert!(
-        out.len() >= 3 * out_w * out_h && out_w <= MAX_OUT,
+        out.len() >= norm.planes() * out_w * out_h && out_w <= MAX_OUT,
         "resample target too small or too wide"
     );
     if frame.width == 0 || frame.height == 0 {
@@ -388,6 +405,21 @@ fn resample_impl<const MONO: bool>(
             slots[k] = s;
         }
         let row_out = j * out_w;
+        if norm.grey {
+            // The mean of the three normalised planes, as the model was trained on.
+            let o = &mut out[row_out..row_out + out_w];
+            o.fill(0.0);
+            for c in 0..3 {
+                for (k, &(_, wgt)) in need[..n_need].iter().enumerate() {
+                    let h = &cache[slots[k]][c * out_w..(c + 1) * out_w];
+                    let wgt = wgt * inv / 3.0;
+                    for (o, h) in o.iter_mut().zip(h) {
+                        *o += wgt * h;
+                    }
+                }
+            }
+            continue;
+        }
         for c in 0..3 {
             let o = &mut out[c * plane + row_out..c * plane + row_out + out_w];
             o.fill(0.0);
@@ -415,6 +447,7 @@ mod tests {
         mean: [0.0; 3],
         std: [1.0; 3],
         bgr: false,
+        grey: false,
     };
 
     /// The straightforward per-pixel form the fast path must match.
@@ -507,6 +540,7 @@ mod tests {
             mean: [0.4, 0.5, 0.6],
             std: [0.2, 0.25, 0.3],
             bgr: true,
+            grey: false,
         };
         let lut = InputLut::with_levels(&norm, 10.0, 2.0, 1.0);
         for (b, w, h) in [
@@ -654,6 +688,7 @@ mod tests {
             mean: [0.5, 0.5, 0.5],
             std: [0.5, 0.5, 0.5],
             bgr: true,
+            grey: false,
         };
         let lut = InputLut::new(&norm);
         let mut out = vec![0.0; 3];

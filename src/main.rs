@@ -375,6 +375,20 @@ enum ModelsCmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Run the configured backbone on every runtime this build and machine have (native,
+    /// tract, libtorch on the CPU and on CUDA) over the faces of a clip, and report each one's
+    /// largest difference from the native engine (outputs and landmarks) and its median time.
+    Parity {
+        /// A clip or image directory with a face in it.
+        input: PathBuf,
+        /// Frames (with a face) to compare on.
+        #[arg(long, default_value_t = 30)]
+        frames: usize,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Verify the models named in the manifest against their sha256.
     Verify {
         #[arg(long, default_value = "models")]
@@ -696,6 +710,22 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                         }
                     }
                 }
+                Ok(())
+            }
+            ModelsCmd::Parity {
+                input,
+                frames,
+                config,
+                set,
+            } => {
+                let cfg = Config::load(config.as_deref(), &set)?;
+                let (crops, report) = steadyface::bench::parity(&cfg, &input, frames.max(1))?;
+                let v = serde_json::json!({
+                    "backbone": cfg.models.backbone,
+                    "crops": crops,
+                    "runtimes": report,
+                });
+                println!("{v}");
                 Ok(())
             }
             ModelsCmd::Verify { dir } => {

@@ -97,6 +97,24 @@ pub struct ModelEntry {
     pub derived_sha256: Option<String>,
     pub license: String,
     pub io: ModelIo,
+    /// A backbone's confidence scale, as the tracker uses it (absent: lm0's).
+    #[serde(default)]
+    pub tracker: Option<ConfidenceSpec>,
+    /// A backbone's shipped ConvLSTM weights (ours, committed, made by `steadyface tune`),
+    /// relative to the models directory.
+    #[serde(default)]
+    pub stabilizer: Option<String>,
+}
+
+/// Mean-heatmap-peak thresholds of one backbone, measured on faces and non-faces; the config's
+/// `tracker.accept_confidence` and `tracker.lost_confidence` override them.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfidenceSpec {
+    /// What a new face needs to get a track.
+    pub accept_confidence: f32,
+    /// Below this a track is lost.
+    pub lost_confidence: f32,
 }
 
 impl ModelEntry {
@@ -141,15 +159,27 @@ impl InputSpec {
             mean: self.mean,
             std: self.std,
             bgr: self.channels == ChannelOrder::Bgr,
+            grey: self.channels == ChannelOrder::Grey,
+        }
+    }
+
+    /// Planes in the input tensor (1 for grey).
+    pub fn planes(&self) -> usize {
+        match self.channels {
+            ChannelOrder::Grey => 1,
+            ChannelOrder::Rgb | ChannelOrder::Bgr => 3,
         }
     }
 }
 
+/// The input tensor's planes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelOrder {
     Rgb,
     Bgr,
+    /// One plane: the mean of the normalised R, G and B values (mean and std stay per colour).
+    Grey,
 }
 
 /// `[1, channels, height, width]` output of a heatmap backbone.
@@ -215,6 +245,10 @@ pub struct ModelIo {
     /// Fraction of a landmark box's width and height added on each side to make the crop.
     #[serde(default)]
     pub crop_expand: Option<[f32; 2]>,
+    /// Heatmap cells to add to every decoded position (x, y): a model trained on targets
+    /// shifted by whole cells puts its peaks that far up and left of the landmark.
+    #[serde(default)]
+    pub cell_shift: Option<[f32; 2]>,
     /// Detector feature strides.
     #[serde(default)]
     pub strides: Option<Vec<usize>>,
@@ -290,6 +324,27 @@ impl Manifest {
                         m.name
                     )),
                 }
+                if let Some(t) = m.tracker {
+                    let ok = |v: f32| (0.0..=1.0).contains(&v);
+                    if !ok(t.accept_confidence) || !ok(t.lost_confidence) || t.lost_confidence > t.accept_confidence {
+                        problems.push(format!(
+                            "model {}: tracker thresholds must satisfy 0 <= lost_confidence ({}) <= \
+                             accept_confidence ({}) <= 1",
+                            m.name, t.lost_confidence, t.accept_confidence
+                        ));
+                    }
+                }
+                if io
+                    .cell_shift
+                    .is_some_and(|s| s.iter().any(|v| !v.is_finite() || v.abs() > 8.0))
+                {
+                    problems.push(format!(
+                        "model {}: io.cell_shift must be finite cells within ±8",
+                        m.name
+                    ));
+                }
+            } else if m.io.input.channels == ChannelOrder::Grey {
+                problems.push(format!("model {}: only a backbone may take a grey input", m.name));
             }
         }
         if problems.is_empty() {

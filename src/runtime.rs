@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 
-/// A runnable single-input ONNX model with a fixed `[1, 3, H, W]` input.
+/// A runnable single-input ONNX model with a fixed `[1, C, H, W]` input.
 pub struct OnnxModel {
     path: PathBuf,
     state: TypedSimpleState,
@@ -19,8 +19,8 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
-    /// Load and optimise `path` for a `[1, 3, height, width]` float input.
-    pub fn load(path: &Path, width: usize, height: usize) -> Result<Self> {
+    /// Load and optimise `path` for a `[1, channels, height, width]` float input.
+    pub fn load(path: &Path, channels: usize, width: usize, height: usize) -> Result<Self> {
         let err = |what: &str, e: TractError| Error::model(path, format!("{what}: {e:#}"));
         if !path.exists() {
             return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
@@ -33,10 +33,15 @@ impl OnnxModel {
             return Err(Error::model(path, format!("expected 1 input, the graph has {ninputs}")));
         }
         let model = model
-            .with_input_fact(0, f32::fact([1, 3, height, width]).into())
+            .with_input_fact(0, f32::fact([1, channels, height, width]).into())
             .map_err(|e| err("input", e))?
             .into_optimized()
-            .map_err(|e| err(&format!("does not accept a [1,3,{height},{width}] float input"), e))?;
+            .map_err(|e| {
+                err(
+                    &format!("does not accept a [1,{channels},{height},{width}] float input"),
+                    e,
+                )
+            })?;
         let mut outputs = Vec::new();
         for (i, o) in model
             .output_outlets()
@@ -58,8 +63,8 @@ impl OnnxModel {
         Ok(Self {
             path: path.to_path_buf(),
             state,
-            input: vec![0.0; 3 * height * width],
-            shape: [1, 3, height, width],
+            input: vec![0.0; channels * height * width],
+            shape: [1, channels, height, width],
             outputs,
         })
     }
@@ -73,7 +78,7 @@ impl OnnxModel {
         &self.outputs
     }
 
-    /// The input raster to fill (planar, `3 × H × W`).
+    /// The input raster to fill (planar, `C × H × W`).
     pub fn input_mut(&mut self) -> &mut [f32] {
         &mut self.input
     }
@@ -108,13 +113,21 @@ pub enum OnnxGraph {
 }
 
 impl OnnxGraph {
-    /// Load `path` for a `[1, 3, h, w]` input. `cpu_engine` is `models.cpu_engine`: `native`
+    /// Load `path` for a `[1, c, h, w]` input. `cpu_engine` is `models.cpu_engine`: `native`
     /// falls back to tract with one WARN (naming `what`) when the graph uses something the
     /// engine lacks; a malformed graph is a model error either way.
-    pub fn load(path: &Path, w: usize, h: usize, cpu_engine: &str, threads: usize, what: &str) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        (c, w, h): (usize, usize, usize),
+        cpu_engine: &str,
+        threads: usize,
+        what: &str,
+    ) -> Result<Self> {
         use crate::nn::{LoadError, Net};
-        if cpu_engine == "native" {
-            match Net::load(path, w, h) {
+        check_declared_input(path, [c, h, w], what)?;
+        // `libtorch` applies to the backbone only; the other models stay on the native engine.
+        if cpu_engine != "tract" {
+            match Net::load(path, c, w, h) {
                 Ok(mut n) => {
                     n.set_threads(threads);
                     return Ok(OnnxGraph::Native(n));
@@ -125,7 +138,7 @@ impl OnnxGraph {
                 Err(LoadError::Invalid(why)) => return Err(Error::model(path, why)),
             }
         }
-        OnnxModel::load(path, w, h).map(OnnxGraph::Tract)
+        OnnxModel::load(path, c, w, h).map(OnnxGraph::Tract)
     }
     /// Output names and shapes, in graph order.
     pub fn outputs(&self) -> Vec<(String, Vec<usize>)> {
@@ -134,7 +147,7 @@ impl OnnxGraph {
             OnnxGraph::Tract(m) => m.outputs().to_vec(),
         }
     }
-    /// The planar `3 × h × w` input to fill.
+    /// The planar `c × h × w` input to fill.
     pub fn input_mut(&mut self) -> &mut [f32] {
         match self {
             OnnxGraph::Native(n) => n.input_mut(),
@@ -158,4 +171,56 @@ impl OnnxGraph {
             }),
         }
     }
+}
+
+/// The graph's declared input shape against the manifest's `[1, c, h, w]`: a model error naming
+/// the file and the manifest field, before either engine fails somewhere inside the graph.
+/// Symbolic (named) dimensions, such as a batch axis, match anything.
+pub fn check_declared_input(path: &Path, [c, h, w]: [usize; 3], what: &str) -> Result<()> {
+    use prost::Message;
+    use tract_onnx::pb::{tensor_shape_proto::dimension::Value, type_proto};
+    if !path.exists() {
+        return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let model = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| Error::model(path, format!("not an ONNX model: {e}")))?;
+    let Some(graph) = model.graph.as_ref() else {
+        return Err(Error::model(path, "the model has no graph"));
+    };
+    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let Some(input) = graph.input.iter().find(|i| !inits.contains(i.name.as_str())) else {
+        return Ok(());
+    };
+    let dims: Vec<Option<i64>> = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => match &t.shape {
+            Some(s) => s
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Value::DimValue(v)) => Some(v),
+                    _ => None,
+                })
+                .collect(),
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    let want = [1, c as i64, h as i64, w as i64];
+    if dims.len() == 4 && dims.iter().zip(want).all(|(d, w)| d.is_none_or(|d| d == w)) {
+        return Ok(());
+    }
+    let shown: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+        .collect();
+    Err(Error::model(
+        path,
+        format!(
+            "input {:?} is declared [{}], but the manifest's io.input for the {what} says {c} \
+             channel(s) of {w}×{h} ([1, {c}, {h}, {w}]); check io.input.channels, width and height",
+            input.name,
+            shown.join(", ")
+        ),
+    ))
 }

@@ -1,23 +1,24 @@
 //! Heatmap backbones: a frozen network that maps a face crop to `[1, C, H, W]` outputs,
 //! of which `K` channels are landmark heatmaps (and optionally `2K` sub-cell offsets).
 //!
-//! [`Backbone`] is the runtime-neutral interface. [`NativeBackbone`] runs convolutional
-//! ONNX models on steadyface's own CPU engine ([`crate::nn`]); [`TractBackbone`] runs any
-//! ONNX model on the CPU; the libtorch (CUDA) one lives behind the `torch` feature.
+//! [`Backbone`] is the runtime-neutral interface. [`OnnxBackbone`] runs ONNX models on the
+//! CPU (steadyface's own engine, [`crate::nn`], else tract); the libtorch (CPU or CUDA) one
+//! lives behind the `torch` feature.
+//!
+//! Nothing here names a backbone: input size and channels, output layout, decoding and crop
+//! margins all come from the model's manifest entry.
 
-mod native;
-mod tract;
+mod onnx;
 
-pub use self::native::NativeBackbone;
-pub use self::tract::TractBackbone;
+pub use self::onnx::OnnxBackbone;
 
 use crate::error::{Error, Result};
 use crate::frame::Normalize;
-use crate::models::{Align, ModelEntry, OffsetSpec};
+use crate::models::{Align, ConfidenceSpec, ModelEntry, OffsetSpec};
 use std::path::Path;
 
 /// Check a loaded graph's first output against the manifest's `[1, C, H, W]`.
-fn check_output(path: &Path, spec: &BackboneSpec, outputs: &[(String, Vec<usize>)]) -> Result<()> {
+pub(crate) fn check_output(path: &Path, spec: &BackboneSpec, outputs: &[(String, Vec<usize>)]) -> Result<()> {
     let want = [1, spec.out_c, spec.out_h, spec.out_w];
     match outputs.first() {
         Some((_, shape)) if shape.as_slice() == want => Ok(()),
@@ -36,6 +37,8 @@ fn check_output(path: &Path, spec: &BackboneSpec, outputs: &[(String, Vec<usize>
 #[derive(Debug, Clone)]
 pub struct BackboneSpec {
     pub name: String,
+    /// Input planes: 3 (RGB or BGR) or 1 (grey, the mean of the normalised colours).
+    pub input_c: usize,
     pub input_w: usize,
     pub input_h: usize,
     pub normalize: Normalize,
@@ -49,7 +52,18 @@ pub struct BackboneSpec {
     pub align: Align,
     pub scheme: String,
     pub crop_expand: [f32; 2],
+    /// Cells added to every decoded heatmap position (x, y); see `io.cell_shift`.
+    pub cell_shift: [f32; 2],
+    /// The tracker's thresholds on this backbone's confidence scale.
+    pub confidence: ConfidenceSpec,
 }
+
+/// lm0's thresholds (measured on 47 faces and random non-face crops, see `face::tracker`),
+/// for a manifest entry that gives none.
+pub const DEFAULT_CONFIDENCE: ConfidenceSpec = ConfidenceSpec {
+    accept_confidence: 0.68,
+    lost_confidence: 0.6,
+};
 
 impl BackboneSpec {
     /// Build from a manifest entry; `path` names the manifest in errors.
@@ -65,6 +79,7 @@ impl BackboneSpec {
         let i = &e.io.input;
         Ok(Self {
             name: e.name.clone(),
+            input_c: i.planes(),
             input_w: i.width,
             input_h: i.height,
             normalize: i.normalize(),
@@ -81,20 +96,24 @@ impl BackboneSpec {
                 .clone()
                 .ok_or_else(|| bad("io.scheme is required for a backbone"))?,
             crop_expand: e.io.crop_expand.unwrap_or([0.1, 0.125]),
+            cell_shift: e.io.cell_shift.unwrap_or([0.0, 0.0]),
+            confidence: e.tracker.unwrap_or(DEFAULT_CONFIDENCE),
         })
     }
 
     /// Floats in one input raster.
     pub fn input_len(&self) -> usize {
-        3 * self.input_w * self.input_h
+        self.input_c * self.input_w * self.input_h
     }
     /// Floats in one output tensor.
     pub fn output_len(&self) -> usize {
         self.out_c * self.out_h * self.out_w
     }
 
-    /// Heatmap coordinate (column, row; continuous) → model-input pixel coordinate.
+    /// Heatmap coordinate (column, row; continuous) → model-input pixel coordinate, with the
+    /// model's `cell_shift` applied.
     pub fn heatmap_to_input(&self, hx: f32, hy: f32) -> (f32, f32) {
+        let (hx, hy) = (hx + self.cell_shift[0], hy + self.cell_shift[1]);
         match self.align {
             Align::Corners => (
                 hx * (self.input_w - 1) as f32 / (self.out_w - 1) as f32,
@@ -114,7 +133,7 @@ impl BackboneSpec {
 /// A frozen heatmap network.
 pub trait Backbone: Send {
     fn spec(&self) -> &BackboneSpec;
-    /// The input raster to fill before [`Backbone::run`] (planar `3 × H × W`).
+    /// The input raster to fill before [`Backbone::run`] (planar `C × H × W`).
     fn input_mut(&mut self) -> &mut [f32];
     /// Run on the current input and copy the `[C, H, W]` output into `out`.
     fn run(&mut self, out: &mut [f32]) -> Result<()>;
@@ -130,6 +149,7 @@ pub(crate) mod tests {
     pub(crate) fn spec_for(k: usize, h: usize, w: usize, offsets: bool) -> BackboneSpec {
         BackboneSpec {
             name: "test".into(),
+            input_c: 3,
             input_w: 8 * w,
             input_h: 8 * h,
             normalize: Normalize {
@@ -137,6 +157,7 @@ pub(crate) mod tests {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 bgr: false,
+                grey: false,
             },
             out_c: if offsets { 3 * k } else { k },
             out_h: h,
@@ -151,6 +172,8 @@ pub(crate) mod tests {
             align: Align::Centers,
             scheme: "test".into(),
             crop_expand: [0.1, 0.1],
+            cell_shift: [0.0, 0.0],
+            confidence: DEFAULT_CONFIDENCE,
         }
     }
 }

@@ -68,7 +68,7 @@ impl YuNet {
         threads: usize,
     ) -> Result<Self> {
         let i = &entry.io.input;
-        let model = OnnxGraph::load(path, i.width, i.height, cpu_engine, threads, "detector")?;
+        let model = OnnxGraph::load(path, (3, i.width, i.height), cpu_engine, threads, "detector")?;
         let outputs = model.outputs();
         let strides = entry.io.strides.clone().unwrap_or_else(|| vec![8, 16, 32]);
         let find = |prefix: &str, s: usize| {

@@ -73,16 +73,19 @@ fn invalid<T>(node: &NodeProto, what: impl std::fmt::Display) -> Res<T> {
     )))
 }
 
-/// A value while importing: a constant (folded) or a runtime tensor `[c, h, w]` (batch 1).
+/// A value while importing: a constant (folded), a runtime tensor `[c, h, w]` (batch 1), or
+/// a runtime tensor seen as `[1, g, c/g, h, w]` half-way through a channel shuffle (`swapped`
+/// after the transpose of its two group axes).
 #[derive(Debug, Clone)]
 enum Val {
     F { dims: Vec<usize>, data: Vec<f32> },
     I(Vec<i64>),
     D(usize),
+    Grouped { x: usize, groups: usize, swapped: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BinOp {
+pub(crate) enum BinOp {
     Add,
     Sub,
     Mul,
@@ -90,7 +93,7 @@ enum BinOp {
 }
 
 #[derive(Debug, Clone)]
-enum Operand {
+pub(crate) enum Operand {
     /// A runtime tensor of the same shape as the other.
     Same(usize),
     /// A runtime `[c, 1, 1]` tensor broadcast over the pixels.
@@ -100,7 +103,7 @@ enum Operand {
 }
 
 #[derive(Debug, Clone)]
-enum Kind {
+pub(crate) enum Kind {
     Conv {
         g: ConvGeom,
         w: Vec<f32>,
@@ -130,25 +133,58 @@ enum Kind {
         before: usize,
         after: usize,
     },
+    /// ShuffleNet's channel shuffle, which ONNX spells `Reshape` to `[1, g, c/g, h, w]`,
+    /// `Transpose` `[0, 2, 1, 3, 4]`, `Reshape` back: output channel `i·g + j` is input
+    /// channel `j·(c/g) + i`.
+    Shuffle {
+        groups: usize,
+    },
+    /// Channels `start..start + count` (one output of an ONNX `Split` along channels).
+    SliceChannels {
+        start: usize,
+    },
 }
 
 /// A max-pooling window (ONNX `MaxPool`, `ceil_mode = 0`); padding never wins the max.
 #[derive(Debug, Clone, Copy)]
-struct Window {
-    kh: usize,
-    kw: usize,
-    sy: usize,
-    sx: usize,
-    pt: usize,
-    pl: usize,
+pub(crate) struct Window {
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) sy: usize,
+    pub(crate) sx: usize,
+    pub(crate) pt: usize,
+    pub(crate) pl: usize,
 }
 
 /// One step of the plan: `out = kind(input, ...)`, value ids before buffer assignment.
 #[derive(Debug, Clone)]
-struct Op {
-    kind: Kind,
-    input: usize,
-    out: usize,
+pub(crate) struct Op {
+    pub(crate) kind: Kind,
+    pub(crate) input: usize,
+    pub(crate) out: usize,
+}
+
+/// An imported, fused graph before buffer planning: what another runtime (libtorch) executes
+/// op by op. Value 0 is the input; `shapes[v]` is value `v`'s `[c, h, w]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Graph {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) shapes: Vec<[usize; 3]>,
+    pub(crate) outputs: Vec<(String, usize)>,
+}
+
+impl Graph {
+    /// Import `path` for a `[1, channels, height, width]` input, as [`Net::load`] does.
+    pub(crate) fn load(path: &Path, channels: usize, width: usize, height: usize) -> Res<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| LoadError::Invalid(format!("{}: cannot read: {e}", path.display())))?;
+        let model = ModelProto::decode(bytes.as_slice())
+            .map_err(|e| LoadError::Invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
+        import(&model, channels, width, height).map_err(|e| match e {
+            LoadError::Unsupported(s) => LoadError::Unsupported(format!("{}: {s}", path.display())),
+            LoadError::Invalid(s) => LoadError::Invalid(format!("{}: {s}", path.display())),
+        })
+    }
 }
 
 impl Op {
@@ -249,6 +285,15 @@ enum StepKind {
         after: usize,
         hw: usize,
     },
+    Shuffle {
+        groups: usize,
+        c: usize,
+        hw: usize,
+    },
+    SliceChannels {
+        start: usize,
+        n: usize,
+    },
 }
 
 /// A loaded network, ready to run on a `[1, 3, H, W]` input.
@@ -268,16 +313,10 @@ pub struct Net {
 }
 
 impl Net {
-    /// Load `path` for a `[1, 3, height, width]` input.
-    pub fn load(path: &Path, width: usize, height: usize) -> Res<Self> {
-        let bytes =
-            std::fs::read(path).map_err(|e| LoadError::Invalid(format!("{}: cannot read: {e}", path.display())))?;
-        let model = ModelProto::decode(bytes.as_slice())
-            .map_err(|e| LoadError::Invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
-        import(&model, width, height).map_err(|e| match e {
-            LoadError::Unsupported(s) => LoadError::Unsupported(format!("{}: {s}", path.display())),
-            LoadError::Invalid(s) => LoadError::Invalid(format!("{}: {s}", path.display())),
-        })
+    /// Load `path` for a `[1, channels, height, width]` input.
+    pub fn load(path: &Path, channels: usize, width: usize, height: usize) -> Res<Self> {
+        let g = Graph::load(path, channels, width, height)?;
+        plan(g.ops, g.shapes, g.outputs)
     }
 
     /// Output names and `[1, c, h, w]` shapes, in graph order.
@@ -453,7 +492,9 @@ impl Net {
                     at += n;
                 }
             }
-            StepKind::MaxPool { p, c, ih, iw, oh, ow } => max_pool(p, *c, (*ih, *iw), (*oh, *ow), input, &mut out),
+            StepKind::MaxPool { p, c, ih, iw, oh, ow } => {
+                max_pool(p, *c, (*ih, *iw), (*oh, *ow), input, &mut out, &mut self.panel)
+            }
             StepKind::PRelu { slope, hw } => {
                 for ((o, i), &a) in out.chunks_exact_mut(*hw).zip(input.chunks_exact(*hw)).zip(slope) {
                     for (o, &v) in o.iter_mut().zip(i) {
@@ -468,6 +509,14 @@ impl Net {
                 mid.copy_from_slice(&input[..c * hw]);
                 tail.fill(0.0);
             }
+            StepKind::Shuffle { groups, c, hw } => {
+                let per = c / groups;
+                for (o, dst) in out[..c * hw].chunks_exact_mut(*hw).enumerate() {
+                    let (i, j) = (o / groups, o % groups);
+                    dst.copy_from_slice(&input[(j * per + i) * hw..][..*hw]);
+                }
+            }
+            StepKind::SliceChannels { start, n } => out[..*n].copy_from_slice(&input[*start..*start + n]),
             StepKind::Nhwc { c, hw } => {
                 for (p, row) in out[..c * hw].chunks_exact_mut(*c).enumerate() {
                     for (ch, o) in row.iter_mut().enumerate() {
@@ -539,12 +588,23 @@ impl StepKind {
             StepKind::Nhwc { c, hw } => format!("nhwc c={c} hw={hw}"),
             StepKind::PRelu { slope, hw } => format!("prelu c={} hw={hw}", slope.len()),
             StepKind::PadChannels { before, c, after, hw } => format!("pad channels {before}+{c}+{after} hw={hw}"),
+            StepKind::Shuffle { groups, c, hw } => format!("shuffle c={c} g={groups} hw={hw}"),
+            StepKind::SliceChannels { start, n } => format!("slice channels from {start} n={n}"),
         }
     }
 }
 
-/// Max pooling of `input` (`[c, ih, iw]`) into `out` (`[c, oh, ow]`).
-fn max_pool(p: &Window, c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), input: &[f32], out: &mut [f32]) {
+/// Max pooling of `input` (`[c, ih, iw]`) into `out` (`[c, oh, ow]`); `rows` is scratch for
+/// `ih · ow` floats.
+fn max_pool(
+    p: &Window,
+    c: usize,
+    (ih, iw): (usize, usize),
+    (oh, ow): (usize, usize),
+    input: &[f32],
+    out: &mut [f32],
+    rows: &mut [f32],
+) {
     for (src, dst) in input.chunks_exact(ih * iw).zip(out.chunks_exact_mut(oh * ow)).take(c) {
         if (p.kh, p.kw, p.sy, p.sx, p.pt, p.pl) == (2, 2, 2, 2, 0, 0) {
             // The common 2×2/2 case: two rows, pairwise maxima (vectorised).
@@ -556,20 +616,39 @@ fn max_pool(p: &Window, c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, us
             }
             continue;
         }
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut m = f32::NEG_INFINITY;
-                for dy in 0..p.kh {
-                    let Some(y) = (oy * p.sy + dy).checked_sub(p.pt).filter(|&y| y < ih) else {
-                        continue;
-                    };
-                    for dx in 0..p.kw {
-                        if let Some(x) = (ox * p.sx + dx).checked_sub(p.pl).filter(|&x| x < iw) {
-                            m = m.max(src[y * iw + x]);
-                        }
-                    }
+        // Separably: the window's maximum across each input row, then down the columns
+        // (a 3×3 window costs 3 + 3 comparisons per output rather than 9, and the column
+        // pass runs over whole rows, vectorised).
+        let rows = &mut rows[..ih * ow];
+        for (r, s) in rows.chunks_exact_mut(ow).zip(src.chunks_exact(iw)) {
+            if (p.kw, p.sx, p.pl) == (3, 2, 1) && ow >= 2 && iw >= 2 {
+                // ShuffleNet's stem pool, without the per-output window arithmetic: output ox
+                // takes 2·ox − 1, 2·ox and 2·ox + 1, the last of which may be off the edge.
+                r[0] = s[0].max(s[1]);
+                let full = if 2 * ow <= iw { ow } else { ow - 1 };
+                for (ox, o) in r.iter_mut().enumerate().take(full).skip(1) {
+                    let b = 2 * ox - 1;
+                    *o = s[b].max(s[b + 1]).max(s[b + 2]);
                 }
-                dst[oy * ow + ox] = m;
+                if full < ow {
+                    r[ow - 1] = s[2 * ow - 3].max(s[2 * ow - 2]);
+                }
+                continue;
+            }
+            for (ox, o) in r.iter_mut().enumerate() {
+                let x0 = (ox * p.sx).saturating_sub(p.pl);
+                let x1 = (ox * p.sx + p.kw).saturating_sub(p.pl).min(iw);
+                *o = s[x0..x1].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            }
+        }
+        for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+            let y0 = (oy * p.sy).saturating_sub(p.pt);
+            let y1 = (oy * p.sy + p.kh).saturating_sub(p.pt).min(ih);
+            d.fill(f32::NEG_INFINITY);
+            for r in rows[y0 * ow..y1 * ow].chunks_exact(ow) {
+                for (o, &v) in d.iter_mut().zip(r) {
+                    *o = o.max(v);
+                }
             }
         }
     }
@@ -659,8 +738,8 @@ fn constant(t: &TensorProto, node: Option<&NodeProto>) -> Res<Val> {
     }
 }
 
-/// Import the graph: fold constants, infer shapes, build ops, fuse, and plan buffers.
-fn import(model: &ModelProto, width: usize, height: usize) -> Res<Net> {
+/// Import the graph: fold constants, infer shapes, build ops, and fuse.
+fn import(model: &ModelProto, channels: usize, width: usize, height: usize) -> Res<Graph> {
     let graph = model
         .graph
         .as_ref()
@@ -676,13 +755,31 @@ fn import(model: &ModelProto, width: usize, height: usize) -> Res<Net> {
             inputs.len()
         )));
     }
-    let mut shapes: Vec<[usize; 3]> = vec![[3, height, width]];
+    let mut shapes: Vec<[usize; 3]> = vec![[channels, height, width]];
     vals.insert(inputs[0].name.clone(), Val::D(0));
     let mut ops: Vec<Op> = Vec::new();
     // Values in `[h, w, c]` order (after a `Transpose` to channels-last): only elementwise
     // ops, `Reshape` and the graph's outputs may read them.
     let mut nhwc: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for node in &graph.node {
+        if node.op_type == "Split" {
+            // Several outputs: one channel slice each.
+            let x = dyn_of(node, &vals, 0)?;
+            if nhwc.contains(&x) {
+                return unsupported(node, "reads a channels-last tensor");
+            }
+            for (out_name, (start, shape)) in node.output.iter().zip(split_channels(node, &vals, shapes[x])?) {
+                shapes.push(shape);
+                let out = shapes.len() - 1;
+                ops.push(Op {
+                    kind: Kind::SliceChannels { start },
+                    input: x,
+                    out,
+                });
+                vals.insert(out_name.clone(), Val::D(out));
+            }
+            continue;
+        }
         if let Some((kind, input, shape)) = import_node(node, &mut vals, &shapes, &nhwc)? {
             shapes.push(shape);
             let out = shapes.len() - 1;
@@ -716,12 +813,51 @@ fn import(model: &ModelProto, width: usize, height: usize) -> Res<Net> {
     }
     let keep: Vec<usize> = outputs.iter().map(|o| o.1).collect();
     let ops = fuse(ops, &keep);
-    plan(ops, shapes, outputs)
+    Ok(Graph { ops, shapes, outputs })
+}
+
+/// The outputs of an ONNX `Split` of `[c, h, w]` along channels: first channel and shape.
+fn split_channels(
+    node: &NodeProto,
+    vals: &HashMap<String, Val>,
+    [c, h, w]: [usize; 3],
+) -> Res<Vec<(usize, [usize; 3])>> {
+    let axis = attr_int(node, "axis", 0);
+    if axis != 1 && axis != -3 {
+        return unsupported(node, format!("split along axis {axis} (only channels)"));
+    }
+    let n = node.output.len();
+    // opset 13+: the sizes are input 1; before, the `split` attribute; neither: equal parts.
+    let sizes: Vec<i64> = match node.input.get(1).filter(|s| !s.is_empty()).map(|s| vals.get(s)) {
+        Some(Some(Val::I(v))) => v.clone(),
+        Some(_) => return unsupported(node, "the split sizes are not a constant"),
+        None => match attr_ints(node, "split") {
+            Some(v) => v,
+            None if n > 0 && c.is_multiple_of(n) => vec![(c / n) as i64; n],
+            None => return invalid(node, format!("{c} channels do not split into {n} equal parts")),
+        },
+    };
+    if sizes.len() != n || sizes.iter().any(|&v| v < 0) || sizes.iter().sum::<i64>() != c as i64 {
+        return invalid(
+            node,
+            format!("sizes {sizes:?} do not split {c} channels into {n} outputs"),
+        );
+    }
+    let mut at = 0;
+    Ok(sizes
+        .iter()
+        .map(|&k| {
+            let k = k as usize;
+            at += k;
+            (at - k, [k, h, w])
+        })
+        .collect())
 }
 
 fn dyn_of(node: &NodeProto, vals: &HashMap<String, Val>, i: usize) -> Res<usize> {
     match node.input.get(i).and_then(|n| vals.get(n)) {
         Some(Val::D(v)) => Ok(*v),
+        Some(Val::Grouped { .. }) => unsupported(node, format!("input {i} is a 5-D view other than a channel shuffle")),
         Some(_) => unsupported(node, format!("input {i} is a constant")),
         None => invalid(node, format!("input {i} is not defined before use")),
     }
@@ -1032,8 +1168,26 @@ fn import_node(
             return Ok(Some((Kind::MaxPool(p), x, [c, oh, ow])));
         }
         "Transpose" => {
-            let x = dyn_of(node, vals, 0)?;
             let perm = attr_ints(node, "perm").unwrap_or_default();
+            if let Some(&Val::Grouped {
+                x,
+                groups,
+                swapped: false,
+            }) = get(0)
+            {
+                if perm == [0, 2, 1, 3, 4] {
+                    vals.insert(
+                        out_name,
+                        Val::Grouped {
+                            x,
+                            groups,
+                            swapped: true,
+                        },
+                    );
+                    return Ok(None);
+                }
+            }
+            let x = dyn_of(node, vals, 0)?;
             if perm != [0, 2, 3, 1] || nhwc.contains(&x) {
                 return unsupported(node, format!("perm {perm:?} (only NCHW → NHWC, [0, 2, 3, 1])"));
             }
@@ -1041,8 +1195,40 @@ fn import_node(
             return Ok(Some((Kind::Nhwc, x, [h, w, c])));
         }
         "Reshape" => {
-            // Only where a channels-last head is flattened into rows: the memory order does
-            // not change, so the output is the same buffer under another name.
+            // A channel shuffle: `[c, h, w]` → `[1, g, c/g, h, w]`, its two group axes
+            // transposed, and back to `[1, c, h, w]`.
+            let dims = match get(1) {
+                Some(Val::I(d)) => d.clone(),
+                _ => Vec::new(),
+            };
+            if let Some(&Val::Grouped { x, groups, swapped }) = get(0) {
+                let [c, h, w] = shapes[x];
+                let back = dims.len() == 4
+                    && dims[0] == 1
+                    && (dims[1] == -1 || dims[1] == c as i64)
+                    && dims[2] == h as i64
+                    && dims[3] == w as i64;
+                if !(swapped && back) {
+                    return unsupported(node, format!("reshape of a 5-D view to {dims:?}"));
+                }
+                return Ok(Some((Kind::Shuffle { groups }, x, [c, h, w])));
+            }
+            if let (Some(&Val::D(x)), [1, g, n, dh, dw]) = (get(0), dims.as_slice()) {
+                let [c, h, w] = shapes[x];
+                if !nhwc.contains(&x) && *g > 0 && *n > 0 && (g * n, *dh, *dw) == (c as i64, h as i64, w as i64) {
+                    vals.insert(
+                        out_name,
+                        Val::Grouped {
+                            x,
+                            groups: *g as usize,
+                            swapped: false,
+                        },
+                    );
+                    return Ok(None);
+                }
+            }
+            // Else only where a channels-last head is flattened into rows: the memory order
+            // does not change, so the output is the same buffer under another name.
             let x = dyn_of(node, vals, 0)?;
             if !nhwc.contains(&x) {
                 return unsupported(node, "reshape of a tensor that is not a channels-last output head");
@@ -1465,6 +1651,7 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
             Kind::MaxPool(p) => {
                 let [c, ih, iw] = shapes[op.input];
                 let [_, oh, ow] = shapes[op.out];
+                panel = panel.max(ih * ow);
                 StepKind::MaxPool { p, c, ih, iw, oh, ow }
             }
             Kind::Nhwc => {
@@ -1482,6 +1669,17 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
                     c,
                     after,
                     hw: h * w,
+                }
+            }
+            Kind::Shuffle { groups } => {
+                let [c, h, w] = shapes[op.input];
+                StepKind::Shuffle { groups, c, hw: h * w }
+            }
+            Kind::SliceChannels { start } => {
+                let [_, h, w] = shapes[op.input];
+                StepKind::SliceChannels {
+                    start: start * h * w,
+                    n: need,
                 }
             }
         };
@@ -1557,6 +1755,18 @@ mod tests {
             (
                 Window {
                     kh: 3,
+                    kw: 3,
+                    sy: 2,
+                    sx: 2,
+                    pt: 1,
+                    pl: 1,
+                },
+                8,
+                8,
+            ),
+            (
+                Window {
+                    kh: 3,
                     kw: 2,
                     sy: 1,
                     sx: 2,
@@ -1572,7 +1782,7 @@ mod tests {
             let x: Vec<f32> = (0..c * ih * iw).map(|i| -1.0 - ((i * 37) % 23) as f32).collect();
             let (oh, ow) = ((ih + 2 * p.pt - p.kh) / p.sy + 1, (iw + 2 * p.pl - p.kw) / p.sx + 1);
             let mut y = vec![0.0; c * oh * ow];
-            max_pool(&p, c, (ih, iw), (oh, ow), &x, &mut y);
+            max_pool(&p, c, (ih, iw), (oh, ow), &x, &mut y, &mut vec![0.0; ih * ow]);
             for ch in 0..c {
                 for oy in 0..oh {
                     for ox in 0..ow {

@@ -4,8 +4,10 @@
 //! The cell here computes exactly what [`crate::convlstm::ConvLstm`] computes (the parity test
 //! checks it to 1e-4); the weights go back and forth through [`ConvLstmWeights`].
 
+mod graph;
 mod tune;
 
+pub use self::graph::{TchGraph, TchGraphBackbone};
 pub use self::tune::{tune, TuneParams, TuneReport};
 
 use crate::backbone::{Backbone, BackboneSpec};
@@ -130,7 +132,7 @@ impl MapStabilizer for TchConvLstm {
     }
 }
 
-/// A TorchScript backbone (`.pt`): `forward(input [1, 3, H, W]) -> [1, C, H', W']`.
+/// A TorchScript backbone (`.pt`): `forward(input [1, c, H, W]) -> [1, C, H', W']`.
 pub struct TchBackbone {
     spec: BackboneSpec,
     module: tch::CModule,
@@ -170,7 +172,7 @@ impl Backbone for TchBackbone {
     fn run(&mut self, out: &mut [f32]) -> Result<()> {
         let s = &self.spec;
         let x = Tensor::from_slice(&self.input)
-            .reshape([1, 3, s.input_h as i64, s.input_w as i64])
+            .reshape([1, s.input_c as i64, s.input_h as i64, s.input_w as i64])
             .to_device(self.device);
         let y = tch::no_grad(|| self.module.forward_ts(&[x])).map_err(|e| torch_err("backbone forward", e))?;
         let want = [1, s.out_c as i64, s.out_h as i64, s.out_w as i64];

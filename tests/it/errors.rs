@@ -125,7 +125,7 @@ fn not_an_onnx_model() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("junk.onnx");
     std::fs::write(&p, b"definitely not protobuf").unwrap();
-    let e = steadyface::runtime::OnnxModel::load(&p, 224, 224)
+    let e = steadyface::runtime::OnnxModel::load(&p, 3, 224, 224)
         .err()
         .unwrap()
         .to_string();
@@ -317,32 +317,43 @@ fn fetch_verifies_and_fails_clearly_offline() {
     assert!(e.contains("127.0.0.1:9") && e.contains("STEADYFACE_MIRROR"), "{e}");
 }
 
-/// The fetch step's `FusedConv` rewrite of upstream lm0 computes what the asset
+/// The fetch step's `FusedConv` rewrite of each upstream backbone computes what the asset
 /// maintainers' standard-ops file computes, and its bytes are what the manifest pins.
 #[test]
-fn derived_lm0_matches_the_maintainers_stdops() {
-    let upstream = std::fs::read(data("lm_model0_opt.onnx")).unwrap();
-    let (bytes, n) = steadyface::onnx_rewrite::fusedconv_to_standard(&upstream).unwrap();
-    assert_eq!(n, 20, "lm0 has 20 FusedConv nodes");
-    let tmp = tempfile::tempdir().unwrap();
-    let ours = tmp.path().join("derived.onnx");
-    std::fs::write(&ours, &bytes).unwrap();
-    let sha = steadyface::models::sha256_file(&ours).unwrap();
+fn derived_backbones_match_the_maintainers_stdops() {
     let manifest = steadyface::models::Manifest::load(&assets().0.join("manifest.yaml")).unwrap();
-    let entry = manifest.model("openseeface-lm0").unwrap();
-    assert_eq!(Some(&sha), entry.derived_sha256.as_ref(), "derived bytes changed");
-    let mut a = steadyface::runtime::OnnxModel::load(&ours, 224, 224).unwrap();
-    let mut b = steadyface::runtime::OnnxModel::load(&assets().0.join("lm_model0_opt.stdops.onnx"), 224, 224).unwrap();
-    for (i, (x, y)) in a.input_mut().iter_mut().zip(b.input_mut().iter_mut()).enumerate() {
-        let v = ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 4.0;
-        (*x, *y) = (v, v);
+    for (name, upstream, fused, (c, side)) in [
+        ("openseeface-lm0", "lm_model0_opt.onnx", 20, (3, 224)),
+        ("openseeface-snv2", "snv2_opt_fast.onnx", 0, (1, 112)),
+    ] {
+        let upstream = std::fs::read(data(upstream)).unwrap();
+        let (bytes, n) = steadyface::onnx_rewrite::fusedconv_to_standard(&upstream).unwrap();
+        if fused > 0 {
+            assert_eq!(n, fused, "{name}: FusedConv nodes");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let ours = tmp.path().join("derived.onnx");
+        std::fs::write(&ours, &bytes).unwrap();
+        let sha = steadyface::models::sha256_file(&ours).unwrap();
+        let entry = manifest.model(name).unwrap();
+        assert_eq!(
+            Some(&sha),
+            entry.derived_sha256.as_ref(),
+            "{name}: derived bytes changed"
+        );
+        let mut a = steadyface::runtime::OnnxModel::load(&ours, c, side, side).unwrap();
+        let mut b = steadyface::runtime::OnnxModel::load(&assets().0.join(&entry.file), c, side, side).unwrap();
+        for (i, (x, y)) in a.input_mut().iter_mut().zip(b.input_mut().iter_mut()).enumerate() {
+            let v = ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 4.0;
+            (*x, *y) = (v, v);
+        }
+        let (mut oa, mut ob) = (Vec::new(), Vec::new());
+        a.run(|_, s| oa.extend_from_slice(s)).unwrap();
+        b.run(|_, s| ob.extend_from_slice(s)).unwrap();
+        assert_eq!(oa.len(), 198 * 28 * 28);
+        let max = oa.iter().zip(&ob).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(max < 1e-4, "{name}: max |diff| {max}");
     }
-    let (mut oa, mut ob) = (Vec::new(), Vec::new());
-    a.run(|_, s| oa.extend_from_slice(s)).unwrap();
-    b.run(|_, s| ob.extend_from_slice(s)).unwrap();
-    assert_eq!(oa.len(), 198 * 28 * 28);
-    let max = oa.iter().zip(&ob).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(max < 1e-4, "max |diff| {max}");
 }
 
 /// Without a mirror, fetch downloads the upstream lm0 (here from a one-shot HTTP server on
@@ -377,4 +388,65 @@ fn upstream_fetch_derives_lm0() {
     // The derived file passes the model check and loads as a backbone.
     let entry = manifest.model("openseeface-lm0").unwrap();
     entry.verify(&dir.path().join(&asset.file)).unwrap();
+}
+
+/// A backbone whose manifest input disagrees with the file (snv2 declared RGB, its file is
+/// grey) is a model error naming the file and the manifest field, on every CPU engine.
+#[test]
+fn declared_input_that_contradicts_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("models");
+    models_copy(&md, true);
+    std::fs::copy(
+        assets().0.join("snv2_opt_fast.stdops.onnx"),
+        md.join("snv2_opt_fast.stdops.onnx"),
+    )
+    .unwrap();
+    let m = md.join("manifest.yaml");
+    let text = std::fs::read_to_string(&m).unwrap().replace(
+        "input: { width: 112, height: 112, channels: grey",
+        "input: { width: 112, height: 112, channels: rgb",
+    );
+    std::fs::write(&m, text).unwrap();
+    for engine in ["native", "tract"] {
+        let err = run_err(
+            bin()
+                .arg("track")
+                .arg(data("takeo.ppm"))
+                .args(["-o", "/dev/null", "--set", "models.backbone=openseeface-snv2", "--set"])
+                .arg(format!("models.cpu_engine={engine}"))
+                .arg("--set")
+                .arg(format!("models.dir={}", md.display())),
+            3,
+        );
+        assert!(
+            err.contains("snv2_opt_fast.stdops.onnx") && err.contains("io.input") && err.contains("[?, 1, 112, 112]"),
+            "{engine}: {err}"
+        );
+    }
+}
+
+/// An unknown backbone name is a config error listing the manifest's backbones; the libtorch
+/// engine in a build without libtorch says what build it needs.
+#[test]
+fn unknown_backbone_and_libtorch_without_torch() {
+    let dir = format!("models.dir={}", assets().0.display());
+    let err = run_err(
+        bin().args(["validate", "--set", "models.backbone=resnet", "--set", &dir]),
+        2,
+    );
+    assert!(
+        err.contains("models.backbone") && err.contains("openseeface-lm0, openseeface-snv2") && !err.contains("yunet"),
+        "{err}"
+    );
+    if !steadyface::backend::HAS_TORCH {
+        let err = run_err(
+            bin().args(["validate", "--set", "models.cpu_engine=libtorch", "--set", &dir]),
+            2,
+        );
+        assert!(
+            err.contains("models.cpu_engine") && err.contains("--features torch"),
+            "{err}"
+        );
+    }
 }

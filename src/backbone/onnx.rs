@@ -1,0 +1,47 @@
+//! An ONNX backbone on the CPU, through [`OnnxGraph`]: the native engine, or tract for graphs
+//! it cannot run.
+
+use super::{Backbone, BackboneSpec};
+use crate::error::Result;
+use crate::runtime::OnnxGraph;
+use std::path::Path;
+
+pub struct OnnxBackbone {
+    spec: BackboneSpec,
+    graph: OnnxGraph,
+    /// One output buffer per graph output (the heatmaps are the first).
+    outs: Vec<Vec<f32>>,
+}
+
+impl OnnxBackbone {
+    /// Load `path` under `cpu_engine` (`models.cpu_engine`) on `threads` threads, and check its
+    /// input and first output against the manifest.
+    pub fn load(path: &Path, spec: BackboneSpec, cpu_engine: &str, threads: usize) -> Result<Self> {
+        let dims = (spec.input_c, spec.input_w, spec.input_h);
+        let graph = OnnxGraph::load(path, dims, cpu_engine, threads, &format!("backbone {}", spec.name))?;
+        let shapes = graph.outputs();
+        super::check_output(path, &spec, &shapes)?;
+        let outs = shapes.iter().map(|(_, s)| vec![0.0; s.iter().product()]).collect();
+        Ok(Self { spec, graph, outs })
+    }
+
+    /// Whether the native engine runs it (else tract).
+    pub fn is_native(&self) -> bool {
+        matches!(self.graph, OnnxGraph::Native(_))
+    }
+}
+
+impl Backbone for OnnxBackbone {
+    fn spec(&self) -> &BackboneSpec {
+        &self.spec
+    }
+    fn input_mut(&mut self) -> &mut [f32] {
+        self.graph.input_mut()
+    }
+    fn run(&mut self, out: &mut [f32]) -> Result<()> {
+        self.graph.run(&mut self.outs)?;
+        let n = self.spec.output_len();
+        out[..n].copy_from_slice(&self.outs[0][..n]);
+        Ok(())
+    }
+}
