@@ -85,8 +85,8 @@ fn output_shape_that_contradicts_the_manifest() {
     );
 }
 
-/// An eye refiner whose outputs are not the 71 contour and 5 iris points (here: the detector's
-/// file, declared as the refiner) is a model error that names the file.
+/// An eye refiner that is not one (here: the detector's file, declared as the refiner) is a
+/// model error that names the file and the manifest field it contradicts.
 #[test]
 fn eye_refiner_with_wrong_outputs_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,8 +107,9 @@ fn eye_refiner_with_wrong_outputs_names_the_file() {
             .arg(format!("models.dir={}", md.display())),
         3,
     );
+    // Its declared input (320×320) already contradicts the entry's io.input (64×64).
     assert!(
-        err.contains("yunet_n_320_320.onnx") && err.contains("eye refiner has two"),
+        err.contains("yunet_n_320_320.onnx") && err.contains("eye refiner") && err.contains("io.input"),
         "{err}"
     );
     // Turned off, the same models dir runs.
@@ -449,4 +450,48 @@ fn unknown_backbone_and_libtorch_without_torch() {
             "{err}"
         );
     }
+}
+
+/// A TorchScript backbone (`.pt`) in a build without libtorch is a model error that names the
+/// file and the build it needs.
+#[test]
+fn torchscript_backbone_needs_the_torch_build() {
+    if steadyface::backend::HAS_TORCH {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("models");
+    models_copy(&md, true);
+    // Any bytes do: the file is refused for what it is before it is read.
+    let pt = md.join("lm0.pt");
+    std::fs::copy(md.join("lm_model0_opt.stdops.onnx"), &pt).unwrap();
+    let sha = steadyface::models::sha256_file(&pt).unwrap();
+    let m = md.join("manifest.yaml");
+    let text = std::fs::read_to_string(&m).unwrap().replace(
+        "models:\n",
+        &format!(
+            "models:\n  - name: lm0-torchscript\n    kind: backbone\n    file: lm0.pt\n    mirror_path: none/lm0.pt\n    \
+             sha256: {sha}\n    license: test\n    io:\n      input: {{ width: 224, height: 224, channels: rgb, scale: 1.0, \
+             mean: [0.0, 0.0, 0.0], std: [1.0, 1.0, 1.0] }}\n      output: {{ channels: 198, height: 28, width: 28 }}\n      \
+             heatmaps: {{ first: 0, count: 66 }}\n      scheme: osf66\n"
+        ),
+    );
+    std::fs::write(&m, text).unwrap();
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(data("takeo.ppm"))
+            .args([
+                "-o",
+                "/dev/null",
+                "--stabilizer",
+                "one-euro",
+                "--set",
+                "models.backbone=lm0-torchscript",
+                "--set",
+            ])
+            .arg(format!("models.dir={}", md.display())),
+        3,
+    );
+    assert!(err.contains("lm0.pt") && err.contains("--features torch"), "{err}");
 }
