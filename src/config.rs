@@ -611,9 +611,9 @@ impl Config {
         int_range(p, "source.timeout_ms", s.timeout_ms, 50, 60_000);
         backoff(p, "source", "reopen", s.reopen_min_ms, s.reopen_max_ms);
         let d = &self.daemon;
-        if !(d.max_fps >= 0.0 && d.max_fps <= 1000.0) {
+        if !(d.max_fps == 0.0 || (0.01..=1000.0).contains(&d.max_fps)) {
             p.push(format!(
-                "daemon.max_fps: {} is out of range [0, 1000] (0: no cap)",
+                "daemon.max_fps: {} is out of range: 0 (no cap) or 0.01 to 1000",
                 d.max_fps
             ));
         }

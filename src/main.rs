@@ -414,6 +414,24 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// `print!` to stdout, but a closed pipe or a full disk is an error naming stdout, not a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?
+    }};
+}
+
+/// `println!`, likewise.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
@@ -453,7 +471,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             let cfg = Config::load(config.as_deref(), &set)?;
             steadyface::bench::set_threads(cfg.models.threads);
             let s = app::track(&cfg, &input, &output, signals)?;
-            println!(
+            outln!(
                 "{} frames ({} with a face, {} face observations, mean score {:.3}) in {:.2} s = {:.1} fps; decoder {}; detector ran {} times; tracks started {}, lost {}; face registrations refused {} of {}; wrote {}",
                 s.frames, s.frames_with_face, s.faces_seen, s.mean_score, s.seconds, s.fps, s.decoder, s.stats.detector_runs, s.stats.tracks_started, s.stats.tracks_lost, s.stats.registrations_refused, s.stats.registrations, s.output
             );
@@ -481,9 +499,9 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             let cfg = Config::load(config.as_deref(), &set)?;
             let r = steadyface::bench::bench(&cfg, &input, frames, cfg.models.threads)?;
             if json {
-                println!("{}", serde_json::to_string(&r).expect("report serialises"));
+                outln!("{}", serde_json::to_string(&r).expect("report serialises"));
             } else {
-                print!("{}", steadyface::bench::format(&r));
+                out!("{}", steadyface::bench::format(&r));
             }
             Ok(())
         }
@@ -511,16 +529,16 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                             .collect::<std::collections::BTreeMap<_, _>>(),
                     )
                 };
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&v.expect("report serialises")).expect("json")
                 );
             } else {
                 for (label, (r, _)) in &results {
                     if results.len() > 1 {
-                        println!("== {label}");
+                        outln!("== {label}");
                     }
-                    print!("{}", app::format_report(r));
+                    out!("{}", app::format_report(r));
                 }
             }
             if let Some(dir) = plots {
@@ -565,9 +583,13 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 no_video,
             };
             let s = render::render(&input, &output, &opts)?;
-            println!(
+            outln!(
                 "drew {} of {} frames ({}x{}) into {}",
-                s.frames_written, s.frames_read, s.width, s.height, s.output
+                s.frames_written,
+                s.frames_read,
+                s.width,
+                s.height,
+                s.output
             );
             Ok(())
         }
@@ -624,7 +646,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                     source: e,
                 }
             })?;
-            println!(
+            outln!(
                 "{} {kind} frames ({}x{}) into {}; truth in {}",
                 frames,
                 frame.width,
@@ -643,6 +665,12 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             username,
             password_file,
         } => {
+            // A day at most: `Duration::from_secs_f64` panics on inf, NaN and overflow.
+            if !(0.0..=86_400.0).contains(&timeout) {
+                return Err(Error::Usage(format!(
+                    "--timeout {timeout}: expected seconds from 0 to 86400"
+                )));
+            }
             let (host, port) = broker
                 .rsplit_once(':')
                 .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -680,7 +708,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                     }
                 }
                 for (name, how) in app::fetch_all(&dir, data.as_deref(), &source, true)? {
-                    println!("{name}: {how:?}");
+                    outln!("{name}: {how:?}");
                 }
                 Ok(())
             }
@@ -696,7 +724,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 }
                 let cfg = Config::load(config.as_deref(), &set)?;
                 let t = steadyface::bench::time_models(&cfg, runs.max(1), cfg.models.threads)?;
-                println!("{}", serde_json::to_string(&t).expect("times serialise"));
+                outln!("{}", serde_json::to_string(&t).expect("times serialise"));
                 if profile {
                     let (isa, models) = steadyface::bench::profile_models(&cfg, runs.max(1))?;
                     for (name, steps) in models {
@@ -725,14 +753,14 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                     "crops": crops,
                     "runtimes": report,
                 });
-                println!("{v}");
+                outln!("{v}");
                 Ok(())
             }
             ModelsCmd::Verify { dir } => {
                 let m = models::Manifest::load(&models::manifest_path(&dir))?;
                 for e in &m.models {
                     e.verify(&dir.join(&e.file))?;
-                    println!("{}: ok", e.name);
+                    outln!("{}: ok", e.name);
                 }
                 Ok(())
             }
@@ -760,11 +788,11 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                     });
                 }
             }
-            println!("configuration ok");
+            outln!("configuration ok");
             Ok(())
         }
         Cmd::GenerateConfig => {
-            print!("{}", Config::default_yaml());
+            out!("{}", Config::default_yaml());
             Ok(())
         }
     }

@@ -276,6 +276,11 @@ impl Manifest {
                     s.points
                 ));
             }
+            if let Some(bad) = s.to_ibug68.iter().find(|&&i| i >= 68) {
+                problems.push(format!(
+                    "scheme {name}: to_ibug68 has index {bad} (iBUG-68 indices are 0..67)"
+                ));
+            }
             for (g, idx) in &s.groups {
                 if let Some(bad) = idx.iter().find(|&&i| i >= s.points) {
                     problems.push(format!("scheme {name}: group {g} has index {bad} >= {}", s.points));
@@ -289,21 +294,49 @@ impl Manifest {
             if m.sha256.len() != 64 {
                 problems.push(format!("model {}: sha256 must be 64 hex digits", m.name));
             }
+            // Values that load fine and then compute garbage (or divide by zero) every frame.
+            let i = &m.io.input;
+            if !(i.scale.is_finite() && i.scale > 0.0) {
+                problems.push(format!(
+                    "model {}: io.input.scale {} must be finite and > 0",
+                    m.name, i.scale
+                ));
+            }
+            if i.std.iter().any(|v| !v.is_finite() || *v == 0.0) || i.mean.iter().any(|v| !v.is_finite()) {
+                problems.push(format!(
+                    "model {}: io.input.mean {:?} / std {:?} must be finite, std non-zero",
+                    m.name, i.mean, i.std
+                ));
+            }
+            if !(1..=4096).contains(&i.width) || !(1..=4096).contains(&i.height) {
+                problems.push(format!(
+                    "model {}: io.input {}×{} is outside 1..4096",
+                    m.name, i.width, i.height
+                ));
+            }
+            if m.io
+                .crop_expand
+                .is_some_and(|c| c.iter().any(|v| !v.is_finite() || !(0.0..=2.0).contains(v)))
+            {
+                problems.push(format!("model {}: io.crop_expand must be within 0..2 per side", m.name));
+            }
             if m.kind == ModelKind::Backbone {
                 let io = &m.io;
                 match (&io.output, &io.heatmaps, &io.scheme) {
                     (Some(o), Some(h), Some(s)) => {
-                        if h.first + h.count > o.channels {
+                        if h.first.checked_add(h.count).is_none_or(|end| end > o.channels) {
                             problems.push(format!(
-                                "model {}: heatmaps {}..{} exceed {} output channels",
-                                m.name,
-                                h.first,
-                                h.first + h.count,
-                                o.channels
+                                "model {}: heatmaps {} + {} exceed {} output channels",
+                                m.name, h.first, h.count, o.channels
                             ));
                         }
                         if let Some(off) = io.offsets {
-                            if off.y_first.max(off.x_first) + h.count > o.channels {
+                            if off
+                                .y_first
+                                .max(off.x_first)
+                                .checked_add(h.count)
+                                .is_none_or(|end| end > o.channels)
+                            {
                                 problems.push(format!(
                                     "model {}: offset channels exceed {} output channels",
                                     m.name, o.channels

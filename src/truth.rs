@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::geometry::Point;
 use std::path::Path;
 
+/// Largest landmark count a truth file may describe (iBUG has 68, MediaPipe 478): a part
+/// index read from a file sizes a vector, so it is capped rather than trusted.
+const MAX_PARTS: usize = 1024;
+
 /// Truth for one frame: zero or more faces, each a list of points.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TruthFrame {
@@ -54,7 +58,10 @@ pub fn load_pts(path: &Path) -> Result<TruthFrame> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |r: String| Error::data(path, r);
     let open = text.find('{').ok_or_else(|| bad("no '{' in .pts file".into()))?;
-    let close = text.rfind('}').ok_or_else(|| bad("no '}' in .pts file".into()))?;
+    let close = text[open..]
+        .rfind('}')
+        .map(|c| open + c)
+        .ok_or_else(|| bad("no '}' after the '{' in .pts file".into()))?;
     let declared = text[..open]
         .lines()
         .find_map(|l| l.trim().strip_prefix("n_points:").map(|v| v.trim().parse::<usize>()))
@@ -151,6 +158,12 @@ fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
                         let (Some(x), Some(y)) = (num(b"x"), num(b"y")) else {
                             return Err(bad(format!("<part name='{idx}'> without numeric x/y")));
                         };
+                        if idx >= MAX_PARTS {
+                            return Err(bad(format!(
+                                "<part name='{idx}'>: a landmark index of at most {} is expected",
+                                MAX_PARTS - 1
+                            )));
+                        }
                         if face.len() <= idx {
                             face.resize(idx + 1, Point::new(f32::NAN, f32::NAN));
                         }

@@ -3,15 +3,76 @@
 use super::{FrameMeta, FrameSource, SourceInfo, Y4mSource};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
+use std::collections::VecDeque;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// Decodes through `ffmpeg -f yuv4mpegpipe`; ffmpeg's own errors are reported with the path.
 pub struct FfmpegSource {
     child: Child,
     inner: Y4mSource,
     path: PathBuf,
+    stderr: StderrTail,
+}
+
+/// ffmpeg's stderr, drained by a thread as it comes: a pipe nobody reads fills at 64 KB and
+/// then blocks ffmpeg (a corrupt file can print that much), which stalls the decode. Keeps the
+/// last few lines, each cut to a bounded length, for error messages.
+struct StderrTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StderrTail {
+    const LINES: usize = 8;
+    const LINE_BYTES: usize = 512;
+
+    fn drain(mut e: ChildStderr) -> Self {
+        let lines = Arc::new(Mutex::new(VecDeque::new()));
+        let shared = lines.clone();
+        let thread = std::thread::Builder::new()
+            .name("ffmpeg-stderr".into())
+            .spawn(move || {
+                let (mut buf, mut line) = ([0u8; 4096], Vec::new());
+                let push = |line: &mut Vec<u8>| {
+                    let s = String::from_utf8_lossy(line).trim().to_string();
+                    line.clear();
+                    if !s.is_empty() {
+                        let mut l = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        if l.len() == Self::LINES {
+                            l.pop_front();
+                        }
+                        l.push_back(s);
+                    }
+                };
+                while let Ok(n) = e.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    for &b in &buf[..n] {
+                        if b == b'\n' {
+                            push(&mut line);
+                        } else if line.len() < Self::LINE_BYTES {
+                            line.push(b);
+                        }
+                    }
+                }
+                push(&mut line);
+            })
+            .ok();
+        Self { lines, thread }
+    }
+
+    /// Everything read once ffmpeg has closed its stderr: the last line, or "no output".
+    fn last_line(&mut self) -> String {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        l.back().cloned().unwrap_or_else(|| "no output".into())
+    }
 }
 
 impl FfmpegSource {
@@ -36,6 +97,7 @@ impl FfmpegSource {
                 }
             })?;
         let stdout = child.stdout.take().expect("stdout was piped");
+        let mut stderr = StderrTail::drain(child.stderr.take().expect("stderr was piped"));
         match Y4mSource::from_reader(Box::new(BufReader::with_capacity(1 << 20, stdout)), path) {
             Ok(mut inner) => Ok(Self {
                 inner: {
@@ -46,26 +108,16 @@ impl FfmpegSource {
                 },
                 child,
                 path: path.to_path_buf(),
+                stderr,
             }),
             Err(_) => {
-                let msg = ffmpeg_stderr(&mut child);
+                // No header: ffmpeg has failed or is about to; it must not block on its stdout.
+                let _ = child.kill();
+                let _ = child.wait();
+                let msg = stderr.last_line();
                 Err(Error::input(path, format!("ffmpeg could not decode it: {msg}")))
             }
         }
-    }
-}
-
-fn ffmpeg_stderr(child: &mut Child) -> String {
-    let mut msg = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut msg);
-    }
-    let _ = child.wait();
-    let msg = msg.trim();
-    if msg.is_empty() {
-        "no output".into()
-    } else {
-        msg.lines().last().unwrap_or(msg).to_string()
     }
 }
 
@@ -81,12 +133,14 @@ impl FrameSource for FfmpegSource {
                 if status.success() {
                     Ok(None)
                 } else {
-                    let msg = ffmpeg_stderr(&mut self.child);
+                    let msg = self.stderr.last_line();
                     Err(Error::input(&self.path, format!("ffmpeg failed ({status}): {msg}")))
                 }
             }
             Err(e) => {
-                let msg = ffmpeg_stderr(&mut self.child);
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let msg = self.stderr.last_line();
                 Err(Error::input(&self.path, format!("{e}; ffmpeg said: {msg}")))
             }
         }

@@ -7,6 +7,11 @@ use crate::frame::Frame;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+/// Frame rates read from a header outside this range are ignored (the source's default
+/// applies): they would turn into an infinite or zero frame time downstream.
+const MIN_FPS: f64 = 0.01;
+const MAX_FPS: f64 = 10_000.0;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Chroma {
     C420,
@@ -50,7 +55,8 @@ impl Y4mSource {
         }
         let (mut w, mut h, mut fps, mut chroma, mut full_range) = (0usize, 0usize, None, Chroma::C420, false);
         for t in tokens.filter(|t| !t.is_empty()) {
-            let (tag, val) = t.split_at(1);
+            // The tag is one character, which need not be ASCII in a hostile header.
+            let (tag, val) = t.split_at(t.chars().next().map_or(0, char::len_utf8));
             match tag {
                 "W" => {
                     w = val
@@ -65,7 +71,8 @@ impl Y4mSource {
                 "F" => {
                     let (n, d) = val.split_once(':').unwrap_or((val, "1"));
                     let (n, d): (f64, f64) = (n.parse().unwrap_or(0.0), d.parse().unwrap_or(0.0));
-                    if n > 0.0 && d > 0.0 {
+                    // A rate of inf, 0 or 1e300 would become an infinite or zero frame time.
+                    if n > 0.0 && d > 0.0 && (n / d).is_finite() && (MIN_FPS..=MAX_FPS).contains(&(n / d)) {
                         fps = Some(n / d);
                     }
                 }

@@ -697,11 +697,15 @@ fn attr_str(node: &NodeProto, name: &str, default: &str) -> String {
 /// A TensorProto as a constant (float or int64; others are unsupported).
 fn constant(t: &TensorProto, node: Option<&NodeProto>) -> Res<Val> {
     let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-    let n: usize = dims.iter().product();
     let bad = |what: String| {
         let at = node.map_or(format!("initializer {:?}", t.name), |n| format!("node {:?}", n.name));
         LoadError::Invalid(format!("{at}: {what}"))
     };
+    // Dims come from the file: their product may overflow, and must match the data anyway.
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad(format!("dims {dims:?} overflow")))?;
     match t.data_type {
         1 => {
             let data: Vec<f32> = if !t.raw_data.is_empty() {
@@ -1722,6 +1726,21 @@ fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Initializer dims whose product overflows are an invalid model, not a panic.
+    #[test]
+    fn overflowing_initializer_dims_are_invalid() {
+        let t = TensorProto {
+            name: "w".into(),
+            dims: vec![1 << 40, 1 << 40],
+            data_type: 1,
+            ..Default::default()
+        };
+        match constant(&t, None) {
+            Err(LoadError::Invalid(e)) => assert!(e.contains("overflow") && e.contains("\"w\""), "{e}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
 
     /// Max pooling against the definition (padding never wins), for the 2×2/2 fast path on
     /// odd sizes and the general path with padding and overlapping windows.

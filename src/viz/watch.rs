@@ -12,6 +12,7 @@ use crate::publish::schema::{EventMsg, LandmarksMsg, MetricsMsg, StateMsg, Statu
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// What `watch` connects to.
@@ -284,14 +285,16 @@ async fn run(opts: &WatchOptions) -> Result<()> {
             _ = &mut ctrl_c => {
                 let _ = client.try_disconnect();
                 if !opts.once {
-                    println!();
+                    let _ = writeln!(std::io::stdout());
                 }
                 return Ok(());
             }
             _ = redraw.tick(), if !opts.once => {
-                print!("\x1b[2J\x1b[H{}", view.render(&broker, &link));
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
+                // A closed terminal or pipe ends the watch with an error rather than a panic.
+                let mut o = std::io::stdout().lock();
+                write!(o, "\x1b[2J\x1b[H{}", view.render(&broker, &link))
+                    .and_then(|_| o.flush())
+                    .map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
             }
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -303,7 +306,8 @@ async fn run(opts: &WatchOptions) -> Result<()> {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     view.ingest(&p.topic, &p.payload);
                     if opts.once && view.complete() {
-                        print!("{}", view.render(&broker, &link));
+                        write!(std::io::stdout().lock(), "{}", view.render(&broker, &link))
+                            .map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
                         let _ = client.try_disconnect();
                         return Ok(());
                     }

@@ -495,3 +495,149 @@ fn torchscript_backbone_needs_the_torch_build() {
     );
     assert!(err.contains("lm0.pt") && err.contains("--features torch"), "{err}");
 }
+
+/// Hostile inputs that used to panic (found by a probe of malformed files and values) end in a
+/// clean error with the documented exit code, and never in a panic message.
+#[test]
+fn hostile_inputs_end_in_clean_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let no_panic = |err: &str| assert!(!err.contains("panicked"), "{err}");
+    // A Y4M header token that starts with a multi-byte character, and one with an infinite rate.
+    for (name, header) in [
+        ("utf8.y4m", "YUV4MPEG2 W8 H8 \u{e9}x F25:1 C420\n"),
+        ("inf.y4m", "YUV4MPEG2 W8 H8 F1:inf C420\n"),
+    ] {
+        let p = tmp.path().join(name);
+        let mut b = header.as_bytes().to_vec();
+        b.extend_from_slice(b"FRAME\n");
+        b.extend_from_slice(&[128u8; 8 * 8 * 3 / 2]);
+        std::fs::write(&p, b).unwrap();
+        let o = bin().arg("track").arg(&p).args(["-o", "/dev/null"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        no_panic(&err);
+        assert!(
+            o.status.code().is_some_and(|c| c == 0 || c == 4),
+            "{name}: {:?} {err}",
+            o.status
+        );
+    }
+    // A .pts whose '}' comes before its '{'.
+    let pts = tmp.path().join("odd.pts");
+    std::fs::write(&pts, "version: 1\nn_points: 1\n}\n{\n1 2\n").unwrap();
+    let pred = tmp.path().join("p.jsonl");
+    std::fs::write(&pred, "").unwrap();
+    let err = run_err(bin().args(["eval", "--pred"]).arg(&pred).arg("--gt").arg(&pts), 4);
+    no_panic(&err);
+    assert!(err.contains("odd.pts") && err.contains("'}'"), "{err}");
+    // A dlib part index near 2^64 (it used to size a vector).
+    let xml = tmp.path().join("huge.xml");
+    std::fs::write(
+        &xml,
+        "<dataset><images><image file='a.jpg'><box top='0' left='0' width='9' height='9'>\
+         <part name='18446744073709551615' x='1' y='2'/></box></image></images></dataset>",
+    )
+    .unwrap();
+    let err = run_err(bin().args(["eval", "--pred"]).arg(&pred).arg("--gt").arg(&xml), 4);
+    no_panic(&err);
+    assert!(
+        err.contains("huge.xml") && err.contains("18446744073709551615"),
+        "{err}"
+    );
+    // Manifest indices near 2^64 and an iBUG map beyond 68 points: `validate` says so.
+    let md = tmp.path().join("models");
+    models_copy(&md, true);
+    let m = md.join("manifest.yaml");
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replacen(
+            "heatmaps: { first: 0, count: 66 }",
+            "heatmaps: { first: 18446744073709551615, count: 66 }",
+            1,
+        )
+        .replacen(
+            "49, 50, 51, 52, 53, 55, 56, 57, 58, 59, 48, 61",
+            "49, 50, 51, 52, 53, 55, 56, 57, 58, 59, 480, 61",
+            1,
+        );
+    std::fs::write(&m, text).unwrap();
+    let err = run_err(
+        bin()
+            .args(["validate", "--set"])
+            .arg(format!("models.dir={}", md.display())),
+        3,
+    );
+    no_panic(&err);
+    assert!(
+        err.contains("heatmaps 18446744073709551615 + 66") && err.contains("index 480"),
+        "{err}"
+    );
+    // A daemon frame cap so small that its frame time overflows; a watch timeout of inf.
+    let err = run_err(
+        bin().args(["validate", "--no-environment", "--set", "daemon.max_fps=1e-300"]),
+        2,
+    );
+    assert!(err.contains("daemon.max_fps"), "{err}");
+    let err = run_err(bin().args(["watch", "--once", "--timeout", "inf"]), 2);
+    no_panic(&err);
+    assert!(err.contains("--timeout"), "{err}");
+    // A full stdout is an error, not a panic.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = bin().arg("generate-config").stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    no_panic(&err);
+    assert!(!o.status.success() && err.contains("<stdout>"), "{:?} {err}", o.status);
+}
+
+/// A decoder that writes far more to stderr than a pipe holds (a corrupt file can make ffmpeg
+/// print megabytes) before its video does not stall `track`: stderr is drained as it comes.
+/// The "ffmpeg" here is a script on PATH that prints 1 MB of errors, then a real Y4M clip.
+#[test]
+fn a_chatty_decoder_does_not_stall_the_source() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("clip.y4m");
+    let mut y4m = b"YUV4MPEG2 W64 H48 F25:1 C420\n".to_vec();
+    for i in 0..5u8 {
+        y4m.extend_from_slice(b"FRAME\n");
+        y4m.extend(std::iter::repeat_n(40 + 20 * i, 64 * 48 * 3 / 2));
+    }
+    std::fs::write(&clip, y4m).unwrap();
+    let bin_dir = tmp.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let fake = bin_dir.join("ffmpeg");
+    let line = "x".repeat(999);
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ni=0\nwhile [ $i -lt 1000 ]; do echo '{line}' >&2; i=$((i+1)); done\nexec cat '{}'\n",
+            clip.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let video = tmp.path().join("any.mkv");
+    std::fs::write(&video, b"not read by the fake").unwrap();
+    let mut child = bin()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .arg("track")
+        .arg(&video)
+        .args(["-o", "/dev/null"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("track stalled behind the decoder's stderr");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+}
