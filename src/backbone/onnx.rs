@@ -9,8 +9,6 @@ use std::path::Path;
 pub struct OnnxBackbone {
     spec: BackboneSpec,
     graph: OnnxGraph,
-    /// One output buffer per graph output (the heatmaps are the first).
-    outs: Vec<Vec<f32>>,
 }
 
 impl OnnxBackbone {
@@ -19,10 +17,8 @@ impl OnnxBackbone {
     pub fn load(path: &Path, spec: BackboneSpec, cpu_engine: &str, threads: usize) -> Result<Self> {
         let dims = (spec.input_c, spec.input_w, spec.input_h);
         let graph = OnnxGraph::load(path, dims, cpu_engine, threads, &format!("backbone {}", spec.name))?;
-        let shapes = graph.outputs();
-        super::check_output(path, &spec, &shapes)?;
-        let outs = shapes.iter().map(|(_, s)| vec![0.0; s.iter().product()]).collect();
-        Ok(Self { spec, graph, outs })
+        super::check_output(path, &spec, &graph.outputs())?;
+        Ok(Self { spec, graph })
     }
 
     /// Whether the native engine runs it (else tract).
@@ -39,9 +35,8 @@ impl Backbone for OnnxBackbone {
         self.graph.input_mut()
     }
     fn run(&mut self, out: &mut [f32]) -> Result<()> {
-        self.graph.run(&mut self.outs)?;
+        // The heatmaps are the first output: copied once, straight into `out`.
         let n = self.spec.output_len();
-        out[..n].copy_from_slice(&self.outs[0][..n]);
-        Ok(())
+        self.graph.run(&mut [&mut out[..n]])
     }
 }
