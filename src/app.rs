@@ -124,7 +124,13 @@ impl Models {
         }
         let w = ConvLstmWeights::load(&path)?;
         let device = crate::backend::resolve(&cfg.models.backend)?;
-        crate::backend::map_stabilizer(w, &self.backbone_spec, &path, cfg.tracker.max_faces, device).map(Some)
+        // The decoder reads `reach` cells around the peak; three more leave room for the peak
+        // to move between frames (it barely does: the state follows the face).
+        let window = cfg.decoder().reach().map(|r| r + 3);
+        let stage =
+            crate::backend::map_stabilizer(w, &self.backbone_spec, &path, cfg.tracker.max_faces, device, window)?;
+        log::info!("ConvLSTM stage: {} ({})", stage.runtime(), path.display());
+        Ok(Some(stage))
     }
 
     pub fn load_detector(&self, cfg: &Config) -> Result<YuNet> {

@@ -115,13 +115,15 @@ pub fn backbone(
     Ok(Box::new(OnnxBackbone::load(path, spec, cpu_engine, threads)?))
 }
 
-/// The ConvLSTM stage on `device`, with `slots` track states.
+/// The ConvLSTM stage on `device`, with `slots` track states; on the CPU it runs within
+/// `window` cells of each peak ([`ConvLstmBank::windowed`]).
 pub fn map_stabilizer(
     w: ConvLstmWeights,
     spec: &BackboneSpec,
     path: &Path,
     slots: usize,
     device: Device,
+    window: Option<usize>,
 ) -> Result<Box<dyn MapStabilizer>> {
     w.check(spec, path)?;
     #[cfg(feature = "torch")]
@@ -136,7 +138,9 @@ pub fn map_stabilizer(
         }
     }
     let _ = device;
-    Ok(Box::new(ConvLstmBank::new(ConvLstm::new(w, spec, path)?, slots)))
+    Ok(Box::new(
+        ConvLstmBank::new(ConvLstm::new(w, spec, path)?, slots).windowed(window),
+    ))
 }
 
 /// `steadyface tune`: build the data cache, train with libtorch, write the stabilizer.

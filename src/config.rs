@@ -121,7 +121,8 @@ pub struct PdcConfig {
     pub threshold: f32,
     /// Heatmap normalisation before thresholding: none, peak or min-max.
     pub norm: HeatmapNorm,
-    /// Cells within this distance of the peak count; null for the whole heatmap.
+    /// Cells within this distance of the peak count; null for the whole heatmap. The ConvLSTM
+    /// runs on the CPU within this + 3 cells of each peak (null: on the whole maps).
     pub window: Option<usize>,
     /// Refine each cell by the model's sub-cell offset (when the model has offsets).
     pub use_offsets: bool,
@@ -174,9 +175,10 @@ pub struct StabilizerConfig {
     /// Null (the default): the ones shipped for `models.backbone` (its manifest entry's
     /// `stabilizer`).
     pub weights: Option<PathBuf>,
-    /// Motion-compensate the point filters: register each face's pixels on the previous
-    /// frame's (a similarity, by Lucas–Kanade) and move the filter's state with it, so a shake
-    /// of the whole face passes without lag and only landmark noise is smoothed.
+    /// Motion-compensate the stabilizers: register each face's pixels on the previous frame's
+    /// (a similarity, by Lucas–Kanade) and move the point filter's state, and the ConvLSTM's
+    /// state over the maps, with it, so a shake of the whole face passes without lag and only
+    /// landmark noise is smoothed.
     pub motion: bool,
 }
 
@@ -715,6 +717,16 @@ impl Config {
     /// The tracker's settings for a backbone whose confidence scale is `conf`.
     pub fn tracker_params(&self, conf: &crate::models::ConfidenceSpec) -> TrackerParams {
         let accept = self.tracker.accept_confidence.unwrap_or(conf.accept_confidence);
+        let stabilizer = match self
+            .stabilizer
+            .method
+            .trim_start_matches("convlstm")
+            .trim_start_matches('+')
+        {
+            "one-euro" => Some(StabilizerKind::OneEuro(self.stabilizer.one_euro)),
+            "shape-one-euro" => Some(StabilizerKind::ShapeOneEuro(self.stabilizer.one_euro)),
+            _ => None,
+        };
         TrackerParams {
             detect_interval: self.detector.interval,
             max_faces: self.tracker.max_faces,
@@ -722,17 +734,9 @@ impl Config {
             // One threshold set and the other from the backbone: never above `accept`.
             lost_confidence: self.tracker.lost_confidence.unwrap_or(conf.lost_confidence).min(accept),
             crop_deadband: self.tracker.crop_deadband,
-            stabilizer: match self
-                .stabilizer
-                .method
-                .trim_start_matches("convlstm")
-                .trim_start_matches('+')
-            {
-                "one-euro" => Some(StabilizerKind::OneEuro(self.stabilizer.one_euro)),
-                "shape-one-euro" => Some(StabilizerKind::ShapeOneEuro(self.stabilizer.one_euro)),
-                _ => None,
-            },
-            motion: self.stabilizer.motion,
+            stabilizer,
+            // Registration serves whichever stabilizer runs; with none it would be wasted.
+            motion: self.stabilizer.motion && (stabilizer.is_some() || self.uses_convlstm()),
         }
     }
 

@@ -105,6 +105,16 @@ impl Decoder {
         })
     }
 
+    /// How far from the heatmap's peak (Chebyshev, in cells) this decoder reads; `None`: the
+    /// whole map.
+    pub fn reach(&self) -> Option<usize> {
+        match *self {
+            Decoder::Argmax | Decoder::Offset => Some(0),
+            Decoder::Pdc(p) => p.window,
+            Decoder::SoftArgmax { .. } => None,
+        }
+    }
+
     /// Decode landmark `k` from a raw output `[C, H, W]`: heatmap coords and confidence.
     pub fn decode_one(&self, spec: &BackboneSpec, out: &[f32], k: usize) -> (f32, f32, f32) {
         let (w, h) = (spec.out_w, spec.out_h);

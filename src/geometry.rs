@@ -110,6 +110,22 @@ impl Similarity {
         )
     }
 
+    /// The similarity that undoes this one; `None` when it collapses the plane (`m = 0`).
+    pub fn inverse(&self) -> Option<Self> {
+        let d = self.a * self.a + self.b * self.b;
+        if d.is_nan() || d <= 1e-12 {
+            return None;
+        }
+        // m⁻¹ = conj(m) / |m|², t⁻¹ = −m⁻¹·t.
+        let (a, b) = (self.a / d, -self.b / d);
+        Some(Similarity {
+            a,
+            b,
+            tx: -(a * self.tx - b * self.ty),
+            ty: -(b * self.tx + a * self.ty),
+        })
+    }
+
     /// The least-squares similarity carrying `from` onto `to` (same length); `None` for
     /// fewer than two points or points that all coincide.
     pub fn fit(from: &[Point], to: &[Point]) -> Option<Self> {

@@ -21,7 +21,7 @@
 //!   build has libtorch; `torch` (feature `torch`): the libtorch backbone and ConvLSTM, and
 //!   the `tune` trainer.
 //! - [`face`]: YuNet detection, exposure control for low light, multi-face tracking, and
-//!   the face's registration between frames (`face::motion`) that the point filter follows.
+//!   the face's registration between frames (`face::motion`) that both stabilizers follow.
 //! - [`eyes`]: the eye refiner: rotated, mirrored eye crops into MediaPipe's eye-contour
 //!   model, refined lids and iris, and the lid gap ratio that the signals read.
 //! - [`decode`] and [`pdc`]: heatmap → coordinates (argmax, offsets, PDC, soft-argmax).
@@ -30,7 +30,8 @@
 //! - [`synth`]: clips with exact truth (a still image warped along a known path): still,
 //!   slow sway, vibration with motion blur, low light; the stability bench's data.
 //! - [`convlstm`]: the ConvLSTM stabilizer (Eq. 1) on the backbone's maps: the CPU kernel,
-//!   its weights file and its ONNX export.
+//!   its weights file and its ONNX export; [`convlstm::warp`] carries its state along with
+//!   the face between frames.
 //! - [`jitter_loss`]: the Jitter loss (Eq. 2, 3, 7) with differentiable PDC (Eq. 6) and its
 //!   gradients, for fine-tuning the temporal stage.
 //! - [`signals`]: drowsiness from landmarks: EAR, MAR, blinks, the eyes-closed alarm,

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use steadyface::convlstm::{CellInit, Trainable};
 use steadyface::viz::plots::{self, Method};
 use steadyface::viz::render::{self, labelled, Layout, RenderOptions};
 use steadyface::viz::watch::{self, WatchOptions};
@@ -251,6 +252,17 @@ struct TuneCli {
     /// Gate kernel size: 1 (per heatmap cell) or 3.
     #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_KERNEL)]
     kernel: usize,
+    /// Where the cell starts: smoothing (a running mean of each map, which training shapes)
+    /// or identity (s = x).
+    #[arg(long, default_value = "smoothing")]
+    init: CellInit,
+    /// Start from these weights instead (e.g. the shipped ones, to fine-tune on field clips).
+    #[arg(long, value_name = "WEIGHTS")]
+    from: Option<PathBuf>,
+    /// Which parameters train: gates (the input, forget and output gates: how much to smooth,
+    /// where; the read-out stays a running mean) or all.
+    #[arg(long, default_value = "gates")]
+    trainable: Trainable,
     /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
     #[arg(long, default_value_t = 1.0)]
     mu: f64,
@@ -313,6 +325,13 @@ impl TuneCli {
                 "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0)"
             )));
         }
+        if self.init == CellInit::Identity && self.trainable == Trainable::Gates && self.from.is_none() {
+            return Err(Error::Usage(
+                "--init identity with --trainable gates has nothing to learn (the identity's read-out is zero): \
+                 use --trainable all"
+                    .into(),
+            ));
+        }
         let args = steadyface::train::TuneArgs {
             data: self.data,
             out: self.out,
@@ -321,6 +340,9 @@ impl TuneCli {
             lr,
             hidden,
             kernel,
+            init: self.init,
+            from: self.from,
+            trainable: self.trainable,
             mu: self.mu,
             jitter: steadyface::jitter_loss::JitterParams {
                 lambda: self.lambda,

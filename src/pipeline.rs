@@ -5,17 +5,22 @@
 //! caller-owned, fixed-capacity result list.
 
 use crate::backbone::{Backbone, BackboneSpec};
-use crate::convlstm::MapStabilizer;
+use crate::convlstm::{MapStabilizer, MapWarp};
 use crate::decode::Decoder;
 use crate::error::Result;
 use crate::eyes::EyeRefiner;
 use crate::face::detector::{Detection, DetectorParams, MAX_DETECTIONS};
 use crate::face::exposure::Levels;
 use crate::face::tracker::landmark_box_from_detection;
-use crate::face::{FaceObs, Tracker, TrackerParams, YuNet, MAX_FACES, MAX_POINTS};
+use crate::face::{FaceMotion, FaceObs, Tracker, TrackerParams, YuNet, MAX_FACES, MAX_POINTS};
 use crate::frame::{luma_x256, resample_planar, Border, Frame, InputLut, Sampling};
-use crate::geometry::{BBox, CropTransform, Point};
+use crate::geometry::{BBox, CropTransform, Point, Similarity};
 use std::time::{Duration, Instant};
+
+/// The decoder for the raw points that start a face's registration before the map stage:
+/// the peak cell and its offset, a tenth of PDC's cost, and precise enough for a start that
+/// Lucas–Kanade refines (`tune` uses it too, so the stage trains on the same registrations).
+pub const RAW_DECODER: Decoder = Decoder::Offset;
 
 /// Wall time per stage on the last frame, summed over faces (for `bench`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -72,8 +77,9 @@ pub struct Pipeline {
     backbone: Box<dyn Backbone>,
     /// The ConvLSTM stage on the backbone's maps, with one state slot per tracked face.
     maps: Option<Box<dyn MapStabilizer>>,
-    /// Which track id owns each of `maps`' slots.
+    /// Which track id owns each of `maps`' slots, and the crop its state was last on.
     slot_owner: [Option<u32>; MAX_FACES],
+    slot_crop: [Option<CropTransform>; MAX_FACES],
     detector: YuNet,
     spec: BackboneSpec,
     params: PipelineParams,
@@ -129,6 +135,7 @@ impl Pipeline {
             backbone,
             maps,
             slot_owner: [None; MAX_FACES],
+            slot_crop: [None; MAX_FACES],
             detector,
             spec,
             tracker: Tracker::new(params.tracker),
@@ -208,10 +215,15 @@ impl Pipeline {
             .position(|o| o.is_none_or(|owner| !tracks.iter().any(|t| t.id == owner)))?;
         maps.reset(free);
         self.slot_owner[free] = Some(id);
+        self.slot_crop[free] = None;
         Some(free)
     }
 
-    /// Run the backbone on the crop around landmark box `lm_box` and decode it.
+    /// Run the backbone on the crop around landmark box `lm_box` and decode it. With a map
+    /// stage (`slot`), the raw points first register the face (`motion`), whose motion
+    /// carries the stage's state onto this crop; the registration is returned for the point
+    /// filter (`Some` when it ran).
+    #[allow(clippy::too_many_arguments)]
     fn landmarks(
         &mut self,
         frame: &Frame,
@@ -219,8 +231,9 @@ impl Pipeline {
         sampling: Sampling,
         lm_box: BBox,
         slot: Option<usize>,
+        motion: Option<&mut FaceMotion>,
         obs: &mut FaceObs,
-    ) -> Result<()> {
+    ) -> Result<Option<Option<Similarity>>> {
         let s = &self.spec;
         let crop = lm_box.expand(s.crop_expand[0], s.crop_expand[1]);
         let ct = CropTransform::new(crop, s.input_w, s.input_h);
@@ -233,39 +246,53 @@ impl Pipeline {
         self.times.crop += t1 - t0;
         self.times.backbone += t2 - t1;
         self.stats.backbone_runs += 1;
-        // Confidence stays the backbone's own heatmap peak: the tracker's and the signals'
-        // thresholds were measured on it, and the stabilizer's maps are not calibrated.
-        let mut raw_peak = [0f32; MAX_POINTS];
-        let stabilized = if let (Some(m), Some(slot)) = (self.maps.as_mut(), slot) {
-            let t = Instant::now();
-            let plane = self.spec.out_h * self.spec.out_w;
-            for (k, p) in raw_peak.iter_mut().enumerate().take(self.spec.k) {
-                let c = (self.spec.heatmap_first + k) * plane;
-                *p = self.heat[c..c + plane].iter().copied().fold(f32::MIN, f32::max);
-            }
-            m.step(&mut self.heat, slot)?;
-            self.times.stabilizer += t.elapsed();
-            true
-        } else {
-            false
-        };
-        let t2 = Instant::now();
         let k = self.spec.k;
         obs.points.clear();
         obs.conf.clear();
         // k <= MAX_POINTS is checked in `Pipeline::new`.
         let _ = obs.points.resize(k, Point::default());
         let _ = obs.conf.resize(k, 0.0);
+        let t3 = Instant::now();
+        let mut registered = None;
+        let Some((m, slot)) = self.maps.as_mut().zip(slot) else {
+            self.params
+                .decoder
+                .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
+            self.times.decode += t3.elapsed();
+            obs.bbox = BBox::around(&obs.points).unwrap_or_default();
+            obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
+            return Ok(None);
+        };
+        // A quick raw decode first: the registration starts from the raw points, and the
+        // confidence stays the backbone's own heatmap peak (the tracker's and the signals'
+        // thresholds were measured on it; the stage's maps are not calibrated).
+        RAW_DECODER.decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
+        let mut raw_conf = [0f32; MAX_POINTS];
+        raw_conf[..k].copy_from_slice(&obs.conf);
+        let t = Instant::now();
+        self.times.decode += t - t3;
+        if let Some(fm) = motion {
+            let before = (fm.tried, fm.refused);
+            registered = Some(fm.step(frame, &obs.points));
+            self.stats.registrations += fm.tried - before.0;
+            self.stats.registrations_refused += fm.refused - before.1;
+        }
+        let warp = match self.slot_crop[slot] {
+            Some(prev) => MapWarp::between(&self.spec, &prev, &ct, registered.flatten().as_ref()),
+            None => MapWarp::IDENTITY,
+        };
+        self.slot_crop[slot] = Some(ct);
+        m.step(&mut self.heat, slot, &warp)?;
+        let t4 = Instant::now();
+        self.times.stabilizer += t4 - t;
         self.params
             .decoder
             .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
-        if stabilized {
-            obs.conf.copy_from_slice(&raw_peak[..k]);
-        }
+        obs.conf.copy_from_slice(&raw_conf[..k]);
+        self.times.decode += t4.elapsed();
         obs.bbox = BBox::around(&obs.points).unwrap_or_default();
         obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
-        self.times.decode += t2.elapsed();
-        Ok(())
+        Ok(registered)
     }
 
     /// Process one frame shown at `time_s`; the faces found are written to `out`.
@@ -299,7 +326,11 @@ impl Pipeline {
         while i < self.tracker.tracks.len() {
             let lm_box = self.tracker.tracks[i].lm_box;
             let slot = self.map_slot(self.tracker.tracks[i].id);
-            self.landmarks(frame, &lut, sampling, lm_box, slot, &mut obs)?;
+            // Taken out for the call (it borrows the pipeline), put back right after.
+            let mut motion = self.tracker.tracks[i].motion.take();
+            let registered = self.landmarks(frame, &lut, sampling, lm_box, slot, motion.as_deref_mut(), &mut obs);
+            self.tracker.tracks[i].motion = motion;
+            self.tracker.tracks[i].registered = registered?;
             if obs.score < self.tracker.params.lost_confidence || !obs.bbox.is_finite() || obs.bbox.area() < 4.0 {
                 self.tracker.drop_track(i);
                 lost_any = true;
@@ -326,10 +357,18 @@ impl Pipeline {
                 }
                 // Two passes: the first crop comes from the detector's box, the second from
                 // the landmarks it gave, which matches how tracked crops are made.
-                self.landmarks(frame, &lut, sampling, landmark_box_from_detection(&d), None, &mut obs)?;
+                self.landmarks(
+                    frame,
+                    &lut,
+                    sampling,
+                    landmark_box_from_detection(&d),
+                    None,
+                    None,
+                    &mut obs,
+                )?;
                 let first = obs.bbox;
                 if obs.score >= self.tracker.params.lost_confidence && first.area() >= 4.0 {
-                    self.landmarks(frame, &lut, sampling, first, None, &mut obs)?;
+                    self.landmarks(frame, &lut, sampling, first, None, None, &mut obs)?;
                 }
                 if obs.score >= self.tracker.params.accept_confidence && obs.bbox.area() >= 4.0 {
                     self.tracker.start(obs.clone());
@@ -342,20 +381,25 @@ impl Pipeline {
 
         for t in self.tracker.tracks.iter_mut() {
             let mut o = t.last.clone();
-            if let Some(f) = t.filter.as_mut() {
-                let ts = Instant::now();
-                let size = (o.bbox.width() * o.bbox.height()).max(1.0).sqrt();
-                let motion = t.motion.as_mut().and_then(|m| {
+            let ts = Instant::now();
+            // Registered already when the map stage ran; else here (a new track's first frame
+            // stores the template).
+            let motion = match t.registered.take() {
+                Some(r) => r,
+                None => t.motion.as_mut().and_then(|m| {
                     let before = (m.tried, m.refused);
                     let w = m.step(frame, &o.points);
                     self.stats.registrations += m.tried - before.0;
                     self.stats.registrations_refused += m.refused - before.1;
                     w
-                });
+                }),
+            };
+            if let Some(f) = t.filter.as_mut() {
+                let size = (o.bbox.width() * o.bbox.height()).max(1.0).sqrt();
                 f.apply(&mut o.points, time_s, size, motion.as_ref());
                 o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
-                self.times.stabilizer += ts.elapsed();
             }
+            self.times.stabilizer += ts.elapsed();
             // After the filter: the crops follow the steadied corners, and nothing smooths
             // the lids, so a blink keeps its depth and onset.
             if let Some(r) = self.eyes.as_mut() {

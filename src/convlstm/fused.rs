@@ -49,7 +49,8 @@ unsafe fn sigmoid_v<V: Lanes>(x: V) -> V {
 }
 
 /// One landmark's step. `x[j]` are its `CIN` input planes (overwritten with `s`), `h` and `c`
-/// its `HD` state planes, each `plane` long; `gw` is `[4·HD, CIN + HD]`, `ow` is `[CIN, HD]`.
+/// its `HD` state planes, each `plane` long; `gw` is `[4·HD, CIN + HD]`, `ow` is `[CIN, HD]`,
+/// `skip` is `[CIN]`.
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions, and every plane pointer must be valid for
@@ -65,9 +66,12 @@ pub(super) unsafe fn step_landmark<V: Lanes, const CIN: usize, const HD: usize>(
     gb: &[f32],
     ow: &[f32],
     ob: &[f32],
+    skip: &[f32],
 ) {
     let ni = CIN + HD;
-    assert!(gw.len() >= 4 * HD * ni && gb.len() >= 4 * HD && ow.len() >= CIN * HD && ob.len() >= CIN);
+    assert!(
+        gw.len() >= 4 * HD * ni && gb.len() >= 4 * HD && ow.len() >= CIN * HD && ob.len() >= CIN && skip.len() >= CIN
+    );
     let mut p = 0;
     while p < plane {
         let n = V::N.min(plane - p);
@@ -81,7 +85,7 @@ pub(super) unsafe fn step_landmark<V: Lanes, const CIN: usize, const HD: usize>(
         }
         let mut s = [V::splat(0.0); 3];
         for (j, sj) in s.iter_mut().enumerate().take(CIN) {
-            *sj = inp[j].fma(V::splat(1.0), V::splat(ob[j]));
+            *sj = inp[j].fma(V::splat(skip[j]), V::splat(ob[j]));
         }
         // Hidden unit by hidden unit: its four gates z = W·[x, h] + b, then its update, so
         // only four accumulators are live beside the inputs.
@@ -145,8 +149,74 @@ unsafe fn step_all<V: Lanes, const CIN: usize, const HD: usize>(
             &w.gates_b,
             &w.out_w,
             &w.out_b,
+            &w.skip,
         );
     }
+}
+
+/// One landmark's step on compact buffers of `n` cells: `xb` is `[CIN, n]` (overwritten with
+/// `s`), `hb` and `cb` are `[HD, n]`. The windowed stage gathers the cells near each peak into
+/// these.
+pub(super) type FusedCompact = unsafe fn(&super::ConvLstmWeights, &mut [f32], &mut [f32], &mut [f32], usize);
+
+#[inline(always)]
+unsafe fn compact<V: Lanes, const CIN: usize, const HD: usize>(
+    w: &super::ConvLstmWeights,
+    xb: &mut [f32],
+    hb: &mut [f32],
+    cb: &mut [f32],
+    n: usize,
+) {
+    assert!(xb.len() >= CIN * n && hb.len() >= HD * n && cb.len() >= HD * n);
+    assert!(w.meta.cin == CIN && w.meta.hidden == HD);
+    let base = xb.as_mut_ptr();
+    let x: [*mut f32; CIN] = std::array::from_fn(|j| base.add(j * n));
+    step_landmark::<V, CIN, HD>(
+        x,
+        hb.as_mut_ptr(),
+        cb.as_mut_ptr(),
+        n,
+        &w.gates_w,
+        &w.gates_b,
+        &w.out_w,
+        &w.out_b,
+        &w.skip,
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn compact_avx512<const CIN: usize, const HD: usize>(
+    w: &super::ConvLstmWeights,
+    xb: &mut [f32],
+    hb: &mut [f32],
+    cb: &mut [f32],
+    n: usize,
+) {
+    compact::<__m512, CIN, HD>(w, xb, hb, cb, n)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn compact_avx2<const CIN: usize, const HD: usize>(
+    w: &super::ConvLstmWeights,
+    xb: &mut [f32],
+    hb: &mut [f32],
+    cb: &mut [f32],
+    n: usize,
+) {
+    compact::<__m256, CIN, HD>(w, xb, hb, cb, n)
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn compact_neon<const CIN: usize, const HD: usize>(
+    w: &super::ConvLstmWeights,
+    xb: &mut [f32],
+    hb: &mut [f32],
+    cb: &mut [f32],
+    n: usize,
+) {
+    compact::<float32x4_t, CIN, HD>(w, xb, hb, cb, n)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -179,6 +249,42 @@ unsafe fn step_neon<const CIN: usize, const HD: usize>(
     st: &mut super::ConvLstmState,
 ) {
     step_all::<float32x4_t, CIN, HD>(w, src, out, st)
+}
+
+/// The compact step for this machine and cell (the same shapes as [`select`]).
+pub(super) fn select_compact(isa: crate::nn::kernels::Isa, meta: &super::ConvLstmMeta) -> Option<FusedCompact> {
+    use crate::nn::kernels::Isa;
+    if meta.kernel != 1 {
+        return None;
+    }
+    macro_rules! pick {
+        ($f:ident) => {
+            match (meta.cin, meta.hidden) {
+                (1, 1) => Some($f::<1, 1> as FusedCompact),
+                (1, 2) => Some($f::<1, 2> as FusedCompact),
+                (1, 3) => Some($f::<1, 3> as FusedCompact),
+                (1, 4) => Some($f::<1, 4> as FusedCompact),
+                (1, 5) => Some($f::<1, 5> as FusedCompact),
+                (1, 6) => Some($f::<1, 6> as FusedCompact),
+                (3, 1) => Some($f::<3, 1> as FusedCompact),
+                (3, 2) => Some($f::<3, 2> as FusedCompact),
+                (3, 3) => Some($f::<3, 3> as FusedCompact),
+                (3, 4) => Some($f::<3, 4> as FusedCompact),
+                (3, 5) => Some($f::<3, 5> as FusedCompact),
+                (3, 6) => Some($f::<3, 6> as FusedCompact),
+                _ => None,
+            }
+        };
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => pick!(compact_avx512),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => pick!(compact_avx2),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Baseline => pick!(compact_neon),
+        _ => None,
+    }
 }
 
 /// The fused step for this machine and cell, if there is one (1×1 gates, hidden ≤ 6,

@@ -120,7 +120,9 @@ pub fn export(w: &ConvLstmWeights) -> Vec<u8> {
         "d",
         vec![ints("kernel_shape", &[1, 1])],
     ));
-    nodes.push(node("Add", &["x", "d"], "s", vec![]));
+    init.push(tensor("skip", &[1, cin, 1, 1], w.skip.clone()));
+    nodes.push(node("Mul", &["x", "skip"], "xs", vec![]));
+    nodes.push(node("Add", &["xs", "d"], "s", vec![]));
     let (xs, hs) = ([k, cin, m.h, m.w], [k, hd, m.h, m.w]);
     let graph = GraphProto {
         name: "steadyface_convlstm".into(),

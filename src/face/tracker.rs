@@ -15,7 +15,7 @@
 use super::detector::Detection;
 use super::motion::FaceMotion;
 use super::{MAX_FACES, MAX_POINTS};
-use crate::geometry::{BBox, Point};
+use crate::geometry::{BBox, Point, Similarity};
 use crate::stabilizer::{Stabilizer, StabilizerKind};
 
 /// Tracker settings.
@@ -30,7 +30,8 @@ pub struct TrackerParams {
     pub crop_deadband: f32,
     /// Smooth each track's output points (None: raw points).
     pub stabilizer: Option<StabilizerKind>,
-    /// Carry the smoothing state along with the face's image motion ([`super::motion`]).
+    /// Register each face between frames ([`super::motion`]) so the stabilizers carry their
+    /// state along with its image motion.
     pub motion: bool,
 }
 
@@ -46,6 +47,19 @@ impl Default for TrackerParams {
             motion: false,
         }
     }
+}
+
+/// The crop box after the landmarks moved from `old` to `new`: each edge moves only when it
+/// moved by more than `db` of the box's size.
+pub fn deadband(old: BBox, new: BBox, db: f32) -> BBox {
+    let (tx, ty) = (db * old.width(), db * old.height());
+    let keep = |o: f32, n: f32, tol: f32| if (n - o).abs() < tol { o } else { n };
+    BBox::new(
+        keep(old.x0, new.x0, tx),
+        keep(old.y0, new.y0, ty),
+        keep(old.x1, new.x1, tx),
+        keep(old.y1, new.y1, ty),
+    )
 }
 
 /// Landmarks of one face in one frame.
@@ -73,8 +87,11 @@ pub struct Track {
     /// Output smoothing state; the crop always follows the raw landmarks, so smoothing
     /// never makes the next crop lag behind the face.
     pub filter: Option<Stabilizer>,
-    /// The face's image registration, when the filter is motion-compensated (boxed: 20 KB).
+    /// The face's image registration, when the stabilizers are motion-compensated (boxed: 20 KB).
     pub motion: Option<Box<FaceMotion>>,
+    /// This frame's registration when it already ran (before the map stage, which needs it);
+    /// the point filter then takes it instead of registering again.
+    pub registered: Option<Option<Similarity>>,
     /// The eye refiner's lid filters (one per eye), when the points are filtered at all.
     pub lids: Option<Box<crate::eyes::LidFilters>>,
 }
@@ -139,7 +156,8 @@ impl Tracker {
                 last: obs,
                 age: 0,
                 filter: self.params.stabilizer.map(|k| k.build()),
-                motion: (self.params.motion && self.params.stabilizer.is_some()).then(|| Box::new(FaceMotion::new())),
+                motion: self.params.motion.then(|| Box::new(FaceMotion::new())),
+                registered: None,
                 lids: self
                     .params
                     .stabilizer
@@ -155,15 +173,7 @@ impl Tracker {
         let db = self.params.crop_deadband;
         let t = &mut self.tracks[i];
         obs.id = t.id;
-        let (old, new) = (t.lm_box, obs.bbox);
-        let (tx, ty) = (db * old.width(), db * old.height());
-        let keep = |o: f32, n: f32, tol: f32| if (n - o).abs() < tol { o } else { n };
-        t.lm_box = BBox::new(
-            keep(old.x0, new.x0, tx),
-            keep(old.y0, new.y0, ty),
-            keep(old.x1, new.x1, tx),
-            keep(old.y1, new.y1, ty),
-        );
+        t.lm_box = deadband(t.lm_box, obs.bbox, db);
         t.last = obs;
         t.age += 1;
     }

@@ -1,7 +1,7 @@
 //! A small native CPU engine for MobileNet-style ONNX heatmap networks.
 //!
 //! Why it exists: tract 0.23 ran lm0 3.7× slower than onnxruntime on one core. Profiled per
-//! node (issue 7), the time went to three things tract handles generically: the head's
+//! node, the time went to three things tract handles generically: the head's
 //! grouped convolution with one input channel per group (run as 198 tiny matmuls, 5.3 of
 //! 17 ms), the bilinear `Resize` (3.3 ms) and a scalar depthwise convolution (2.4 ms). This
 //! engine runs the same ONNX file with:

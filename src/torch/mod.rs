@@ -12,7 +12,9 @@ pub use self::tune::{tune, TuneParams, TuneReport};
 
 use crate::backbone::{Backbone, BackboneSpec};
 use crate::backend::Device as Dev;
-use crate::convlstm::{gather, scatter, ConvLstmMeta, ConvLstmWeights, MapStabilizer};
+use crate::convlstm::{
+    gather, scatter, CellInit, ConvLstmMeta, ConvLstmWeights, MapStabilizer, MapWarp, SMOOTHING_ALPHA,
+};
 use crate::error::{Error, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -28,12 +30,14 @@ pub struct TchCell {
     pub gates_b: Tensor,
     pub out_w: Tensor,
     pub out_b: Tensor,
+    /// `[1, Cin, 1, 1]`.
+    pub skip: Tensor,
 }
 
 impl TchCell {
     /// Tensors on `device` from weights (trainable when made through a `VarStore`).
     pub fn from_weights(w: &ConvLstmWeights, device: Device) -> Self {
-        let [gw, gb, ow, ob] = ConvLstmWeights::shapes(&w.meta);
+        let [gw, gb, ow, ob, _] = ConvLstmWeights::shapes(&w.meta);
         let t = |v: &[f32], s: &[usize]| {
             Tensor::from_slice(v)
                 .reshape(s.iter().map(|&d| d as i64).collect::<Vec<_>>())
@@ -45,6 +49,7 @@ impl TchCell {
             gates_b: t(&w.gates_b, &gb),
             out_w: t(&w.out_w, &ow),
             out_b: t(&w.out_b, &ob),
+            skip: t(&w.skip, &[1, w.meta.cin, 1, 1]),
         }
     }
 
@@ -59,6 +64,7 @@ impl TchCell {
             gates_b: v(&self.gates_b)?,
             out_w: v(&self.out_w)?,
             out_b: v(&self.out_b)?,
+            skip: v(&self.skip)?,
         })
     }
 
@@ -69,8 +75,16 @@ impl TchCell {
         let g = z.chunk(4, 1);
         let c2 = g[1].sigmoid() * c + g[0].sigmoid() * g[2].tanh();
         let h2 = g[3].sigmoid() * c2.tanh();
-        let s = x + h2.conv2d(&self.out_w, Some(&self.out_b), [1, 1], [0, 0], [1, 1], 1);
+        let s = x * &self.skip + h2.conv2d(&self.out_w, Some(&self.out_b), [1, 1], [0, 0], [1, 1], 1);
         (s, h2, c2)
+    }
+
+    /// Carry a state `[N, Ch, H, W]` onto this frame's maps by `theta [N, 2, 3]`
+    /// ([`MapWarp::to_theta`]): the CPU kernel's bilinear, border-padded resampling.
+    pub fn warp(state: &Tensor, theta: &Tensor) -> Tensor {
+        let grid = Tensor::affine_grid_generator(theta, state.size(), true);
+        // Bilinear (0), border padding (1), corners aligned: as `convlstm::warp`.
+        state.grid_sampler(&grid, 0, 1, true)
     }
 }
 
@@ -102,7 +116,7 @@ impl MapStabilizer for TchConvLstm {
             *s = None;
         }
     }
-    fn step(&mut self, out: &mut [f32], slot: usize) -> Result<()> {
+    fn step(&mut self, out: &mut [f32], slot: usize, warp: &MapWarp) -> Result<()> {
         let m = &self.cell.meta;
         gather(&self.spec, m.cin, out, &mut self.x);
         let shape = [m.k as i64, m.cin as i64, m.h as i64, m.w as i64];
@@ -113,10 +127,17 @@ impl MapStabilizer for TchConvLstm {
             .states
             .get_mut(slot)
             .ok_or_else(|| Error::Usage(format!("stabilizer slot {slot} out of {n}")))?;
-        let (h, c) = st.take().unwrap_or_else(|| {
+        let (mut h, mut c) = st.take().unwrap_or_else(|| {
             let z = Tensor::zeros(hs, (Kind::Float, self.device));
             (z.shallow_clone(), z)
         });
+        if !warp.is_identity() {
+            let theta = Tensor::from_slice(&warp.to_theta(m.w, m.h))
+                .reshape([1, 2, 3])
+                .expand([m.k as i64, 2, 3], false)
+                .to_device(self.device);
+            (h, c) = tch::no_grad(|| (TchCell::warp(&h, &theta), TchCell::warp(&c, &theta)));
+        }
         let (s, h2, c2) = tch::no_grad(|| self.cell.step(&x, &h, &c));
         *st = Some((h2, c2));
         let s = Vec::<f32>::try_from(s.to_device(Device::Cpu).flatten(0, -1)).map_err(|e| torch_err("copy", e))?;
@@ -202,8 +223,33 @@ pub fn run_tune(cfg: &crate::config::Config, args: &crate::train::TuneArgs) -> R
         let e = tune::checkpoint_epoch(&w, &meta, &ckpt)?;
         eprintln!("tune: resuming from {} (epoch {e})", ckpt.display());
         (w, e)
+    } else if let Some(from) = &args.from {
+        let mut w = ConvLstmWeights::load(from)?;
+        w.check(spec, from)?;
+        if w.meta.hidden != meta.hidden || w.meta.kernel != meta.kernel {
+            return Err(Error::model(
+                from,
+                format!(
+                    "--from has hidden {} and kernel {}, but --hidden {} and --kernel {} were asked for",
+                    w.meta.hidden, w.meta.kernel, meta.hidden, meta.kernel
+                ),
+            ));
+        }
+        w.meta = meta.clone();
+        eprintln!("tune: starting from {}", from.display());
+        (w, 0)
     } else {
-        (ConvLstmWeights::identity(meta.clone()), 0)
+        let w = match args.init {
+            CellInit::Identity => Some(ConvLstmWeights::identity(meta.clone())),
+            CellInit::Smoothing => ConvLstmWeights::smoothing(meta.clone(), SMOOTHING_ALPHA),
+        };
+        let w = w.ok_or_else(|| {
+            Error::Usage(format!(
+                "--init smoothing needs --hidden of at least {} for this backbone (one channel per input map and a marker)",
+                meta.cin + 1
+            ))
+        })?;
+        (w, 0)
     };
     let (offset_scale, offset_logit) = crate::decode::offset_scale_cells(spec);
     let window = match cfg.decoder().pdc_window() {
@@ -223,6 +269,7 @@ pub fn run_tune(cfg: &crate::config::Config, args: &crate::train::TuneArgs) -> R
         offset_logit,
         threads: args.threads,
         device: args.device.clone(),
+        trainable: args.trainable,
     };
     let (mut w, report) = tune(&seqs, init, start, &p, &args.out)?;
     w.meta.command = args.command_line.clone();
@@ -272,7 +319,8 @@ mod tests {
         w
     }
 
-    /// libtorch and the CPU kernel give the same `s_t` over a sequence (the state carried).
+    /// libtorch and the CPU kernel give the same `s_t` over a sequence (the state carried, and
+    /// warped between steps: the CPU's resampling is `grid_sample`'s).
     #[test]
     fn torch_cell_matches_the_cpu_kernel() {
         let spec = crate::backbone::tests::spec_for(6, 9, 8, true);
@@ -286,8 +334,19 @@ mod tests {
                     .map(|i| (((i * 13 + t * 7) % 29) as f32 / 29.0).powi(2))
                     .collect();
                 let (mut a, mut b) = (raw.clone(), raw.clone());
-                cpu.step(&mut a, 1).unwrap();
-                tch.step(&mut b, 1).unwrap();
+                // Shift, roll and zoom by turns, some taps falling off the maps.
+                let r = 0.05 * (t as f32).sin();
+                let warp = MapWarp([
+                    r.cos() * 1.02,
+                    -r.sin(),
+                    0.7 * (t % 3) as f32 - 0.4,
+                    r.sin(),
+                    r.cos() * 1.02,
+                    -0.3 * (t % 2) as f32,
+                ]);
+                let warp = if t % 4 == 0 { MapWarp::IDENTITY } else { warp };
+                cpu.step(&mut a, 1, &warp).unwrap();
+                tch.step(&mut b, 1, &warp).unwrap();
                 worst = a.iter().zip(&b).fold(worst, |m, (x, y)| m.max((x - y).abs()));
             }
             assert!(worst < 1e-4, "kernel {kernel}: max |tch − cpu kernel| = {worst}");
@@ -296,21 +355,19 @@ mod tests {
         }
     }
 
-    /// A few Adam steps on the Jitter loss lower it on a toy sequence with a jittering peak.
-    #[test]
-    fn tune_lowers_the_loss_on_a_jittering_peak() {
-        let spec = crate::backbone::tests::spec_for(2, 12, 12, false);
-        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+    /// Toy sequences: two landmarks whose peaks jitter ±0.4 cells around fixed points.
+    fn jittering_peaks(spec: &BackboneSpec) -> Vec<crate::train::CachedSeq> {
         let t = crate::train::SEQ_LEN;
+        let (w, h) = (spec.out_w, spec.out_h);
         let blob = |x: f32, y: f32| -> Vec<f32> {
-            (0..144)
+            (0..w * h)
                 .map(|i| {
-                    let (c, r) = ((i % 12) as f32, (i / 12) as f32);
+                    let (c, r) = ((i % w) as f32, (i / w) as f32);
                     (-((c - x).powi(2) + (r - y).powi(2)) / 2.0).exp()
                 })
                 .collect()
         };
-        let seqs: Vec<crate::train::CachedSeq> = (0..16)
+        (0..16)
             .map(|s| {
                 let (mut x, mut target, mut u_hat) = (Vec::new(), Vec::new(), Vec::new());
                 for f in 0..t {
@@ -327,13 +384,17 @@ mod tests {
                     x,
                     target,
                     u_hat,
+                    warp: MapWarp::IDENTITY.0.repeat(t),
                 }
             })
-            .collect();
-        let p = TuneParams {
-            epochs: 40,
+            .collect()
+    }
+
+    fn toy_params(trainable: crate::convlstm::Trainable, lr: f64, epochs: usize) -> TuneParams {
+        TuneParams {
+            epochs,
             batch: 4,
-            lr: 2e-2,
+            lr,
             jitter: JitterParams {
                 theta: 5.0,
                 ..JitterParams::default()
@@ -347,11 +408,47 @@ mod tests {
             offset_logit: false,
             threads: 1,
             device: "cpu".into(),
-        };
+            trainable,
+        }
+    }
+
+    /// A few Adam steps on the Jitter loss lower it on a toy sequence with a jittering peak.
+    #[test]
+    fn tune_lowers_the_loss_on_a_jittering_peak() {
+        let spec = crate::backbone::tests::spec_for(2, 12, 12, false);
+        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+        let p = toy_params(crate::convlstm::Trainable::All, 2e-2, 40);
         let dir = tempfile::tempdir().unwrap();
-        let (_, report) = tune(&seqs, ConvLstmWeights::identity(meta), 0, &p, dir.path()).unwrap();
+        let (_, report) = tune(
+            &jittering_peaks(&spec),
+            ConvLstmWeights::identity(meta),
+            0,
+            &p,
+            dir.path(),
+        )
+        .unwrap();
         assert!(report.best.jitter < 0.7 * report.best.jitter_raw, "{:?}", report.best);
         assert!(dir.path().join("checkpoint.safetensors").is_file());
+    }
+
+    /// `--trainable gates` moves the input, forget and output gates and nothing else: the
+    /// read-out (the g gate, Wₒ, bₒ, skip) stays the running mean's.
+    #[test]
+    fn gates_only_training_keeps_the_read_out() {
+        let spec = crate::backbone::tests::spec_for(2, 12, 12, false);
+        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+        let init = ConvLstmWeights::smoothing(meta, 0.5).unwrap();
+        let p = toy_params(crate::convlstm::Trainable::Gates, 2e-2, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let (_, report) = tune(&jittering_peaks(&spec), init.clone(), 0, &p, dir.path()).unwrap();
+        // The last epoch's weights, whether or not it was the best.
+        let w = ConvLstmWeights::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+        assert_eq!((&w.out_w, &w.out_b, &w.skip), (&init.out_w, &init.out_b, &init.skip));
+        let (hd, row) = (2, 1 + 2);
+        let g_rows = 2 * hd * row..3 * hd * row;
+        assert_eq!(w.gates_w[g_rows.clone()], init.gates_w[g_rows]);
+        assert_eq!(w.gates_b[2 * hd..3 * hd], init.gates_b[2 * hd..3 * hd]);
+        assert_ne!(w.gates_b[..2 * hd], init.gates_b[..2 * hd], "{report:?}");
     }
 
     /// One group (a single short field clip) whose hash lands in validation still trains: the
@@ -363,6 +460,7 @@ mod tests {
             x: vec![],
             target: vec![],
             u_hat: vec![],
+            warp: vec![],
         };
         let seqs = vec![seq("clip@0"), seq("clip@0"), seq("clip@0")];
         let (tr, va) = tune::split(&seqs, 1.0, 0);

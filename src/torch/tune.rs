@@ -16,6 +16,7 @@
 
 use super::{torch_err, TchCell};
 use crate::convlstm::{ConvLstmMeta, ConvLstmWeights};
+use crate::convlstm::{MapWarp, Trainable};
 use crate::error::{Error, Result};
 use crate::jitter_loss::JitterParams;
 use crate::train::CachedSeq;
@@ -42,6 +43,8 @@ pub struct TuneParams {
     pub threads: usize,
     /// `cuda`, `cpu` or `auto`.
     pub device: String,
+    /// Which parameters train.
+    pub trainable: crate::convlstm::Trainable,
 }
 
 /// [`JitterParams`] for the training record.
@@ -94,7 +97,13 @@ struct Batch {
     x: Tensor,
     target: Tensor,
     u_hat: Tensor,
+    /// `[B, T, 2, 3]`: each step's state warp as `grid_sample`'s theta.
+    theta: Tensor,
 }
+
+/// Leading frames of each sequence left out of the loss and the statistics: the state starts
+/// from zero there, which the pipeline sees once per track, not once per window.
+pub const WARMUP: usize = 4;
 
 /// Stack sequences `idx` into `[B, T, K·Cin... ]` tensors on `device`.
 fn batch(seqs: &[CachedSeq], idx: &[usize], meta: &ConvLstmMeta, t: usize, device: Device) -> Batch {
@@ -104,7 +113,19 @@ fn batch(seqs: &[CachedSeq], idx: &[usize], meta: &ConvLstmMeta, t: usize, devic
         let v: Vec<f32> = idx.iter().flat_map(|&i| f(&seqs[i]).iter().copied()).collect();
         Tensor::from_slice(&v).to_device(device)
     };
+    let theta: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| {
+            seqs[i].warp.chunks_exact(6).flat_map(|m| {
+                let m: [f32; 6] = m.try_into().unwrap_or(MapWarp::IDENTITY.0);
+                MapWarp(m).to_theta(meta.w, meta.h)
+            })
+        })
+        .collect();
     Batch {
+        theta: Tensor::from_slice(&theta)
+            .reshape([b, t as i64, 2, 3])
+            .to_device(device),
         x: cat(&|s| &s.x).reshape([b, t as i64, k, c, h, w]),
         target: cat(&|s| &s.target).reshape([b, t as i64, k, c, h, w]),
         u_hat: cat(&|s| &s.u_hat).reshape([b, t as i64, k, 2]),
@@ -166,10 +187,21 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
     let mut loss = Tensor::zeros([], (Kind::Float, dev));
     let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
     let mut stats = [0f64; 4];
+    let warm = WARMUP.min(t as usize - 1) as i64;
     for ti in 0..t {
         let x = b.x.select(1, ti).reshape([n, c, h, w]);
         let tgt = b.target.select(1, ti).reshape([n, c, h, w]);
         let uh = b.u_hat.select(1, ti).reshape([n, 2]);
+        if ti > 0 {
+            let theta = b
+                .theta
+                .select(1, ti)
+                .unsqueeze(1)
+                .expand([bs, k, 2, 3], false)
+                .reshape([n, 2, 3]);
+            hs = TchCell::warp(&hs, &theta);
+            cs = TchCell::warp(&cs, &theta);
+        }
         let (s, h2, c2) = cell.step(&x, &hs, &cs);
         hs = h2;
         cs = c2;
@@ -190,8 +222,17 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
             }
             _ => Tensor::zeros([n], (Kind::Float, dev)),
         };
-        loss += ((psi + lambda) * (pix + &en * p.mu)).mean(Kind::Float);
+        let scored = ti >= warm;
+        if scored {
+            loss += ((psi + lambda) * (pix + &en * p.mu)).mean(Kind::Float);
+        }
         tch::no_grad(|| {
+            if !scored {
+                if want_raw {
+                    prev_er = Some(soft_pdc(&x, p, m) - &uh);
+                }
+                return;
+            }
             stats[0] += en.mean(Kind::Float).double_value(&[]);
             if let Some(pe) = &prev_e {
                 stats[1] += (&e - pe)
@@ -223,14 +264,15 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
         prev_e = Some(e.detach());
         prev_uh = Some(uh);
     }
-    let tf = t as f64;
+    // Means over the scored frames, and over the steps between them.
+    let (tf, tj) = ((t - warm) as f64, (t - warm.max(1)) as f64);
     (
         loss / tf,
         [
             stats[0] / tf,
-            stats[1] / (tf - 1.0),
+            stats[1] / tj.max(1.0),
             stats[2] / tf,
-            stats[3] / (tf - 1.0),
+            stats[3] / tj.max(1.0),
         ],
     )
 }
@@ -335,13 +377,30 @@ pub fn tune(
     let vs = nn::VarStore::new(dev);
     let root = vs.root();
     let start = TchCell::from_weights(&init, dev);
+    let all = p.trainable == Trainable::All;
+    // Frozen tensors are plain constants, outside the optimiser.
+    let var = |group: &str, name: &str, t: &Tensor, train: bool| {
+        if train {
+            (&root / group).var_copy(name, t)
+        } else {
+            t.shallow_clone()
+        }
+    };
     let cell = TchCell {
         meta: meta.clone(),
-        gates_w: (&root / "gates").var_copy("weight", &start.gates_w),
-        gates_b: (&root / "gates").var_copy("bias", &start.gates_b),
-        out_w: (&root / "out").var_copy("weight", &start.out_w),
-        out_b: (&root / "out").var_copy("bias", &start.out_b),
+        gates_w: var("gates", "weight", &start.gates_w, true),
+        gates_b: var("gates", "bias", &start.gates_b, true),
+        out_w: var("out", "weight", &start.out_w, all),
+        out_b: var("out", "bias", &start.out_b, all),
+        skip: var("skip", "weight", &start.skip, all),
     };
+    // With `Trainable::Gates`, the g gate's rows (the third quarter) get no gradient.
+    let hd = meta.hidden as i64;
+    let gate_mask = Tensor::ones([4 * hd], (Kind::Float, dev));
+    if !all {
+        let _ = gate_mask.narrow(0, 2 * hd, hd).fill_(0.0);
+    }
+    let mask_w = gate_mask.reshape([4 * hd, 1, 1, 1]);
     let mut opt = nn::Adam::default().build(&vs, p.lr).map_err(|e| torch_err("Adam", e))?;
     let started = std::time::Instant::now();
     let mut best = validate(&cell, seqs, &va, p, t, dev);
@@ -375,7 +434,15 @@ pub fn tune(
         for chunk in order.chunks(p.batch.max(1)) {
             let b = batch(seqs, chunk, &meta, t, dev);
             let (loss, _) = run_batch(&cell, &b, p, false);
-            opt.backward_step(&loss);
+            opt.zero_grad();
+            loss.backward();
+            if !all {
+                tch::no_grad(|| {
+                    let _ = cell.gates_w.grad().g_mul_(&mask_w);
+                    let _ = cell.gates_b.grad().g_mul_(&gate_mask);
+                });
+            }
+            opt.step();
             train_loss += loss.double_value(&[]) * chunk.len() as f64;
             steps += 1;
             bar.inc(1);

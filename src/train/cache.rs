@@ -2,7 +2,7 @@
 //! once and reused by every epoch and every later `tune` run with the same data.
 //!
 //! Key: sha256 over the backbone file's hash, each `--data` argument with its files' sizes and
-//! modification times, the sequence length and the seed. Stored as safetensors (maps in f16).
+//! modification times, the sequence length, the seed and the format version. Stored as safetensors (maps in f16).
 
 use super::CachedSeq;
 use crate::error::{Error, Result};
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub fn key(backbone_sha: &str, data: &[String], seed: u64) -> String {
     let mut h = Sha256::new();
     h.update(backbone_sha.as_bytes());
-    h.update(format!("seq{}:seed{seed}:v2", super::SEQ_LEN).as_bytes());
+    h.update(format!("seq{}:seed{seed}:v4", super::SEQ_LEN).as_bytes());
     for d in data {
         h.update(d.as_bytes());
         // Each path in the argument, with its size and time, so an edited file misses.
@@ -48,6 +48,7 @@ pub fn save(path: &Path, seqs: &[CachedSeq]) -> Result<()> {
         bufs.push((format!("{i}.x"), Dtype::F16, vec![s.x.len()], f16(&s.x)));
         bufs.push((format!("{i}.target"), Dtype::F16, vec![s.target.len()], f16(&s.target)));
         bufs.push((format!("{i}.u_hat"), Dtype::F32, vec![s.u_hat.len()], f32b(&s.u_hat)));
+        bufs.push((format!("{i}.warp"), Dtype::F32, vec![s.warp.len()], f32b(&s.warp)));
     }
     let views = bufs
         .iter()
@@ -102,6 +103,7 @@ pub fn load(path: &Path) -> Result<Vec<CachedSeq>> {
                 x: get(format!("{i}.x"))?,
                 target: get(format!("{i}.target"))?,
                 u_hat: get(format!("{i}.u_hat"))?,
+                warp: get(format!("{i}.warp"))?,
             })
         })
         .collect()

@@ -16,13 +16,15 @@
 //! # What a sequence holds ([`CachedSeq`])
 //! For each frame: `x` = the backbone's maps on the degraded frame (the stabilizer's input
 //! `o_t`), `target` = its maps on the clean frame (Eq. 7's `ŝ_t`), and `u_hat` = the true
-//! point in heatmap cells (Eq. 3's `û_t`; truth where labelled, else the pseudo-label). The
-//! crop is fixed over a sequence, placed from the first frame's landmarks with a random
-//! error, as the tracker's dead-banded crop is.
+//! point in heatmap cells (Eq. 3's `û_t`; truth where labelled, else the pseudo-label), and
+//! `warp` = how the previous frame's maps sit in this frame's ([`crate::convlstm::warp`]).
+//! The crops are placed as the tracker places them: the first from the first frame's
+//! landmarks with a random error, the next ones following the raw landmarks past the
+//! deadband; the warp composes the crop change with the face's registered motion.
 
 use crate::backbone::{Backbone, BackboneSpec};
 use crate::capture;
-use crate::convlstm::ConvLstmMeta;
+use crate::convlstm::{ConvLstmMeta, MapWarp};
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::face::exposure::Levels;
@@ -31,8 +33,9 @@ use crate::geometry::{BBox, CropTransform, Point};
 use crate::models::SchemeSpec;
 use std::path::{Path, PathBuf};
 
-/// Frames per training sequence (§4.2 uses 5–8).
-pub const SEQ_LEN: usize = 8;
+/// Frames per training sequence. §4.2 uses 5–8; a recurrent filter needs longer to learn to
+/// hold its state (the first `tune::WARMUP` frames are left out of the loss).
+pub const SEQ_LEN: usize = 16;
 
 /// A frame before the backbone: what the stabilizer's input sees and the clean view.
 pub struct RawFrame {
@@ -495,14 +498,20 @@ pub fn open_dataset(
     }
 }
 
+/// A sequence is left out when the backbone's mean raw error on one of its degraded frames is
+/// above this many heatmap cells (≈ 15% of the crop): it lost the face.
+pub const MAX_RAW_ERROR_CELLS: f32 = 4.0;
+
 /// One sequence as the trainer sees it: `[T, K, Cin, H, W]` maps and `[T, K, 2]` points.
 #[derive(Debug, Clone)]
 pub struct CachedSeq {
     pub group: String,
     pub x: Vec<f32>,
     pub target: Vec<f32>,
-    /// The true (or pseudo-labelled) points in heatmap cells of the sequence's crop.
+    /// The true (or pseudo-labelled) points in heatmap cells of each frame's crop.
     pub u_hat: Vec<f32>,
+    /// `[T, 6]`: each frame's [`MapWarp`] from the previous frame's maps (identity first).
+    pub warp: Vec<f32>,
 }
 
 /// Runs the frozen backbone over raw sequences.
@@ -511,6 +520,8 @@ pub struct Featurizer<'a> {
     pub spec: BackboneSpec,
     pub decoder: Decoder,
     pub low_light: bool,
+    /// The tracker's crop deadband (`tracker.crop_deadband`).
+    pub crop_deadband: f32,
     out: Vec<f32>,
     pts: Vec<Point>,
     conf: Vec<f32>,
@@ -527,6 +538,7 @@ impl<'a> Featurizer<'a> {
             spec,
             decoder,
             low_light,
+            crop_deadband: crate::face::TrackerParams::default().crop_deadband,
         }
     }
 
@@ -618,9 +630,11 @@ impl<'a> Featurizer<'a> {
             }
         }
         let first = BBox::around(&labels[0]).ok_or_else(|| Error::Usage("empty labels".into()))?;
-        let base = first.expand(self.spec.crop_expand[0], self.spec.crop_expand[1]);
-        let crop = shift_scale(
-            base,
+        // The first crop carries a random error of a few percent; later crops follow the raw
+        // landmarks past the tracker's deadband, and the state is carried between them by the
+        // registered face motion, all as the pipeline does.
+        let mut lm_box = shift_scale(
+            first,
             rng.range(-0.03, 0.03),
             rng.range(-0.03, 0.03),
             rng.range(0.95, 1.05),
@@ -628,20 +642,53 @@ impl<'a> Featurizer<'a> {
         let n = seq.frames.len() * self.spec.k * cin * self.spec.out_h * self.spec.out_w;
         let (mut x, mut target) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut u_hat = Vec::with_capacity(seq.frames.len() * self.spec.k * 2);
+        let mut warp = Vec::with_capacity(seq.frames.len() * 6);
+        let mut motion = crate::face::motion::FaceMotion::new();
+        let mut prev_ct: Option<CropTransform> = None;
         // The backbone's own position on the clean frames, to anchor the truth (below).
         let mut bias = vec![0f32; 2 * self.spec.k];
+        let mut worst = 0f32;
         for (f, l) in seq.frames.iter().zip(&labels) {
+            let crop = lm_box.expand(self.spec.crop_expand[0], self.spec.crop_expand[1]);
+            let ct = CropTransform::new(crop, self.spec.input_w, self.spec.input_h);
             self.run(&f.input, crop)?;
             self.gather(cin, &mut x);
+            crate::pipeline::RAW_DECODER.decode_all(&self.spec, &self.out, &ct, &mut self.pts, &mut self.conf);
+            let registered = motion.step(&f.input, &self.pts);
+            let w = prev_ct.map_or(MapWarp::IDENTITY, |p| {
+                MapWarp::between(&self.spec, &p, &ct, registered.as_ref())
+            });
+            warp.extend(w.0);
+            prev_ct = Some(ct);
+            if let Some(b) = BBox::around(&self.pts) {
+                lm_box = crate::face::tracker::deadband(lm_box, b, self.crop_deadband);
+            }
             self.run(&f.clean, crop)?;
             self.gather(cin, &mut target);
+            let mut lost = 0f32;
             for (k, p) in l.iter().enumerate() {
                 let c = self.to_cells(crop, *p);
+                let q = CropTransform::new(crop, self.spec.input_w, self.spec.input_h).to_input(self.pts[k]);
+                let (a0, b0) = self.spec.heatmap_to_input(0.0, 0.0);
+                let (a1, b1) = self.spec.heatmap_to_input(1.0, 1.0);
+                lost += ((q.x - a0) / (a1 - a0) - c[0]).hypot((q.y - b0) / (b1 - b0) - c[1]) / l.len() as f32;
                 let (hx, hy, _) = self.decoder.decode_one(&self.spec, &self.out, k);
                 bias[2 * k] += (hx - c[0]) / seq.frames.len() as f32;
                 bias[2 * k + 1] += (hy - c[1]) / seq.frames.len() as f32;
                 u_hat.extend(c);
             }
+            worst = if lost.is_finite() {
+                worst.max(lost)
+            } else {
+                f32::INFINITY
+            };
+        }
+        log::debug!("tune: {}: worst mean raw error {worst:.2} cells", seq.group);
+        // The backbone lost this face on a degraded frame (dark, blurred): no stabilizer can
+        // fix that, and followed by the crop, such a sequence drifts off the face; its errors
+        // of many cells would outweigh every sequence the stage can improve.
+        if worst > MAX_RAW_ERROR_CELLS {
+            return Ok(None);
         }
         // Anchor the truth's *path* at the backbone's mean clean position: datasets disagree on
         // where a landmark sits (dlib's jaw line is not lm0's), and a constant per-landmark
@@ -654,6 +701,7 @@ impl<'a> Featurizer<'a> {
             x,
             target,
             u_hat,
+            warp,
         }))
     }
 }
@@ -679,6 +727,12 @@ pub struct TuneArgs {
     pub lr: f64,
     pub hidden: usize,
     pub kernel: usize,
+    /// Where the cell starts (unless `from` or `resume`).
+    pub init: crate::convlstm::CellInit,
+    /// Start from these weights instead (fine-tuning shipped weights on field clips).
+    pub from: Option<PathBuf>,
+    /// Which parameters train.
+    pub trainable: crate::convlstm::Trainable,
     pub mu: f64,
     pub jitter: crate::jitter_loss::JitterParams,
     pub val_fraction: f64,
@@ -740,14 +794,16 @@ pub fn prepare(cfg: &crate::config::Config, args: &TuneArgs) -> Result<(Vec<Cach
     for (i, ds) in sets.iter().enumerate() {
         let before = seqs.len();
         let pseudo = ds.needs_pseudo_labels();
+        let mut dropped = 0usize;
         ds.sequences(args.seed ^ (i as u64 + 1), &mut |seq| {
-            if let Some(c) = feat.featurize(&seq, pseudo, &mut rng)? {
-                seqs.push(c);
+            match feat.featurize(&seq, pseudo, &mut rng)? {
+                Some(c) => seqs.push(c),
+                None => dropped += 1,
             }
             Ok(())
         })?;
         eprintln!(
-            "tune: {}: {} sequences ({:.0} s so far)",
+            "tune: {}: {} sequences, {dropped} left out (the backbone lost the face, or no labels) ({:.0} s so far)",
             ds.describe(),
             seqs.len() - before,
             started.elapsed().as_secs_f64()

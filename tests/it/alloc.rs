@@ -1,6 +1,6 @@
 //! Heap allocations on the per-frame path, counted exactly by a wrapping global allocator
 //! (per thread, so tests running in parallel do not disturb each other). Our own per-frame
-//! stages must allocate nothing once warm; tract's inference is outside this claim (issue 7).
+//! stages must allocate nothing once warm; tract's inference is outside this claim.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

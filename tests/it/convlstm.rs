@@ -206,7 +206,7 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("clip-0001");
     std::fs::create_dir_all(&clip).unwrap();
-    synth_takeo("slow", 24, &clip.join("frames.y4m"), &tmp.path().join("truth.json"));
+    synth_takeo("slow", 32, &clip.join("frames.y4m"), &tmp.path().join("truth.json"));
     track(&clip.join("frames.y4m"), &clip.join("landmarks.jsonl"), &[]);
     let out = tmp.path().join("out");
     let o = run_ok(
@@ -221,7 +221,57 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
             .args(["--device", "cpu", "--threads", "1", "--epochs", "1"]),
     );
     let e = String::from_utf8_lossy(&o.stderr);
-    // 24 frames: three 8-frame sequences, all with the face.
-    assert!(e.contains("field:") && e.contains(": 3 sequences"), "{e}");
+    // 32 frames: two 16-frame sequences, all with the face.
+    assert!(e.contains("field:") && e.contains(": 2 sequences"), "{e}");
     assert!(out.join("stabilizer.safetensors").is_file());
+}
+
+/// The field loop end to end: a recorded clip of a face (a daemon clip directory), the shipped
+/// weights fine-tuned on it with pseudo-labels, and the result used on another clip of that
+/// face. The fine-tuned cell must still steady it (error jitter well under raw) at no cost in
+/// NME.
+#[cfg(feature = "torch")]
+#[test]
+fn torch_field_fine_tuning_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("clip-0001");
+    std::fs::create_dir_all(&clip).unwrap();
+    synth_takeo(
+        "slow",
+        48,
+        &clip.join("frames.y4m"),
+        &tmp.path().join("field-truth.json"),
+    );
+    track(&clip.join("frames.y4m"), &clip.join("landmarks.jsonl"), &[]);
+    let out = tmp.path().join("out");
+    let o = run_ok(
+        bin()
+            .arg("tune")
+            .arg("--data")
+            .arg(format!("field:{}", clip.display()))
+            .arg("--from")
+            .arg(shipped())
+            .arg("-o")
+            .arg(&out)
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .args(["--device", "cpu", "--threads", "1", "--epochs", "1", "--lr", "1e-4"]),
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("starting from") && e.contains("epoch 1/1"), "{e}");
+    let (test, truth) = (tmp.path().join("still.y4m"), tmp.path().join("still.json"));
+    synth_takeo("still", 40, &test, &truth);
+    let score = |args: &[&str]| {
+        let p = tmp
+            .path()
+            .join(format!("{}.jsonl", args.join("_").replace(['/', '='], "_")));
+        track(&test, &p, args);
+        let v = eval(&p, &truth);
+        (f64_of(&v, "nme_iod"), f64_of(&v, "jitter"))
+    };
+    let tuned = format!("stabilizer.weights={}", out.join("stabilizer.safetensors").display());
+    let raw = score(&["--stabilizer", "none"]);
+    let ours = score(&["--stabilizer", "convlstm", "--set", &tuned]);
+    assert!(ours.1 <= 0.6 * raw.1, "error jitter {} against raw {}", ours.1, raw.1);
+    assert!(ours.0 <= raw.0 * 1.01, "NME {} against raw {}", ours.0, raw.0);
 }
