@@ -450,7 +450,9 @@ pub fn tune(
         bar.finish_and_clear();
         train_loss /= order.len() as f64;
         let v = validate(&cell, seqs, &va, p, t, dev);
-        let improved = v.loss < best.loss;
+        // Without a validation set (`--val-fraction 0`) there is nothing to compare: the last
+        // epoch is the result.
+        let improved = va.is_empty() || v.loss < best.loss;
         eprintln!(
             "epoch {epoch}/{}: train loss {train_loss:.5}  validation loss {:.5}  error {:.4} cells (raw {:.4})  error jitter {:.4} (raw {:.4}){}",
             p.epochs,

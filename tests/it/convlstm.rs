@@ -185,6 +185,9 @@ fn torch_tune_trains_resumes_and_refuses_a_foreign_checkpoint() {
     }
     let w = ConvLstmWeights::load(&out.join("stabilizer.safetensors")).unwrap();
     assert!(w.meta.command.contains("tune") && w.meta.backbone == "openseeface-lm0");
+    // No validation set: the trained epoch is the result, not the start.
+    let start = ConvLstmWeights::smoothing(w.meta.clone(), steadyface::convlstm::SMOOTHING_ALPHA).unwrap();
+    assert_ne!(w.gates_b, start.gates_b);
     let o = run_ok(&mut tune(&["--epochs", "2", "--resume"]));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
