@@ -144,12 +144,8 @@ impl WarpTaps {
         let [a, b, c, d, e, f] = warp.0;
         let (w, h) = (self.w, self.h);
         self.runs.clear();
+        // A map one cell wide or high has nothing to interpolate between: `apply` keeps it.
         if w < 2 || h < 2 {
-            // One row or column: nothing to interpolate between; keep the state.
-            for i in 0..w * h {
-                (self.w00[i], self.w01[i], self.w10[i], self.w11[i]) = (1.0, 0.0, 0.0, 0.0);
-            }
-            self.runs.push((0, (w * h) as u32, 0));
             return;
         }
         for y in 0..h {
@@ -184,6 +180,9 @@ impl WarpTaps {
     /// Resample every `w × h` plane of `data` in place by the taps.
     pub fn apply(&mut self, data: &mut [f32]) {
         let (w, plane) = (self.w, self.w * self.h);
+        if self.w < 2 || self.h < 2 {
+            return;
+        }
         for p in data.chunks_exact_mut(plane) {
             for &(d0, len, s0) in &self.runs {
                 let (d0, len, s0) = (d0 as usize, len as usize, s0 as usize);
@@ -231,6 +230,15 @@ mod tests {
         // Beyond the previous maps: the edge's value, as grid_sample's border padding.
         assert_eq!(plane[7], 7.0);
         assert_eq!(plane[63], 63.0);
+    }
+
+    #[test]
+    fn a_map_one_cell_high_keeps_its_state() {
+        let mut taps = WarpTaps::new(5, 1);
+        taps.set(&MapWarp([1.0, 0.0, 0.5, 0.0, 1.0, 0.0]));
+        let mut plane = vec![1.0, 2.0, 3.0, 4.0, 5.0];
+        taps.apply(&mut plane);
+        assert_eq!(plane, [1.0, 2.0, 3.0, 4.0, 5.0]);
     }
 
     #[test]
