@@ -292,11 +292,13 @@ pub struct MqttConfig {
     pub enabled: bool,
     pub host: String,
     pub port: u16,
-    /// Topic prefix; topics are PREFIX/DEVICE_ID/...
+    /// Topic prefix; topics are PREFIX/DEVICE_ID/... At most 256 bytes, no wildcards, not
+    /// starting with `$` (the broker's own topics).
     pub prefix: String,
-    /// This device's id in topics and payloads; empty: the host name.
+    /// This device's id in topics and payloads (one topic level, at most 256 bytes); empty:
+    /// the host name.
     pub device_id: String,
-    /// MQTT client id; empty: steadyface-DEVICE_ID.
+    /// MQTT client id (at most 256 bytes); empty: steadyface-DEVICE_ID.
     pub client_id: String,
     /// Seconds between keep-alive pings; the broker declares us gone (Last Will) after 1.5x this.
     pub keep_alive_s: u64,
@@ -355,7 +357,7 @@ pub struct ClipsConfig {
     /// Memory cap of the ring (frames are kept as 4:2:0, 1.5 bytes per pixel).
     pub max_ring_mb: u64,
     /// Disk quota for all clips: after each save the oldest clips are deleted (and counted)
-    /// until the total fits.
+    /// until the total fits. 1 to 2^40.
     pub max_total_mb: u64,
     /// Save a clip when the mean landmark score, averaged over `trigger_window_s`, falls below
     /// this while a face is tracked (0: off). Faces score 0.73–0.86 on lm0.
@@ -650,6 +652,22 @@ impl Config {
                     "{name}: {v:?} must not contain MQTT wildcards (+, #) or start or end with /"
                 ));
             }
+            // Brokers keep `$` topics for themselves ($SYS): a publish there is dropped silently.
+            if v.starts_with('$') {
+                p.push(format!("{name}: {v:?} must not start with $ (reserved by the broker)"));
+            }
+            if v.len() > MAX_TOPIC_PART {
+                p.push(format!(
+                    "{name}: {} bytes; at most {MAX_TOPIC_PART} (a topic is at most 65,535 bytes)",
+                    v.len()
+                ));
+            }
+        }
+        if m.client_id.len() > MAX_TOPIC_PART || m.client_id.contains('\0') {
+            p.push(format!(
+                "mqtt.client_id: {} bytes; at most {MAX_TOPIC_PART}, and no NUL",
+                m.client_id.len()
+            ));
         }
         if m.device_id.contains('/') {
             p.push(format!(
@@ -685,6 +703,9 @@ impl Config {
         span(p, "trigger_score_below", c.trigger_score_below.into(), 0.0, 1.0);
         span(p, "trigger_jitter_above", c.trigger_jitter_above.into(), 0.0, 10.0);
         int_range(p, "clips.max_ring_mb", c.max_ring_mb, 1, 65_536);
+        // In bytes it must fit a u64 (`<< 20`): beyond, the quota wrapped to 0 and every clip
+        // was deleted on save. 2^40 MB (a exabyte) is far past any disk.
+        int_range(p, "clips.max_total_mb", c.max_total_mb, 1, 1 << 40);
         if c.max_total_mb < c.max_ring_mb {
             p.push(format!(
                 "clips.max_total_mb ({}) must be at least clips.max_ring_mb ({}), or no clip fits",
@@ -757,6 +778,11 @@ impl Config {
         include_str!("../config/steadyface.yaml")
     }
 }
+
+/// Longest `mqtt.prefix`, `mqtt.device_id` and `mqtt.client_id` (bytes): a topic, prefix and
+/// id together, must stay far inside MQTT's 65,535 bytes, and a broker that refuses a long
+/// client id would otherwise only say so by never accepting the connection.
+const MAX_TOPIC_PART: usize = 256;
 
 /// Deserialise one section; on failure, name each offending key by its path.
 fn section<T: serde::de::DeserializeOwned>(name: &str, v: &Value, problems: &mut Vec<String>) -> Option<T> {
@@ -861,6 +887,30 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
+    }
+
+    #[test]
+    fn mqtt_names_and_the_clip_quota_are_bounded() {
+        let long = "x".repeat(70_000);
+        let e = Config::from_yaml(&format!(
+            "mqtt:\n  prefix: '$SYS'\n  device_id: '{long}'\n  client_id: '{long}'\nclips:\n  max_total_mb: 17592186044416\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "mqtt.prefix: \"$SYS\" must not start with $",
+            "mqtt.device_id: 70000 bytes; at most 256",
+            "mqtt.client_id: 70000 bytes; at most 256",
+            "clips.max_total_mb: 17592186044416 is out of range",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+        // At the limits, all is well.
+        let ok = "y".repeat(256);
+        Config::from_yaml(&format!(
+            "mqtt:\n  prefix: '{ok}'\n  device_id: '{ok}'\n  client_id: '{ok}'\nclips:\n  max_total_mb: 1099511627776\n"
+        ))
+        .unwrap();
     }
 
     #[test]
