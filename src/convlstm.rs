@@ -719,7 +719,7 @@ impl ConvLstmBank {
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let step: Option<fused::FusedCompact> = None;
         self.window = match (radius, step) {
-            (Some(r), Some(step)) if 2 * r + 1 < m.w.max(m.h) => {
+            (Some(r), Some(step)) if 2 * r + 1 < m.w.max(m.h) && m.w >= 2 && m.h >= 2 => {
                 let n = (2 * r + 1).min(m.w) * (2 * r + 1).min(m.h);
                 Some(Windowed {
                     radius: r,
@@ -746,7 +746,6 @@ impl ConvLstmBank {
         let plane = w * h;
         let (sw, sh) = ((2 * win.radius + 1).min(w), (2 * win.radius + 1).min(h));
         let n = sw * sh;
-        let [a, b, c, d, e, f] = warp.0;
         for k in 0..m.k {
             let hm = &out[(cell.src[0] + k) * plane..][..plane];
             let peak = hm
@@ -766,19 +765,10 @@ impl ConvLstmBank {
                     for j in 0..cin {
                         win.xb[j * n + i] = out[(cell.src[j] + k) * plane + cy * w + cx];
                     }
-                    // Bilinear with border clamping, as `WarpTaps`; the taps once for every
-                    // state plane.
-                    let sx = (a * cx as f32 + b * cy as f32 + c).clamp(0.0, (w - 1) as f32);
-                    let sy = (d * cx as f32 + e * cy as f32 + f).clamp(0.0, (h - 1) as f32);
-                    let (sx, sy) = if sx.is_finite() && sy.is_finite() {
-                        (sx, sy)
-                    } else {
-                        (cx as f32, cy as f32)
-                    };
-                    let tx = (sx as usize).min(w.saturating_sub(2));
-                    let ty = (sy as usize).min(h.saturating_sub(2));
-                    let (dx, dy) = (usize::from(tx + 1 < w), if ty + 1 < h { w } else { 0 });
-                    let (fx, fy) = (sx - tx as f32, sy - ty as f32);
+                    // Bilinear as `WarpTaps`, the taps once for every state plane. The square
+                    // is smaller than the maps, so they are at least 2 × 2.
+                    let (tx, ty, fx, fy) = warp.source(cx, cy, w, h);
+                    let (dx, dy) = (1, w);
                     let t = ty * w + tx;
                     let lerp2 = |p: &[f32]| {
                         let top = p[t] + fx * (p[t + dx] - p[t]);

@@ -104,6 +104,27 @@ impl MapWarp {
     }
 }
 
+impl MapWarp {
+    /// Where cell `(x, y)` of a `w × h` map (both ≥ 2) samples the previous maps: the top-left
+    /// tap `(x0, y0)`, kept inside so that all four taps are (a position on the last row or
+    /// column gets weight 0 or 1 exactly there), and the fractions `(fx, fy)`. Border padding:
+    /// a position beyond the maps takes the nearest edge's state; a NaN (a degenerate warp)
+    /// keeps the cell's own state.
+    #[inline]
+    pub fn source(&self, x: usize, y: usize, w: usize, h: usize) -> (usize, usize, f32, f32) {
+        let [a, b, c, d, e, f] = self.0;
+        let sx = (a * x as f32 + b * y as f32 + c).clamp(0.0, (w - 1) as f32);
+        let sy = (d * x as f32 + e * y as f32 + f).clamp(0.0, (h - 1) as f32);
+        let (sx, sy) = if sx.is_finite() && sy.is_finite() {
+            (sx, sy)
+        } else {
+            (x as f32, y as f32)
+        };
+        let (x0, y0) = ((sx as usize).min(w - 2), (sy as usize).min(h - 2));
+        (x0, y0, sx - x0 as f32, sy - y0 as f32)
+    }
+}
+
 /// The bilinear taps of one warp over a `w × h` map, as runs of cells whose four source taps
 /// are contiguous too (same source rows, same offset along the row), so that resampling a
 /// plane is a few vectorisable loops instead of a gather per cell: 528 planes per face, and a
@@ -141,7 +162,6 @@ impl WarpTaps {
 
     /// Compute the taps for `warp`.
     pub fn set(&mut self, warp: &MapWarp) {
-        let [a, b, c, d, e, f] = warp.0;
         let (w, h) = (self.w, self.h);
         self.runs.clear();
         // A map one cell wide or high has nothing to interpolate between: `apply` keeps it.
@@ -150,20 +170,7 @@ impl WarpTaps {
         }
         for y in 0..h {
             for x in 0..w {
-                // Border padding: a position beyond the maps takes the nearest edge's state.
-                let sx = (a * x as f32 + b * y as f32 + c).clamp(0.0, (w - 1) as f32);
-                let sy = (d * x as f32 + e * y as f32 + f).clamp(0.0, (h - 1) as f32);
-                // NaN (a degenerate warp) clamps to NaN: keep the cell's own state.
-                let (sx, sy) = if sx.is_finite() && sy.is_finite() {
-                    (sx, sy)
-                } else {
-                    (x as f32, y as f32)
-                };
-                // The top-left tap stays inside so that all four are (a tap at the last row
-                // or column gets weight 0 or 1 exactly there).
-                let x0 = (sx as usize).min(w - 2);
-                let y0 = (sy as usize).min(h - 2);
-                let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+                let (x0, y0, fx, fy) = warp.source(x, y, w, h);
                 let i = y * w + x;
                 (self.w00[i], self.w01[i]) = ((1.0 - fx) * (1.0 - fy), fx * (1.0 - fy));
                 (self.w10[i], self.w11[i]) = ((1.0 - fx) * fy, fx * fy);

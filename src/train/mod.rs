@@ -668,10 +668,8 @@ impl<'a> Featurizer<'a> {
             let mut lost = 0f32;
             for (k, p) in l.iter().enumerate() {
                 let c = self.to_cells(crop, *p);
-                let q = CropTransform::new(crop, self.spec.input_w, self.spec.input_h).to_input(self.pts[k]);
-                let (a0, b0) = self.spec.heatmap_to_input(0.0, 0.0);
-                let (a1, b1) = self.spec.heatmap_to_input(1.0, 1.0);
-                lost += ((q.x - a0) / (a1 - a0) - c[0]).hypot((q.y - b0) / (b1 - b0) - c[1]) / l.len() as f32;
+                let r = self.to_cells(crop, self.pts[k]);
+                lost += (r[0] - c[0]).hypot(r[1] - c[1]) / l.len() as f32;
                 let (hx, hy, _) = self.decoder.decode_one(&self.spec, &self.out, k);
                 bias[2 * k] += (hx - c[0]) / seq.frames.len() as f32;
                 bias[2 * k + 1] += (hy - c[1]) / seq.frames.len() as f32;
