@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod clips;
+pub mod intake;
 pub mod mailbox;
 pub mod systemd;
 
@@ -680,6 +681,7 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     let stall_ms = (cfg.daemon.watchdog_stall_s * 1000.0) as u64;
     let mut stalled = false;
     tokio::pin!(stop);
+    let mut intake = intake::Intake::default();
     let ended = loop {
         tokio::select! {
             s = &mut stop => break Ended::Stopped(s),
@@ -688,7 +690,16 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
                 None => break Ended::SourceEnded,
             },
             Some(l) = link_rx.recv() => match l {
-                mqtt::Link::Command { payload, retained } => command(&payload, retained, &cmd_tx, &ev_weak),
+                mqtt::Link::Command { payload, retained } => command(&payload, retained, &mut intake, &cmd_tx, &ev_weak),
+                mqtt::Link::Oversize(n) => reject(
+                    format!(
+                        "a message of {n} bytes on the command topic, over the {} bytes the client reads; the broker connection was reset",
+                        mqtt::MAX_INCOMING_BYTES
+                    ),
+                    &mut intake,
+                    &ev_weak,
+                    Instant::now(),
+                ),
                 l => {
                     if let Some(q) = publisher.mqtt.as_mut() {
                         q.on_link(l);
@@ -696,6 +707,10 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
                 }
             },
             _ = metrics.tick() => {
+                if let Some(why) = intake.flush(Instant::now()) {
+                    log::warn!("command rejected: {why}");
+                    ev_weak.send(EventKind::CommandRejected, 0, None, Some(why));
+                }
                 publisher.upstream = shared.counts();
                 publisher.metrics();
             }
@@ -763,17 +778,21 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
 }
 
 /// A payload on the `cmd` topic: check it here (the inference thread carries it out).
-fn command(payload: &[u8], retained: bool, to_inference: &std::sync::mpsc::Sender<CommandMsg>, ev: &Events) {
-    if payload.is_empty() {
-        // An empty message is how a retained message is cleared; it is nobody's command.
-        log::debug!("empty payload on the command topic ignored");
-        return;
-    }
-    let parsed = if retained {
-        // A retained command would run again on every reconnect.
-        Err("retained commands are ignored; publish commands without the retain flag".to_string())
-    } else {
-        CommandMsg::parse(payload)
+fn command(
+    payload: &[u8],
+    retained: bool,
+    intake: &mut intake::Intake,
+    to_inference: &std::sync::mpsc::Sender<CommandMsg>,
+    ev: &Events,
+) {
+    let now = Instant::now();
+    let parsed = match intake.check(payload, retained, now) {
+        intake::Verdict::Ignore => {
+            log::debug!("empty payload on the command topic ignored");
+            return;
+        }
+        intake::Verdict::Reject(why) => Err(why),
+        intake::Verdict::Admit(p) => CommandMsg::parse(p),
     };
     match parsed {
         Ok(c) => {
@@ -781,11 +800,16 @@ fn command(payload: &[u8], retained: bool, to_inference: &std::sync::mpsc::Sende
                 log::debug!("command arrived while stopping; ignored");
             }
         }
-        Err(why) => {
-            log::warn!("command rejected: {why}");
-            ev.shared.commands_rejected.fetch_add(1, Ordering::Relaxed);
-            ev.send(EventKind::CommandRejected, 0, None, Some(why));
-        }
+        Err(why) => reject(why, intake, ev, now),
+    }
+}
+
+/// Count a rejected command; report it (event and log line) as the intake's rate allows.
+fn reject(why: String, intake: &mut intake::Intake, ev: &Events, now: Instant) {
+    ev.shared.commands_rejected.fetch_add(1, Ordering::Relaxed);
+    if let Some(why) = intake.report(why, now) {
+        log::warn!("command rejected: {why}");
+        ev.send(EventKind::CommandRejected, 0, None, Some(why));
     }
 }
 

@@ -18,6 +18,17 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The largest packet read from the broker. Commands are far smaller
+/// (`daemon::intake::MAX_COMMAND_BYTES`): anything up to this is read, rejected and counted,
+/// and the connection stays up. A larger packet cannot be skipped (rumqttc drops the
+/// connection at its header, before reading it), so it is counted as a rejected command, and a
+/// retained one is cleared before subscribing again, or it would be replayed on every connect.
+pub const MAX_INCOMING_BYTES: usize = 1 << 20;
+/// The largest packet we send. A landmark message for every face is a few KiB; rumqttc's
+/// default (10 KiB) would drop the connection on a crowded frame. Larger messages are dropped
+/// and counted here, never handed to the client.
+pub const MAX_OUTGOING_BYTES: usize = 1 << 20;
+
 /// What the connection task tells the publisher.
 #[derive(Debug)]
 pub enum Link {
@@ -33,6 +44,19 @@ pub enum Link {
         payload: Vec<u8>,
         retained: bool,
     },
+    /// The broker sent a packet of this many bytes, over [`MAX_INCOMING_BYTES`]; the
+    /// connection was reset.
+    Oversize(usize),
+}
+
+/// The size of an incoming packet that was over the limit, if that is what `e` is.
+fn oversize(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    }
 }
 
 struct Pending {
@@ -83,6 +107,7 @@ pub fn options(cfg: &MqttConfig, device: &str, topics: &Topics) -> Result<MqttOp
     let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
     o.set_clean_session(true);
+    o.set_max_packet_size(MAX_INCOMING_BYTES, MAX_OUTGOING_BYTES);
     let will = StatusMsg {
         schema: SCHEMA_VERSION,
         device: device.to_string(),
@@ -195,6 +220,12 @@ pub fn explain(e: &ConnectionError, cfg: &MqttConfig) -> String {
     }
 }
 
+/// Whether a publish of `payload` on `topic` stays under [`MAX_OUTGOING_BYTES`] (fixed header,
+/// topic length, packet id included), so that rumqttc never drops the connection over it.
+fn fits(topic: &str, payload: &[u8]) -> bool {
+    payload.len() + topic.len() + 16 <= MAX_OUTGOING_BYTES
+}
+
 impl MqttSink {
     /// Start connecting (in the background; the first connection may take a while or fail).
     pub fn start(cfg: &MqttConfig, device: &str, link_tx: mpsc::UnboundedSender<Link>) -> Result<Self> {
@@ -211,14 +242,28 @@ impl MqttSink {
         let conn_task = tokio::spawn(async move {
             let mut backoff = min;
             let mut up = false;
+            // Connections in a row that ended on an oversize packet: while it repeats (a
+            // retained one that could not be cleared), the back-off keeps growing.
+            let mut oversize_streak = 0u32;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         up = true;
-                        backoff = min;
+                        if oversize_streak == 0 {
+                            backoff = min;
+                        }
                         // Clean sessions forget subscriptions, so subscribe on every connect.
                         // `try_` because this task is the one that drains the request queue.
                         if cfg2.commands {
+                            if oversize_streak > 0 {
+                                // An empty retained message clears the retained one; it goes
+                                // out before the subscription, so the broker has nothing to
+                                // replay. (Retained commands are ignored anyway.)
+                                log::warn!(
+                                    "mqtt: clearing any retained message on {cmd_topic} after an oversize packet"
+                                );
+                                let _ = sub.try_publish(cmd_topic.clone(), QoS::AtLeastOnce, true, Vec::new());
+                            }
                             if let Err(e) = sub.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce) {
                                 log::warn!("mqtt: cannot subscribe to {cmd_topic}: {e}; commands are off until the next connect");
                             }
@@ -226,12 +271,14 @@ impl MqttSink {
                         let _ = link_tx.send(Link::Connected);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                        oversize_streak = 0;
                         let _ = link_tx.send(Link::Command {
                             payload: p.payload.to_vec(),
                             retained: p.retain,
                         });
                     }
                     Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        oversize_streak = 0;
                         let _ = link_tx.send(Link::Acked(a.pkid));
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if pkid != 0 => {
@@ -244,6 +291,10 @@ impl MqttSink {
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        if let Some(n) = oversize(&e) {
+                            oversize_streak += 1;
+                            let _ = link_tx.send(Link::Oversize(n));
+                        }
                         let why = explain(&e, &cfg2);
                         if up || backoff == min {
                             let _ = link_tx.send(Link::Disconnected(why));
@@ -321,7 +372,7 @@ impl MqttSink {
             }
             Link::Closed => self.connected = false,
             // Commands are the daemon's business (see `daemon::run`).
-            Link::Command { .. } => {}
+            Link::Command { .. } | Link::Oversize(_) => {}
         }
     }
 
@@ -339,7 +390,9 @@ impl MqttSink {
 
     /// Offer a QoS 0 message: true if handed to the client (connected, channel not full).
     fn offer_qos0(&self, topic: &str, payload: Vec<u8>) -> bool {
-        self.connected && self.client.try_publish(topic, QoS::AtMostOnce, false, payload).is_ok()
+        self.connected
+            && fits(topic, &payload)
+            && self.client.try_publish(topic, QoS::AtMostOnce, false, payload).is_ok()
     }
 
     /// A per-frame message: published now if connected, otherwise dropped and counted.
@@ -357,6 +410,14 @@ impl MqttSink {
 
     /// An event or state: QoS 1, held until the broker acknowledges it.
     pub fn reliable(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        if !fits(&topic, &payload) {
+            self.counts.dropped_events += 1;
+            log::warn!(
+                "mqtt: a {} byte message for {topic} is over the {MAX_OUTGOING_BYTES} byte limit; dropped",
+                payload.len()
+            );
+            return;
+        }
         self.queue.push_back(Pending {
             topic,
             payload,

@@ -934,6 +934,151 @@ fn commands_record_field_clips_that_track_reads_back_under_a_disk_quota() {
     assert!(mean < 2.0, "mean point distance {mean} px");
 }
 
+/// Publish each line of `lines` as one command (QoS 1) from one connection, as fast as the
+/// broker takes them; `file`: one payload from a file (for payloads over an argument's limit).
+fn publish_cmds(port: u16, input: Option<&str>, file: Option<&Path>, retain: bool) {
+    let mut c = Command::new("mosquitto_pub");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        "steadyface/car-1/cmd",
+    ]);
+    if retain {
+        c.arg("-r");
+    }
+    match (input, file) {
+        (Some(lines), _) => {
+            c.arg("-l").stdin(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), lines.as_bytes()).unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+        (None, Some(f)) => {
+            c.arg("-f").arg(f);
+            run_ok(&mut c);
+        }
+        (None, None) => unreachable!(),
+    }
+}
+
+/// Hostile traffic on the `cmd` topic keeps the daemon on the broker and loses no event: a
+/// 20 KiB command is rejected without a reconnect; a retained 2 MiB one (over what the
+/// client reads) costs one reconnect, is counted and cleared, and does not loop; a burst of
+/// 500 commands is admitted at the intake's rate, its rejections reported a few at a time,
+/// and the track events around it arrive with no gap in `seq`.
+#[test]
+fn command_floods_and_oversize_payloads_keep_the_daemon_on_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start("");
+    let sub = Sub::start(broker.port, "steadyface/car-1/#", dir.path(), "hostile-sub", true);
+    let clip = blink_clip(dir.path());
+    let cfg = config(dir.path(), &clip, broker.port, "");
+    let d = Daemon::start(&cfg, &[], &[]);
+    sub.wait_for("events", Duration::from_secs(30), |m| {
+        m.iter().filter(|(t, _)| t.ends_with("/events")).count() >= 2
+    });
+    let statuses = |m: &[(String, Value)], state: &str| {
+        m.iter()
+            .filter(|(t, p)| t.ends_with("/status") && p["state"] == state)
+            .count()
+    };
+    // Over the command cap, under the client's packet limit: rejected, connection kept.
+    publish_cmd(
+        broker.port,
+        &format!(r#"{{"command": "record", "note": "{}"}}"#, "x".repeat(20_000)),
+        false,
+    );
+    let m = sub.wait_for("the oversize rejection", Duration::from_secs(10), |m| {
+        events_named(m, "command_rejected").iter().any(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("commands are at most 4096 bytes")
+        })
+    });
+    assert_eq!(statuses(&m, "offline"), 0, "no Last Will: the connection held");
+    // Retained, over the client's packet limit: one reset, then cleared.
+    let huge = dir.path().join("huge.json");
+    std::fs::write(
+        &huge,
+        format!(r#"{{"command": "record", "note": "{}"}}"#, "x".repeat(2 << 20)),
+    )
+    .unwrap();
+    publish_cmds(broker.port, None, Some(&huge), true);
+    let m = sub.wait_for("the reset rejection", Duration::from_secs(20), |m| {
+        events_named(m, "command_rejected").iter().any(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("the broker connection was reset")
+        })
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let m2 = sub.messages();
+    let online = statuses(&m2, "online");
+    assert!(
+        (2..=3).contains(&online),
+        "one reconnect after the reset, not a loop: {online} online statuses"
+    );
+    assert!(statuses(&m2, "offline") <= 1, "{m:?}");
+    // The burst.
+    let burst: String = (0..500).map(|_| "{\"command\": \"reset\"}\n").collect();
+    publish_cmds(broker.port, Some(&burst), None, false);
+    std::thread::sleep(Duration::from_secs(6));
+    let (_, ok, log) = d.stop();
+    assert!(ok, "{log}");
+    let m = sub.wait_for("the goodbye", Duration::from_secs(10), |m| {
+        m.iter().any(|(_, p)| p["reason"] == "shutdown")
+    });
+    let accepted = events_named(&m, "command_accepted").len();
+    let rejected = events_named(&m, "command_rejected");
+    assert!(
+        (16..=24).contains(&accepted),
+        "the burst admitted at 16 at once and 4/s: {accepted} accepted"
+    );
+    assert!(
+        rejected.len() <= 12,
+        "rejections reported a few at a time: {}",
+        rejected.len()
+    );
+    assert!(
+        rejected.iter().any(|e| e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("more commands rejected since the last report")),
+        "the unreported ones are counted in the next report"
+    );
+    let mut seqs: Vec<u64> = m
+        .iter()
+        .filter(|(t, _)| t.ends_with("/events"))
+        .map(|(_, p)| p["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    let last = *seqs.last().unwrap();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every event from 1 to {last}");
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stopped after"))
+        .expect("summary line");
+    assert!(summary.contains(" 0 events,"), "no event dropped: {summary}");
+    // 1 + 1 + (500 - accepted) rejections, every one counted.
+    assert!(
+        summary.contains(&format!("{} commands rejected", 2 + 500 - accepted)),
+        "{summary}"
+    );
+    assert!(
+        log.matches("command rejected").count() <= 12,
+        "rejections are logged at the report rate"
+    );
+}
+
 #[test]
 fn a_jitter_trigger_saves_one_clip_per_cooldown() {
     let dir = tempfile::tempdir().unwrap();
