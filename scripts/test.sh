@@ -27,5 +27,10 @@ fi
 if [ "${STEADYFACE_SKIP_CROSS:-0}" != 1 ]; then
   cross/test.sh 2>&1 | tee -a "$log"
 fi
+# Coverage-guided fuzzing of the parsers, 15 s per target (scripts/fuzz.sh; the seeds and
+# past crashes are also replayed by the suite above). STEADYFACE_SKIP_FUZZ=1 skips it locally.
+if [ "${STEADYFACE_SKIP_FUZZ:-0}" != 1 ]; then
+  scripts/fuzz.sh 15 2>&1 | tee -a "$log"
+fi
 # One closing line over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -62,6 +62,7 @@ pub mod error;
 pub mod eyes;
 pub mod face;
 pub mod frame;
+pub mod fuzz;
 pub mod geometry;
 pub mod jitter_loss;
 pub mod metrics;

@@ -11,6 +11,7 @@ mod convlstm;
 mod daemon;
 mod engine;
 mod errors;
+mod fuzz;
 mod pipeline;
 mod signals;
 mod viz;
