@@ -208,6 +208,15 @@ pub struct TrackSummary {
 /// Run the pipeline over `input`, writing one JSON line per frame to `output`; with
 /// `signals`, each face also carries its drowsiness signals and the summary counts them.
 pub fn track(cfg: &Config, input: &Path, output: &Path, signals: bool) -> Result<TrackSummary> {
+    // Writing the landmarks over the video being read would destroy it mid-read.
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        if a == b {
+            return Err(Error::Usage(format!(
+                "the output {} is the input itself; give another -o",
+                output.display()
+            )));
+        }
+    }
     let models = Models::resolve(cfg)?;
     let mut pipeline = models.pipeline(cfg)?;
     let mut sig = signals.then(|| models.signals(cfg)).transpose()?;
@@ -345,6 +354,7 @@ pub fn eval_series(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Res
             ),
         ));
     }
+    check_truth(&truth, gt_path, manifest)?;
     let mut report = EvalReport::default();
     let mut errors = Vec::new();
     let (mut nb, mut nr) = (Vec::new(), Vec::new());
@@ -362,9 +372,6 @@ pub fn eval_series(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Res
             preds.get(ti)
         };
         for gt in &t.faces {
-            if gt.iter().any(|q| !q.x.is_finite()) {
-                continue;
-            }
             report.samples += 1;
             let gt_box = crate::geometry::BBox::around(gt).unwrap_or_default();
             let best = p.and_then(|p| {
@@ -420,6 +427,41 @@ pub fn eval_series(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Res
 }
 
 /// Bring a predicted face and a truth face into one scheme (the prediction's).
+/// Every truth face must be scorable: finite coordinates, and as many points as iBUG's 68 or a
+/// scheme of the manifest. Otherwise a typo in a truth file would be scored as a missed face
+/// (or skipped) with exit 0.
+fn check_truth(truth: &[truth::TruthFrame], gt_path: &Path, manifest: &Manifest) -> Result<()> {
+    let mut counts: Vec<usize> = manifest.schemes.values().map(|s| s.points).collect();
+    counts.push(68);
+    counts.sort_unstable();
+    counts.dedup();
+    for (ti, t) in truth.iter().enumerate() {
+        for (fi, gt) in t.faces.iter().enumerate() {
+            let at = || match &t.file {
+                Some(f) => format!("{f}, face {}", fi + 1),
+                None => format!("frame {ti}, face {}", fi + 1),
+            };
+            if let Some(q) = gt.iter().position(|q| !q.x.is_finite() || !q.y.is_finite()) {
+                return Err(Error::data(
+                    gt_path,
+                    format!("{}: point {} is not a finite number", at(), q + 1),
+                ));
+            }
+            if !counts.contains(&gt.len()) {
+                return Err(Error::data(
+                    gt_path,
+                    format!(
+                        "{}: {} points; truth has one of {counts:?} points per face",
+                        at(),
+                        gt.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn map_schemes(
     face: &FaceRecord,
     gt: &[Point],

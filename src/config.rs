@@ -121,8 +121,8 @@ pub struct PdcConfig {
     pub threshold: f32,
     /// Heatmap normalisation before thresholding: none, peak or min-max.
     pub norm: HeatmapNorm,
-    /// Cells within this distance of the peak count; null for the whole heatmap. The ConvLSTM
-    /// runs on the CPU within this + 3 cells of each peak (null: on the whole maps).
+    /// Cells within this distance of the peak count (0–1024); null for the whole heatmap. The
+    /// ConvLSTM runs on the CPU within this + 3 cells of each peak (null: on the whole maps).
     pub window: Option<usize>,
     /// Refine each cell by the model's sub-cell offset (when the model has offsets).
     pub use_offsets: bool,
@@ -424,7 +424,7 @@ impl Config {
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
         let mut tree = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+                let text = crate::error::read_input_text(p, crate::error::InputKind::Config)?;
                 if text.trim().is_empty() {
                     Value::Mapping(Default::default())
                 } else {
@@ -514,6 +514,11 @@ impl Config {
         range("tracker.crop_deadband", self.tracker.crop_deadband, 0.0, 0.2);
         range("decoder.pdc.threshold", self.decoder.pdc.threshold, 0.0, 1.0);
         range("decoder.softargmax_beta", self.decoder.softargmax_beta, 0.0, 1000.0);
+        // A window wider than any heatmap is the whole map; far beyond it, the ConvLSTM's
+        // window (this + 3) would wrap.
+        if let Some(w) = self.decoder.pdc.window {
+            range("decoder.pdc.window", w as f32, 0.0, 1024.0);
+        }
         let oe = &self.stabilizer.one_euro;
         range("stabilizer.one_euro.min_cutoff", oe.min_cutoff, 0.001, 100.0);
         range("stabilizer.one_euro.beta", oe.beta, 0.0, 1000.0);

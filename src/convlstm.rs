@@ -259,7 +259,7 @@ impl ConvLstmWeights {
 
     /// Read a weights file; every shape is checked against its metadata.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::error::read_input(path, crate::error::InputKind::Model)?;
         let bad = |r: String| Error::model(path, r);
         let (_, header) =
             safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;

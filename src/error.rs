@@ -42,6 +42,76 @@ pub enum Error {
     Usage(String),
 }
 
+/// What an input file is, for [`read_input`]: its byte cap and the error class (and so the
+/// exit code) of every failure to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A config file: 1 MiB.
+    Config,
+    /// The models manifest: 1 MiB.
+    Manifest,
+    /// A model or weights file: 1 GiB.
+    Model,
+    /// Ground truth or predictions: 256 MiB.
+    Data,
+}
+
+impl InputKind {
+    /// The most bytes read from such a file; beyond it the file is refused unread (a
+    /// `/dev/zero` or a mistaken multi-GB path must not exhaust a 4 GB board).
+    pub const fn cap(self) -> u64 {
+        match self {
+            InputKind::Config | InputKind::Manifest => 1 << 20,
+            InputKind::Model => 1 << 30,
+            InputKind::Data => 256 << 20,
+        }
+    }
+
+    fn error(self, path: &std::path::Path, reason: String) -> Error {
+        match self {
+            InputKind::Config => Error::Config {
+                origin: Some(path.into()),
+                problems: vec![reason],
+            },
+            InputKind::Manifest => Error::Manifest {
+                path: path.into(),
+                reason,
+            },
+            InputKind::Model => Error::model(path, reason),
+            InputKind::Data => Error::data(path, reason),
+        }
+    }
+}
+
+/// Read a whole input file, at most `kind.cap()` bytes. A file that is missing, a directory,
+/// unreadable or too large is an error of `kind`'s class naming the path, not an I/O error:
+/// the exit code says which input was wrong.
+pub fn read_input(path: &std::path::Path, kind: InputKind) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let cap = kind.cap();
+    let f = std::fs::File::open(path).map_err(|e| kind.error(path, format!("cannot read: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| kind.error(path, format!("cannot read: {e}")))?;
+    if meta.is_dir() {
+        return Err(kind.error(path, "is a directory, not a file".into()));
+    }
+    let mut bytes = Vec::new();
+    f.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| kind.error(path, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > cap {
+        return Err(kind.error(path, format!("larger than {} MiB; refused", cap >> 20)));
+    }
+    Ok(bytes)
+}
+
+/// [`read_input`] as UTF-8 text.
+pub fn read_input_text(path: &std::path::Path, kind: InputKind) -> Result<String> {
+    String::from_utf8(read_input(path, kind)?)
+        .map_err(|e| kind.error(path, format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))
+}
+
 impl Error {
     /// Process exit code for this error: 2 usage/config, 3 models, 4 input data, 5 fetch, 1 other I/O.
     pub fn exit_code(&self) -> i32 {

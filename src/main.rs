@@ -783,6 +783,22 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 for e in &m.models {
                     e.verify(&dir.join(&e.file))?;
                     outln!("{}: ok", e.name);
+                    // Our own ConvLSTM weights have no upstream hash: they must load (shapes,
+                    // finite values) and be made for this backbone.
+                    if let Some(w) = &e.stabilizer {
+                        let path = dir.join(w);
+                        let weights = steadyface::convlstm::ConvLstmWeights::load(&path)?;
+                        if weights.meta.backbone != e.name {
+                            return Err(Error::Model {
+                                reason: format!(
+                                    "made for backbone {:?}, listed under {:?}",
+                                    weights.meta.backbone, e.name
+                                ),
+                                path,
+                            });
+                        }
+                        outln!("{} stabilizer {}: ok", e.name, w);
+                    }
                 }
                 Ok(())
             }

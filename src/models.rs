@@ -257,7 +257,7 @@ pub struct ModelIo {
 impl Manifest {
     /// Parse and check a manifest file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::error::read_input_text(path, crate::error::InputKind::Manifest)?;
         let m: Manifest = serde_yaml::from_str(&text).map_err(|e| Error::Manifest {
             path: path.into(),
             reason: e.to_string(),
@@ -432,7 +432,14 @@ fn check_file(path: &Path, expected: &str, derived: Option<&str>) -> Result<()> 
     if !path.exists() {
         return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
     }
-    let got = sha256_file(path)?;
+    if path.is_dir() {
+        return Err(Error::model(path, "is a directory, not a model file"));
+    }
+    // An unreadable model is a model problem (exit 3), not an I/O failure of ours.
+    let got = sha256_file(path).map_err(|e| match e {
+        Error::Io { source, .. } => Error::model(path, format!("cannot read: {source}")),
+        e => e,
+    })?;
     if !accepted(&got, expected, derived) {
         return Err(Error::model(
             path,

@@ -12,7 +12,6 @@ use crate::face::FaceObs;
 use crate::geometry::{BBox, Point};
 use crate::signals::FaceSignals;
 use serde::{Deserialize, Serialize};
-use std::io::BufRead;
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,14 +95,13 @@ impl FaceRecord {
 
 /// Read a landmark JSONL file; errors name the file and line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<FrameRecord>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::error::read_input_text(path, crate::error::InputKind::Data)?;
     let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
+    for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let rec: FrameRecord = serde_json::from_str(&line)
+        let rec: FrameRecord = serde_json::from_str(line)
             .map_err(|e| Error::data(path, format!("line {}: not a landmark record: {e}", i + 1)))?;
         out.push(rec);
     }

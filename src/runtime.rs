@@ -182,7 +182,7 @@ pub fn check_declared_input(path: &Path, [c, h, w]: [usize; 3], what: &str) -> R
     if !path.exists() {
         return Err(Error::model(path, "missing; run `steadyface models fetch` first"));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::error::read_input(path, crate::error::InputKind::Model)?;
     let model = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
         .map_err(|e| Error::model(path, format!("not an ONNX model: {e}")))?;
     let Some(graph) = model.graph.as_ref() else {

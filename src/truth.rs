@@ -55,7 +55,7 @@ pub fn load(path: &Path) -> Result<Vec<TruthFrame>> {
 
 /// Parse a menpo/iBUG `.pts` file.
 pub fn load_pts(path: &Path) -> Result<TruthFrame> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::error::read_input_text(path, crate::error::InputKind::Data)?;
     let bad = |r: String| Error::data(path, r);
     let open = text.find('{').ok_or_else(|| bad("no '{' in .pts file".into()))?;
     let close = text[open..]
@@ -97,7 +97,7 @@ fn load_json(path: &Path) -> Result<Vec<TruthFrame>> {
         #[serde(flatten)]
         other: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::error::read_input_text(path, crate::error::InputKind::Data)?;
     let j: J = serde_json::from_str(&text)
         .map_err(|e| Error::data(path, format!("not a truth file {{\"frames\": [[[x,y],...],...]}}: {e}")))?;
     if !j.other.is_empty() {
@@ -121,7 +121,7 @@ fn load_json(path: &Path) -> Result<Vec<TruthFrame>> {
 
 fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
     use quick_xml::events::Event;
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::error::read_input_text(path, crate::error::InputKind::Data)?;
     let mut reader = quick_xml::Reader::from_str(&text);
     let mut frames: Vec<TruthFrame> = Vec::new();
     let bad = |r: String| Error::data(path, r);

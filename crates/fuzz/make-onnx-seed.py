@@ -2,7 +2,10 @@
 the native engine imports (Conv, PRelu, MaxPool, Pad, Relu, Sigmoid, Add, Sub, Mul, Concat,
 GlobalAveragePool, Transpose, Reshape, Shape/Slice/Constant). Ours, tiny, random weights.
 
-    python3 crates/fuzz/make-onnx-seed.py crates/fuzz/corpus/onnx/ops.onnx   (needs `onnx`)
+    python3 crates/fuzz/make-onnx-seed.py crates/fuzz/corpus/onnx/ops.onnx \
+        crates/fuzz/corpus/onnx/bad-nan-weight.onnx     (needs `onnx`)
+
+The second file is the same model with one NaN weight, which the engine must refuse.
 """
 import sys
 
@@ -45,3 +48,8 @@ graph = helper.make_graph(
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 onnx.checker.check_model(model)
 onnx.save(model, sys.argv[1])
+if len(sys.argv) > 2:
+    w1 = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w1[0, 0, 0, 0] = np.nan
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w1, "w1"))
+    onnx.save(model, sys.argv[2])

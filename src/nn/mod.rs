@@ -176,8 +176,10 @@ pub(crate) struct Graph {
 impl Graph {
     /// Import `path` for a `[1, channels, height, width]` input, as [`Net::load`] does.
     pub(crate) fn load(path: &Path, channels: usize, width: usize, height: usize) -> Res<Self> {
-        let bytes =
-            std::fs::read(path).map_err(|e| LoadError::Invalid(format!("{}: cannot read: {e}", path.display())))?;
+        let bytes = crate::error::read_input(path, crate::error::InputKind::Model).map_err(|e| match e {
+            crate::error::Error::Model { reason, .. } => LoadError::Invalid(format!("{}: {reason}", path.display())),
+            e => LoadError::Invalid(e.to_string()),
+        })?;
         let model = ModelProto::decode(bytes.as_slice())
             .map_err(|e| LoadError::Invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
         import(&model, channels, width, height).map_err(|e| match e {
@@ -718,6 +720,11 @@ fn constant(t: &TensorProto, node: Option<&NodeProto>) -> Res<Val> {
             };
             if data.len() != n {
                 return Err(bad(format!("{} floats for dims {dims:?}", data.len())));
+            }
+            // A corrupted weight file (or a training run that diverged) would otherwise run
+            // and put NaN landmarks on every frame.
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!("value {i} is {} (weights must be finite)", data[i])));
             }
             Ok(Val::F { dims, data })
         }

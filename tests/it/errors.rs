@@ -641,3 +641,85 @@ fn a_chatty_decoder_does_not_stall_the_source() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status:?}: {err}");
 }
+
+/// Inputs that used to be scored, accepted or failed with the wrong exit code: each class
+/// ends with its documented code (2 config or command line, 3 model, 4 data) and names what
+/// was wrong.
+#[test]
+fn wrong_inputs_end_with_their_class_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // Predictions with one real face, against truth that cannot be scored.
+    let clip = t.join("clip.y4m");
+    write_y4m(&clip, &carphone_frames()[..1]);
+    let pred = t.join("p.jsonl");
+    run_ok(bin().arg("track").arg(&clip).arg("-o").arg(&pred));
+    let pts = |name: &str, rows: &str, n: usize| {
+        let p = t.join(name);
+        std::fs::write(&p, format!("version: 1\nn_points: {n}\n{{\n{rows}}}\n")).unwrap();
+        p
+    };
+    let short = pts("short.pts", "1 2\n3 4\n5 6\n", 3);
+    let err = run_err(bin().args(["eval", "--pred"]).arg(&pred).arg("--gt").arg(&short), 4);
+    assert!(err.contains("short.pts") && err.contains("3 points"), "{err}");
+    let nan = pts("nan.pts", &"nan 1\n".repeat(68), 68);
+    let err = run_err(bin().args(["eval", "--pred"]).arg(&pred).arg("--gt").arg(&nan), 4);
+    assert!(err.contains("nan.pts") && err.contains("not a finite number"), "{err}");
+    let err = run_err(
+        bin()
+            .args(["eval", "--pred"])
+            .arg(&pred)
+            .arg("--gt")
+            .arg(t.join("absent.pts")),
+        4,
+    );
+    assert!(err.contains("absent.pts"), "{err}");
+    // Config: not UTF-8, or endless.
+    let bad = t.join("bad.yaml");
+    std::fs::write(&bad, b"\xff\xfe").unwrap();
+    let err = run_err(bin().args(["validate", "--no-environment", "--config"]).arg(&bad), 2);
+    assert!(err.contains("bad.yaml") && err.contains("not UTF-8"), "{err}");
+    let err = run_err(bin().args(["validate", "--no-environment", "--config", "/dev/zero"]), 2);
+    assert!(err.contains("/dev/zero") && err.contains("larger than 1 MiB"), "{err}");
+    let err = run_err(
+        bin().args([
+            "validate",
+            "--no-environment",
+            "--set",
+            "decoder.pdc.window=18446744073709551615",
+        ]),
+        2,
+    );
+    assert!(err.contains("decoder.pdc.window"), "{err}");
+    // `track` refuses to write over its own input.
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(&clip)
+            .arg("-o")
+            .arg(t.join(".").join("clip.y4m")),
+        2,
+    );
+    assert!(err.contains("is the input itself"), "{err}");
+    assert!(std::fs::metadata(&clip).unwrap().len() > 30_000, "the clip is intact");
+    // A model path that is a directory is a model problem.
+    let md = t.join("models");
+    models_copy(&md, true);
+    let backbone = md.join("lm_model0_opt.stdops.onnx");
+    std::fs::remove_file(&backbone).unwrap();
+    std::fs::create_dir(&backbone).unwrap();
+    let err = run_err(
+        bin()
+            .arg("track")
+            .arg(&clip)
+            .arg("-o")
+            .arg(t.join("x.jsonl"))
+            .arg("--set")
+            .arg(format!("models.dir={}", md.display())),
+        3,
+    );
+    assert!(
+        err.contains("lm_model0_opt.stdops.onnx") && err.contains("directory"),
+        "{err}"
+    );
+}
