@@ -428,9 +428,9 @@ impl Config {
                 if text.trim().is_empty() {
                     Value::Mapping(Default::default())
                 } else {
-                    serde_yaml::from_str::<Value>(&text).map_err(|e| Error::Config {
+                    parse_yaml::<Value>(&text).map_err(|e| Error::Config {
                         origin: Some(p.into()),
-                        problems: vec![format!("not valid YAML: {e}")],
+                        problems: vec![e],
                     })?
                 }
             }
@@ -451,9 +451,9 @@ impl Config {
 
     /// Parse from a YAML string (tests, `validate`).
     pub fn from_yaml(text: &str) -> Result<Self> {
-        let tree: Value = serde_yaml::from_str(text).map_err(|e| Error::Config {
+        let tree: Value = parse_yaml(text).map_err(|e| Error::Config {
             origin: None,
-            problems: vec![format!("not valid YAML: {e}")],
+            problems: vec![e],
         })?;
         Self::from_tree(tree, Vec::new()).map_err(|problems| Error::Config { origin: None, problems })
     }
@@ -840,12 +840,50 @@ fn prune_unknown_keys(v: &mut Value, defaults: &Value, path: &str, out: &mut Vec
     }
 }
 
+/// Deepest `[`/`{` nesting [`parse_yaml`] accepts. libyaml's scanner walks its stack of
+/// open flow collections on every token, so a deep one costs quadratic time (100k `[` took
+/// most of a minute before failing); no config or manifest comes near this.
+const MAX_YAML_NESTING: usize = 64;
+
+/// Parse YAML after checking its flow nesting (outside quotes and comments) against
+/// [`MAX_YAML_NESTING`]; the error reads "not valid YAML: ...".
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    // A quoted scalar spanning lines is read per line; that can only over-count brackets.
+    let mut depth = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let (mut quote, mut prev) = (None, ' ');
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '#' if prev.is_whitespace() => break,
+                    '"' | '\'' if !prev.is_alphanumeric() => quote = Some(c),
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > MAX_YAML_NESTING {
+                            return Err(format!(
+                                "not valid YAML: brackets nested deeper than {MAX_YAML_NESTING} levels at line {}",
+                                n + 1
+                            ));
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))
+}
+
 /// Apply `a.b.c=value` to the tree; the value is parsed as YAML (so numbers stay numbers).
 fn apply_override(tree: &mut Value, spec: &str) -> std::result::Result<(), String> {
     let (path, raw) = spec
         .split_once('=')
         .ok_or_else(|| format!("--set {spec:?}: expected key.path=value"))?;
-    let value: Value = serde_yaml::from_str(raw).map_err(|e| format!("--set {path}: bad value {raw:?}: {e}"))?;
+    let value: Value = parse_yaml(raw).map_err(|e| format!("--set {path}: bad value {raw:?}: {e}"))?;
     let mut cur = tree;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -892,6 +930,17 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
+    }
+
+    #[test]
+    fn deep_yaml_nesting_is_refused_before_the_parser_sees_it() {
+        let deep = format!("a: {}", "[".repeat(100_000));
+        // Refused by the scan, before the parser's quadratic walk (tens of seconds).
+        let e = parse_yaml::<Value>(&deep).unwrap_err();
+        assert!(e.contains("deeper than 64 levels at line 1"), "{e}");
+        // Brackets in quotes and comments do not count; 64 levels still parse.
+        let ok = format!("a: \"{}\" # {}\nb: {}1{}", "[".repeat(100), "{".repeat(100), "[".repeat(64), "]".repeat(64));
+        assert!(parse_yaml::<Value>(&ok).is_ok());
     }
 
     #[test]

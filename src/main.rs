@@ -629,13 +629,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             output,
             truth,
         } => {
-            let img = image::open(&image)
-                .map_err(|e| Error::Io {
-                    path: image.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?
-                .to_rgb8();
-            let frame = steadyface::frame::Frame::from_rgb_image(&img);
+            let frame = steadyface::capture::read_image(&image)?;
             let t = steadyface::truth::load_pts(&pts)?;
             let face = t
                 .faces

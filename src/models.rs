@@ -258,9 +258,9 @@ impl Manifest {
     /// Parse and check a manifest file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::error::read_input_text(path, crate::error::InputKind::Manifest)?;
-        let m: Manifest = serde_yaml::from_str(&text).map_err(|e| Error::Manifest {
+        let m: Manifest = crate::config::parse_yaml(&text).map_err(|reason| Error::Manifest {
             path: path.into(),
-            reason: e.to_string(),
+            reason,
         })?;
         m.check(path)?;
         Ok(m)

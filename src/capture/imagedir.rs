@@ -21,12 +21,24 @@ pub fn is_image(p: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// Decode one image file into RGB.
+/// Largest image side decoded (pixels): a 420 KB PNG can claim 20k × 20k and take over a
+/// gigabyte to decode, too much for a 4 GB board; no camera frame comes near this.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// Most memory one decode may allocate.
+pub const MAX_IMAGE_ALLOC: u64 = 256 << 20;
+
+/// Decode one image file into RGB, within [`MAX_IMAGE_SIDE`] and [`MAX_IMAGE_ALLOC`].
 pub fn read_image(path: &Path) -> Result<Frame> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| Error::input(path, format!("cannot read: {e}")))?
         .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
+        .map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits);
+    let img = reader
         .decode()
         .map_err(|e| Error::input(path, format!("unreadable image: {e}")))?;
     Ok(Frame::from_rgb_image(&img.to_rgb8()))

@@ -13,7 +13,7 @@ pub mod v4l2;
 pub mod y4m;
 
 pub use ffmpeg::FfmpegSource;
-pub use imagedir::ImageDirSource;
+pub use imagedir::{read_image, ImageDirSource, MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE};
 pub use y4m::{write_y4m_444, Y4mSource};
 
 use crate::error::{Error, Result};

@@ -174,10 +174,7 @@ impl Dataset for ImageSet {
     fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
         let mut rng = Rng::new(seed);
         for (img_path, faces) in &self.items {
-            let img = image::open(img_path)
-                .map_err(|e| Error::input(img_path, e.to_string()))?
-                .to_rgb8();
-            let frame = Frame::from_rgb_image(&img);
+            let frame = crate::capture::read_image(img_path)?;
             for (fi, pts) in faces.iter().enumerate() {
                 // Work on the face's neighbourhood only: the warp costs per pixel.
                 let Some(bb) = BBox::around(pts) else { continue };

@@ -702,6 +702,12 @@ fn wrong_inputs_end_with_their_class_exit_code() {
     );
     assert!(err.contains("is the input itself"), "{err}");
     assert!(std::fs::metadata(&clip).unwrap().len() > 30_000, "the clip is intact");
+    // An image that claims more than a board should decode (9000 × 9000, a few KB as PNG).
+    let frames = t.join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    image::GrayImage::new(9000, 9000).save(frames.join("000.png")).unwrap();
+    let err = run_err(bin().arg("track").arg(&frames).arg("-o").arg(t.join("y.jsonl")), 4);
+    assert!(err.contains("000.png") && err.contains("limit"), "{err}");
     // A model path that is a directory is a model problem.
     let md = t.join("models");
     models_copy(&md, true);
