@@ -208,7 +208,9 @@ pub struct SourceConfig {
     pub fps: f64,
     /// Pixel format: auto (first of yuyv, mjpeg, nv12, grey the camera offers), yuyv, mjpeg, nv12 or grey.
     pub format: String,
-    /// A camera that delivers no frame for this long is treated as lost and reopened.
+    /// A camera that delivers no frame for this long is treated as lost and reopened; any
+    /// source (a hung replay decoder too) that produces nothing for this long is reported lost
+    /// (`camera_lost`) until it produces again.
     pub timeout_ms: u64,
     /// Back-off between attempts to reopen a lost camera: starts here, doubles up to `reopen_max_ms`.
     pub reopen_min_ms: u64,
@@ -939,7 +941,13 @@ mod tests {
         let e = parse_yaml::<Value>(&deep).unwrap_err();
         assert!(e.contains("deeper than 64 levels at line 1"), "{e}");
         // Brackets in quotes and comments do not count; 64 levels still parse.
-        let ok = format!("a: \"{}\" # {}\nb: {}1{}", "[".repeat(100), "{".repeat(100), "[".repeat(64), "]".repeat(64));
+        let ok = format!(
+            "a: \"{}\" # {}\nb: {}1{}",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(64),
+            "]".repeat(64)
+        );
         assert!(parse_yaml::<Value>(&ok).is_ok());
     }
 

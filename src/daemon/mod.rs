@@ -76,6 +76,8 @@ struct Shared {
     clips_deleted: AtomicU64,
     clips_failed: AtomicU64,
     commands_rejected: AtomicU64,
+    /// The capture thread has reported the source lost (and not yet restored).
+    source_down: AtomicBool,
     /// Milliseconds since `t0` of the last sign of progress: a processed frame, or an attempt
     /// to reopen a lost camera. The watchdog is pinged only while this is recent.
     heartbeat_ms: AtomicU64,
@@ -267,6 +269,7 @@ fn capture_loop(
                     }
                     log::info!("source: {}", x.info().description);
                     (reported_lost, backoff) = (false, min);
+                    shared.source_down.store(false, Ordering::Relaxed);
                     src = Some(x);
                     opened_at = Instant::now();
                     fresh = true;
@@ -276,6 +279,7 @@ fn capture_loop(
                         log::warn!("{e}; retrying every {}..{} ms", min.as_millis(), max.as_millis());
                         lost(&e, last_index.map_or(0, |i| i + 1));
                         reported_lost = true;
+                        shared.source_down.store(true, Ordering::Relaxed);
                     } else {
                         log::debug!("source still unavailable: {e}");
                     }
@@ -334,6 +338,7 @@ fn capture_loop(
                 log::warn!("{e}; reopening");
                 lost(&e, last_index.map_or(0, |i| i + 1));
                 reported_lost = true;
+                shared.source_down.store(true, Ordering::Relaxed);
                 base_index = last_index.map_or(0, |i| i + 1);
                 base_time = last_time;
                 src = None;
@@ -682,8 +687,11 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     let mut stalled = false;
     tokio::pin!(stop);
     let mut intake = intake::Intake::default();
+    let mut stall = Stall::new(Duration::from_millis(cfg.source.timeout_ms));
+    let mut stall_check = tokio::time::interval(Duration::from_millis((cfg.source.timeout_ms / 2).max(25)));
     let ended = loop {
         tokio::select! {
+            _ = stall_check.tick() => stall.check(&shared, &ev_weak),
             s = &mut stop => break Ended::Stopped(s),
             m = rx.recv() => match m {
                 Some(m) => publisher.handle(m),
@@ -775,6 +783,49 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     publisher.close(&mut link_rx, Duration::from_millis(400)).await;
     let counts = publisher.counts();
     Ok(RunReport { ended, counts, device })
+}
+
+/// A source that stops producing without an error (a decoder that hangs, a driver that never
+/// returns) would leave the daemon silently idle: after `source.timeout_ms` without a frame
+/// captured or processed, the outage is reported like a lost camera, and its end like a
+/// restored one. Outages the capture thread already reported are not reported twice.
+struct Stall {
+    after: Duration,
+    seen: u64,
+    since: Instant,
+    stalled: bool,
+}
+
+impl Stall {
+    fn new(after: Duration) -> Self {
+        Self {
+            after,
+            seen: 0,
+            since: Instant::now(),
+            stalled: false,
+        }
+    }
+
+    fn check(&mut self, shared: &Shared, ev: &Events) {
+        let progress = shared.captured.load(Ordering::Relaxed) + shared.processed.load(Ordering::Relaxed);
+        let frame = shared.captured.load(Ordering::Relaxed);
+        if progress != self.seen {
+            if std::mem::take(&mut self.stalled) {
+                log::info!("the source is producing frames again");
+                ev.send(EventKind::CameraRestored, frame, None, None);
+            }
+            (self.seen, self.since) = (progress, Instant::now());
+        } else if !self.stalled && !shared.source_down.load(Ordering::Relaxed) && self.since.elapsed() >= self.after {
+            let why = format!(
+                "no frame from the source for {:.1} s (source.timeout_ms): it stopped producing",
+                self.since.elapsed().as_secs_f64()
+            );
+            log::warn!("{why}");
+            shared.camera_outages.fetch_add(1, Ordering::Relaxed);
+            ev.send(EventKind::CameraLost, frame, None, Some(why));
+            self.stalled = true;
+        }
+    }
 }
 
 /// A payload on the `cmd` topic: check it here (the inference thread carries it out).

@@ -1079,6 +1079,41 @@ fn command_floods_and_oversize_payloads_keep_the_daemon_on_the_broker() {
     );
 }
 
+/// A replay decoder that stops producing without ending or failing (here a fake ffmpeg that
+/// writes five frames and then holds its pipe open) is reported as an outage after
+/// `source.timeout_ms` (event, retained state, counted), not left as a silent stall.
+#[test]
+fn a_source_that_stops_producing_is_reported_lost() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.y4m");
+    write_y4m(&clip, &carphone_frames()[..5]);
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let fake = bin_dir.join("ffmpeg");
+    std::fs::write(&fake, format!("#!/bin/sh\ncat '{}'\nsleep 30\n", clip.display())).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let video = dir.path().join("any.mkv");
+    std::fs::write(&video, b"read by the fake only").unwrap();
+    let broker = Broker::start("");
+    let sub = Sub::start(broker.port, "steadyface/car-1/#", dir.path(), "stall-sub", false);
+    let cfg = config(dir.path(), &video, broker.port, "");
+    let path = format!("{}:/usr/bin:/bin", bin_dir.display());
+    let d = Daemon::start(&cfg, &["source.timeout_ms=1000".into()], &[("PATH", path.as_str())]);
+    let m = sub.wait_for("camera_lost", Duration::from_secs(20), |m| {
+        !events_named(m, "camera_lost").is_empty()
+    });
+    let lost = events_named(&m, "camera_lost");
+    assert!(
+        lost[0]["reason"].as_str().unwrap().contains("stopped producing"),
+        "{lost:?}"
+    );
+    assert_eq!(retained(broker.port, "steadyface/car-1/state")["camera"], "lost");
+    let (secs, ok, log) = d.stop();
+    assert!(ok && secs < 3.0, "{secs} s: {log}");
+    assert!(log.contains("1 camera outages"), "{log}");
+}
+
 #[test]
 fn a_jitter_trigger_saves_one_clip_per_cooldown() {
     let dir = tempfile::tempdir().unwrap();
