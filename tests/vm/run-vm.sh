@@ -10,24 +10,10 @@
 set -euo pipefail
 PAYLOAD=$(readlink -f "${1:?usage: $0 PAYLOAD_DIR}")
 C=${STEADYFACE_VM_CACHE:-$HOME/.cache/steadyface/vm}; mkdir -p "$C"
-export DEBIAN_FRONTEND=noninteractive
 for tool in qemu-system-x86_64 busybox depmod strip; do
   command -v "$tool" >/dev/null || { echo "run-vm: $tool missing (scripts/setup.sh installs it)" >&2; exit 125; }
 done
-kpkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
-KPKG=$(kpkg)
-if [ -z "$KPKG" ]; then   # a fresh machine may have no package lists yet
-  [ "$(id -u)" = 0 ] && apt-get update -qq || sudo apt-get update -qq
-  KPKG=$(kpkg)
-fi
-[ -n "$KPKG" ] || { echo "run-vm: apt knows no linux-image-amd64 package" >&2; exit 125; }
-KVER=${KPKG#linux-image-}; K=$C/$KVER
-if [ ! -f "$K/.done" ]; then
-  echo "run-vm: fetching kernel $KPKG (once; cached in $C)" >&2
-  rm -rf "$K"; mkdir -p "$K"; (cd "$C" && apt-get download -qq "$KPKG")
-  dpkg -x "$C/$KPKG"_*.deb "$K"; rm -f "$C/$KPKG"_*.deb
-  depmod -b "$K" "$KVER"; touch "$K/.done"
-fi
+. "$(dirname "$0")/kernel.sh"   # sets K (unpacked kernel package) and KVER
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT; R=$W/root
 mkdir -p "$R"/{bin,dev,proc,sys,tmp,mods}; cp /bin/busybox "$R/bin/"   # busybox-static
 # vivid and the modules it needs, in load order.
