@@ -3,9 +3,10 @@ the native engine imports (Conv, PRelu, MaxPool, Pad, Relu, Sigmoid, Add, Sub, M
 GlobalAveragePool, Transpose, Reshape, Shape/Slice/Constant). Ours, tiny, random weights.
 
     python3 crates/fuzz/make-onnx-seed.py crates/fuzz/corpus/onnx/ops.onnx \
-        crates/fuzz/corpus/onnx/bad-nan-weight.onnx     (needs `onnx`)
+        crates/fuzz/corpus/onnx/bad-nan-weight.onnx crates/fuzz/corpus/onnx/bad-huge-pads.onnx
 
-The second file is the same model with one NaN weight, which the engine must refuse.
+(needs `onnx`). The other two are the same model with one NaN weight, and with a first Conv
+padded by 2^40 cells: the engine must refuse both.
 """
 import sys
 
@@ -53,3 +54,9 @@ if len(sys.argv) > 2:
     w1[0, 0, 0, 0] = np.nan
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w1, "w1"))
     onnx.save(model, sys.argv[2])
+if len(sys.argv) > 3:
+    model.graph.initializer[0].CopyFrom(inits[0])
+    conv = model.graph.node[0]
+    pads = next(a for a in conv.attribute if a.name == "pads")
+    pads.ints[:] = [1 << 40] * 4
+    onnx.save(model, sys.argv[3])

@@ -31,6 +31,9 @@ pub struct Y4mSource {
     index: u64,
 }
 
+/// Longest stream or frame header read: real ones are a few dozen bytes.
+const MAX_HEADER_BYTES: usize = 4096;
+
 impl Y4mSource {
     /// Replace the description used in logs (e.g. by a source that wraps this one).
     pub fn set_description(&mut self, d: String) {
@@ -45,7 +48,17 @@ impl Y4mSource {
     /// Parse the stream header from any reader; `path` names the stream in errors.
     pub fn from_reader(mut reader: Box<dyn BufRead + Send>, path: &Path) -> Result<Self> {
         let mut line = Vec::new();
-        reader.read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
+        // Capped: a stream without a newline (`/dev/zero`) must not be read into memory.
+        (&mut reader)
+            .take(MAX_HEADER_BYTES as u64)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(path, e))?;
+        if line.last() != Some(&b'\n') && line.len() == MAX_HEADER_BYTES {
+            return Err(Error::input(
+                path,
+                format!("not a Y4M file (no end to its header in {MAX_HEADER_BYTES} bytes)"),
+            ));
+        }
         let header = std::str::from_utf8(&line)
             .map_err(|_| Error::input(path, "not a Y4M file (header is not text)"))?
             .trim_end();
@@ -166,7 +179,18 @@ impl FrameSource for Y4mSource {
             ));
         }
         let mut b = [0u8; 1];
+        let mut params = 0usize;
         loop {
+            params += 1;
+            if params > MAX_HEADER_BYTES {
+                return Err(Error::input(
+                    &self.path,
+                    format!(
+                        "corrupt Y4M: frame {} header runs past {MAX_HEADER_BYTES} bytes",
+                        self.index
+                    ),
+                ));
+            }
             match self.reader.read(&mut b) {
                 Ok(0) => {
                     return Err(Error::input(
@@ -456,6 +480,21 @@ mod tests {
         for (a, b) in luma(&f.data).iter().zip(luma(&g.data)) {
             assert!((a - b).abs() <= 3.0, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn endless_headers_are_refused_after_a_bounded_read() {
+        // A stream header with no newline, as from /dev/zero.
+        let mut b = b"YUV4MPEG2 W4 H4 ".to_vec();
+        b.resize(1 << 20, b'A');
+        let e = src(b).err().unwrap().to_string();
+        assert!(e.contains("no end to its header in 4096 bytes"), "{e}");
+        // A frame header whose parameters never end.
+        let mut b = b"YUV4MPEG2 W4 H4 F30:1 C420\nFRAME ".to_vec();
+        b.resize(1 << 20, b'x');
+        let mut s = src(b).unwrap();
+        let e = s.next_frame(&mut Frame::default()).err().unwrap().to_string();
+        assert!(e.contains("frame 0 header runs past 4096 bytes"), "{e}");
     }
 
     #[test]

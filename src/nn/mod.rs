@@ -980,7 +980,11 @@ fn import_node(
             }
             let s = attr_ints(node, "strides").unwrap_or(vec![1, 1]);
             let p = attr_ints(node, "pads").unwrap_or(vec![0, 0, 0, 0]);
-            if s.len() != 2 || p.len() != 4 || s.iter().any(|&v| v < 1) || p.iter().any(|&v| v < 0) {
+            if s.len() != 2
+                || p.len() != 4
+                || s.iter().any(|&v| !(1..=MAX_STRIDE_OR_PAD).contains(&v))
+                || p.iter().any(|&v| !(0..=MAX_STRIDE_OR_PAD).contains(&v))
+            {
                 return invalid(node, format!("strides {s:?} / pads {p:?}"));
             }
             let (sy, sx, pt, pl, pb, pr) = (
@@ -1164,8 +1168,8 @@ fn import_node(
             if k.len() != 2
                 || s.len() != 2
                 || pd.len() != 4
-                || k.iter().chain(&s).any(|&v| v < 1)
-                || pd.iter().any(|&v| v < 0)
+                || k.iter().chain(&s).any(|&v| !(1..=MAX_STRIDE_OR_PAD).contains(&v))
+                || pd.iter().any(|&v| !(0..=MAX_STRIDE_OR_PAD).contains(&v))
             {
                 return invalid(node, format!("kernel {k:?} / strides {s:?} / pads {pd:?}"));
             }
@@ -1556,7 +1560,22 @@ fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
 }
 
 /// Assign buffers by liveness (greedy best fit), pack weights, choose kernels.
+/// Largest stride or pad a Conv or pool may declare: real ones are a few cells, and a huge
+/// one (read from the file) would overflow the output size or make it enormous.
+const MAX_STRIDE_OR_PAD: i64 = 4096;
+/// Largest tensor planned (elements): 1 GiB of f32, far above any heatmap backbone.
+const MAX_TENSOR_ELEMS: usize = 1 << 28;
+
 fn plan(ops: Vec<Op>, shapes: Vec<[usize; 3]>, outputs: Vec<(String, usize)>) -> Res<Net> {
+    if let Some(s) = shapes.iter().find(|s| {
+        s.iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_none_or(|n| n > MAX_TENSOR_ELEMS)
+    }) {
+        return Err(LoadError::Invalid(format!(
+            "a tensor of shape {s:?} is larger than {MAX_TENSOR_ELEMS} elements"
+        )));
+    }
     let isa = Isa::detect();
     let (mr, nr) = isa.tile();
     let len = |v: usize| shapes[v][0] * shapes[v][1] * shapes[v][2];
