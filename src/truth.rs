@@ -125,10 +125,19 @@ fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
     let mut reader = quick_xml::Reader::from_str(&text);
     let mut frames: Vec<TruthFrame> = Vec::new();
     let bad = |r: String| Error::data(path, r);
+    // Elements still open: a file cut short ends with some, and is not a whole dataset.
+    let mut open: Vec<String> = Vec::new();
     loop {
         let ev = reader
             .read_event()
             .map_err(|e| bad(format!("XML error at byte {}: {e}", reader.buffer_position())))?;
+        match &ev {
+            Event::Start(e) => open.push(String::from_utf8_lossy(e.name().as_ref()).into_owned()),
+            Event::End(_) => {
+                open.pop();
+            }
+            _ => {}
+        }
         match ev {
             Event::Start(e) | Event::Empty(e) => {
                 let attr = |name: &[u8]| -> Option<String> {
@@ -176,8 +185,26 @@ fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
             _ => {}
         }
     }
+    if let Some(tag) = open.last() {
+        return Err(bad(format!(
+            "cut short: <{tag}> (and {} more) never closed",
+            open.len() - 1
+        )));
+    }
     if frames.is_empty() {
         return Err(bad("no <image> elements: not a dlib imglab file".into()));
+    }
+    // Parts are numbered from 0 without gaps; a gap is a part the file lost.
+    for f in &frames {
+        for (bi, face) in f.faces.iter().enumerate() {
+            if let Some(i) = face.iter().position(|p| !p.x.is_finite()) {
+                return Err(bad(format!(
+                    "image {}, box {}: part {i:02} is missing",
+                    f.file.as_deref().unwrap_or("?"),
+                    bi + 1
+                )));
+            }
+        }
     }
     Ok(frames)
 }
@@ -185,6 +212,26 @@ fn load_dlib_xml(path: &Path) -> Result<Vec<TruthFrame>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dlib_xml_cut_short_or_missing_a_part_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.xml");
+        let part = |n: u32| format!("<part name='{n:02}' x='1' y='2'/>");
+        let whole = format!(
+            "<dataset><images><image file='a.jpg'><box top='0' left='0' width='9' height='9'>{}{}</box></image></images></dataset>",
+            part(0),
+            part(1)
+        );
+        std::fs::write(&p, &whole).unwrap();
+        assert_eq!(load(&p).unwrap()[0].faces[0].len(), 2);
+        std::fs::write(&p, &whole[..whole.find("</box>").unwrap()]).unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("cut short: <box> (and 3 more) never closed"), "{e}");
+        std::fs::write(&p, whole.replace(&part(0), "")).unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("image a.jpg, box 1: part 00 is missing"), "{e}");
+    }
 
     #[test]
     fn pts_is_one_based() {
