@@ -3,10 +3,11 @@ the native engine imports (Conv, PRelu, MaxPool, Pad, Relu, Sigmoid, Add, Sub, M
 GlobalAveragePool, Transpose, Reshape, Shape/Slice/Constant). Ours, tiny, random weights.
 
     python3 crates/fuzz/make-onnx-seed.py crates/fuzz/corpus/onnx/ops.onnx \
-        crates/fuzz/corpus/onnx/bad-nan-weight.onnx crates/fuzz/corpus/onnx/bad-huge-pads.onnx
+        crates/fuzz/corpus/onnx/bad-nan-weight.onnx crates/fuzz/corpus/onnx/bad-huge-pads.onnx \
+        crates/fuzz/corpus/onnx/bad-group-zero.onnx
 
-(needs `onnx`). The other two are the same model with one NaN weight, and with a first Conv
-padded by 2^40 cells: the engine must refuse both.
+(needs `onnx`). The others are the same model with one NaN weight, with a first Conv padded
+by 2^40 cells, and with a first Conv in 0 groups: the engine must refuse them all.
 """
 import sys
 
@@ -60,3 +61,7 @@ if len(sys.argv) > 3:
     pads = next(a for a in conv.attribute if a.name == "pads")
     pads.ints[:] = [1 << 40] * 4
     onnx.save(model, sys.argv[3])
+if len(sys.argv) > 4:
+    pads.ints[:] = [1, 1, 1, 1]
+    conv.attribute.append(helper.make_attribute("group", 0))
+    onnx.save(model, sys.argv[4])

@@ -959,7 +959,11 @@ fn import_node(
                 return unsupported(node, format!("weights of rank {} (only 2-D convolutions)", dims.len()));
             }
             let [cin, ih, iw] = shapes[x];
-            let group = attr_int(node, "group", 1).max(1) as usize;
+            let group = attr_int(node, "group", 1);
+            if group < 1 {
+                return invalid(node, format!("group {group} (at least 1)"));
+            }
+            let group = group as usize;
             let (cout, kh, kw) = (dims[0], dims[2], dims[3]);
             if cin % group != 0 || cout % group != 0 || dims[1] != cin / group {
                 return invalid(
