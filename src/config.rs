@@ -209,8 +209,8 @@ pub struct SourceConfig {
     /// Pixel format: auto (first of yuyv, mjpeg, nv12, grey the camera offers), yuyv, mjpeg, nv12 or grey.
     pub format: String,
     /// A camera that delivers no frame for this long is treated as lost and reopened; any
-    /// source (a hung replay decoder too) that produces nothing for this long is reported lost
-    /// (`camera_lost`) until it produces again.
+    /// source (a hung replay decoder too) that produces nothing for twice this long is
+    /// reported lost (`camera_lost`) until it produces again.
     pub timeout_ms: u64,
     /// Back-off between attempts to reopen a lost camera: starts here, doubles up to `reopen_max_ms`.
     pub reopen_min_ms: u64,

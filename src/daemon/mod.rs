@@ -687,7 +687,7 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
     let mut stalled = false;
     tokio::pin!(stop);
     let mut intake = intake::Intake::default();
-    let mut stall = Stall::new(Duration::from_millis(cfg.source.timeout_ms));
+    let mut stall = Stall::new(Duration::from_millis(2 * cfg.source.timeout_ms));
     let mut stall_check = tokio::time::interval(Duration::from_millis((cfg.source.timeout_ms / 2).max(25)));
     let ended = loop {
         tokio::select! {
@@ -786,9 +786,10 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
 }
 
 /// A source that stops producing without an error (a decoder that hangs, a driver that never
-/// returns) would leave the daemon silently idle: after `source.timeout_ms` without a frame
-/// captured or processed, the outage is reported like a lost camera, and its end like a
-/// restored one. Outages the capture thread already reported are not reported twice.
+/// returns) would leave the daemon silently idle: after twice `source.timeout_ms` without a
+/// frame captured or processed, the outage is reported like a lost camera, and its end like a
+/// restored one. Twice, so that a camera's own timeout (which reopens it) speaks first;
+/// outages the capture thread reported are not reported again.
 struct Stall {
     after: Duration,
     seen: u64,
@@ -817,7 +818,7 @@ impl Stall {
             (self.seen, self.since) = (progress, Instant::now());
         } else if !self.stalled && !shared.source_down.load(Ordering::Relaxed) && self.since.elapsed() >= self.after {
             let why = format!(
-                "no frame from the source for {:.1} s (source.timeout_ms): it stopped producing",
+                "no frame from the source for {:.1} s (2 × source.timeout_ms): it stopped producing",
                 self.since.elapsed().as_secs_f64()
             );
             log::warn!("{why}");

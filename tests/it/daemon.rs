@@ -1081,7 +1081,7 @@ fn command_floods_and_oversize_payloads_keep_the_daemon_on_the_broker() {
 
 /// A replay decoder that stops producing without ending or failing (here a fake ffmpeg that
 /// writes five frames and then holds its pipe open) is reported as an outage after
-/// `source.timeout_ms` (event, retained state, counted), not left as a silent stall.
+/// twice `source.timeout_ms` (event, retained state, counted), not left as a silent stall.
 #[test]
 fn a_source_that_stops_producing_is_reported_lost() {
     use std::os::unix::fs::PermissionsExt;
