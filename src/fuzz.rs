@@ -149,13 +149,20 @@ fn command(data: &[u8]) -> bool {
 /// given in `STEADYFACE_FUZZ_DIR`.
 pub fn remove_scratch() {
     if std::env::var_os("STEADYFACE_FUZZ_DIR").is_none() {
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let _ = std::fs::remove_dir_all(base.join(format!("steadyface-fuzz-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(own_scratch_dir());
     }
+}
+
+/// This process's scratch directory when none is given: in /dev/shm when there is one (the
+/// fuzzer writes a file per input).
+fn own_scratch_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("steadyface-fuzz-{}", std::process::id()))
 }
 
 /// Write `data` to `name` in this process's scratch directory and return the path.
@@ -165,14 +172,7 @@ fn scratch(name: &str, data: &[u8]) -> PathBuf {
         if let Some(d) = std::env::var_os("STEADYFACE_FUZZ_DIR") {
             return PathBuf::from(d);
         }
-        // /dev/shm when there is one: the fuzzer writes a file per input.
-        let base = Path::new("/dev/shm");
-        let base = if base.is_dir() {
-            base.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let d = base.join(format!("steadyface-fuzz-{}", std::process::id()));
+        let d = own_scratch_dir();
         std::fs::create_dir_all(&d).expect("fuzz scratch directory");
         d
     });

@@ -808,8 +808,8 @@ impl Stall {
     }
 
     fn check(&mut self, shared: &Shared, ev: &Events) {
-        let progress = shared.captured.load(Ordering::Relaxed) + shared.processed.load(Ordering::Relaxed);
         let frame = shared.captured.load(Ordering::Relaxed);
+        let progress = frame + shared.processed.load(Ordering::Relaxed);
         if progress != self.seen {
             if std::mem::take(&mut self.stalled) {
                 log::info!("the source is producing frames again");

@@ -773,8 +773,9 @@ fn tls_with_a_client_certificate_reaches_the_broker() {
     );
 }
 
-/// Publish one command payload (QoS 1) to the daemon's `cmd` topic.
-fn publish_cmd(port: u16, payload: &str, retain: bool) {
+/// `mosquitto_pub` to the daemon's `cmd` topic at QoS 1, retained or not; the message is
+/// for the caller to add.
+fn cmd_publisher(port: u16, retain: bool) -> Command {
     let mut c = Command::new("mosquitto_pub");
     c.args([
         "-h",
@@ -785,13 +786,16 @@ fn publish_cmd(port: u16, payload: &str, retain: bool) {
         "1",
         "-t",
         "steadyface/car-1/cmd",
-        "-m",
-        payload,
     ]);
     if retain {
         c.arg("-r");
     }
-    run_ok(&mut c);
+    c
+}
+
+/// Publish one command payload (QoS 1) to the daemon's `cmd` topic.
+fn publish_cmd(port: u16, payload: &str, retain: bool) {
+    run_ok(cmd_publisher(port, retain).args(["-m", payload]));
 }
 
 fn events_named<'a>(m: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
@@ -935,35 +939,15 @@ fn commands_record_field_clips_that_track_reads_back_under_a_disk_quota() {
 }
 
 /// Publish each line of `lines` as one command (QoS 1) from one connection, as fast as the
-/// broker takes them; `file`: one payload from a file (for payloads over an argument's limit).
-fn publish_cmds(port: u16, input: Option<&str>, file: Option<&Path>, retain: bool) {
-    let mut c = Command::new("mosquitto_pub");
-    c.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-q",
-        "1",
-        "-t",
-        "steadyface/car-1/cmd",
-    ]);
-    if retain {
-        c.arg("-r");
-    }
-    match (input, file) {
-        (Some(lines), _) => {
-            c.arg("-l").stdin(Stdio::piped());
-            let mut child = c.spawn().unwrap();
-            std::io::Write::write_all(&mut child.stdin.take().unwrap(), lines.as_bytes()).unwrap();
-            assert!(child.wait().unwrap().success());
-        }
-        (None, Some(f)) => {
-            c.arg("-f").arg(f);
-            run_ok(&mut c);
-        }
-        (None, None) => unreachable!(),
-    }
+/// broker takes them.
+fn publish_lines(port: u16, lines: &str) {
+    let mut child = cmd_publisher(port, false)
+        .arg("-l")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), lines.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 /// Hostile traffic on the `cmd` topic keeps the daemon on the broker and loses no event: a
@@ -1009,7 +993,8 @@ fn command_floods_and_oversize_payloads_keep_the_daemon_on_the_broker() {
         format!(r#"{{"command": "record", "note": "{}"}}"#, "x".repeat(2 << 20)),
     )
     .unwrap();
-    publish_cmds(broker.port, None, Some(&huge), true);
+    // From a file: over a command-line argument's limit.
+    run_ok(cmd_publisher(broker.port, true).arg("-f").arg(&huge));
     let m = sub.wait_for("the reset rejection", Duration::from_secs(20), |m| {
         events_named(m, "command_rejected").iter().any(|e| {
             e["reason"]
@@ -1028,7 +1013,7 @@ fn command_floods_and_oversize_payloads_keep_the_daemon_on_the_broker() {
     assert!(statuses(&m2, "offline") <= 1, "{m:?}");
     // The burst.
     let burst: String = (0..500).map(|_| "{\"command\": \"reset\"}\n").collect();
-    publish_cmds(broker.port, Some(&burst), None, false);
+    publish_lines(broker.port, &burst);
     std::thread::sleep(Duration::from_secs(6));
     let (_, ok, log) = d.stop();
     assert!(ok, "{log}");

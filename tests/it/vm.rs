@@ -8,18 +8,24 @@
 //! what they need and CI runs them.
 
 use crate::common::{assets, root};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One VM at a time: two TCG guests on a 2-core machine would each take twice as long.
 static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn skip() -> bool {
-    let skip = std::env::var("STEADYFACE_SKIP_VM").is_ok_and(|v| v == "1");
-    if skip {
+/// A VM test's start: `None` when `STEADYFACE_SKIP_VM=1`; else the VM lock, and a payload
+/// directory (in the returned temp dir) filled by [`payload`].
+fn vm_payload() -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir, PathBuf)> {
+    if std::env::var("STEADYFACE_SKIP_VM").is_ok_and(|v| v == "1") {
         eprintln!("STEADYFACE_SKIP_VM=1: VM test skipped");
+        return None;
     }
-    skip
+    let one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("payload");
+    payload(&p);
+    Some((one, dir, p))
 }
 
 /// The stripped binary, the manifest, the backbone, the detector and the shipped ConvLSTM
@@ -58,13 +64,9 @@ const VM_CAMERA: &str = "source:\n  kind: v4l2\n  device: /dev/video0\n  width: 
 
 #[test]
 fn v4l2_capture_from_vivid_survives_unplug_and_replug() {
-    if skip() {
+    let Some((_one, _dir, p)) = vm_payload() else {
         return;
-    }
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("payload");
-    payload(&p);
+    };
     std::fs::copy(root().join("tests/vm/guest.sh"), p.join("guest.sh")).unwrap();
     std::fs::write(
         p.join("vm.yaml"),
@@ -131,13 +133,9 @@ fn v4l2_capture_from_vivid_survives_unplug_and_replug() {
 /// SIGKILL; and the watchdog killing and restarting a daemon whose source hangs.
 #[test]
 fn the_unit_runs_under_a_real_systemd() {
-    if skip() {
+    let Some((_one, _dir, p)) = vm_payload() else {
         return;
-    }
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("payload");
-    payload(&p);
+    };
     std::fs::copy(root().join("systemd/steadyface.service"), p.join("steadyface.service")).unwrap();
     std::fs::copy(root().join("tests/vm/systemd-check.sh"), p.join("check.sh")).unwrap();
     // models.dir stays the default (`models`, in the unit's WorkingDirectory).
