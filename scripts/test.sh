@@ -9,9 +9,9 @@ scripts/packages.sh check demo test
 LIBCLANG_PATH=$(scripts/packages.sh libclang); export LIBCLANG_PATH
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}"
 cargo fmt --all -- --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 log=$(mktemp); trap 'rm -f "$log"' EXIT
-cargo test --release --locked 2>&1 | tee "$log"
+cargo test --release --locked --workspace 2>&1 | tee "$log"
 # The libtorch build (`--features torch`): lints, then the tests that need it (tch against the
 # CPU kernel, `tune` end to end) and the ConvLSTM tests again through it. libtorch is a CPU one
 # made from PyPI wheels by scripts/libtorch-cpu.sh, cached beside the target dir.
@@ -19,7 +19,7 @@ cargo test --release --locked 2>&1 | tee "$log"
 if [ "${STEADYFACE_SKIP_TORCH:-0}" != 1 ]; then
   LIBTORCH=$(scripts/libtorch-cpu.sh)
   export LIBTORCH LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  cargo clippy --locked --all-targets --features torch -- -D warnings
+  cargo clippy --locked --workspace --all-targets --features torch -- -D warnings
   cargo test --release --locked --features torch -- torch convlstm 2>&1 | tee -a "$log"
 fi
 # aarch64 (Jetson): build for the glibc floor, run the unit and bad-input tests under

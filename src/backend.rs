@@ -8,36 +8,40 @@
 use crate::backbone::{Backbone, BackboneSpec, OnnxBackbone};
 use crate::convlstm::{ConvLstm, ConvLstmBank, ConvLstmWeights, MapStabilizer};
 use crate::error::{Error, Result};
+pub use crate::runtime::{CpuEngine, Device};
 use std::path::Path;
 
-/// The device chosen for a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    /// libtorch on CUDA device 0.
-    Cuda,
+crate::choice::choice! {
+    /// Where the backbone and the ConvLSTM run (`models.backend`, `tune --device`).
+    pub enum Backend {
+        /// CUDA when this build and machine have it, else the CPU (one WARN says why).
+        Auto = "auto",
+        Cpu = "cpu",
+        /// libtorch on CUDA device 0; `--features torch` only.
+        Cuda = "cuda",
+    }
 }
 
-/// Resolve `models.backend` on this build and machine (logs the fallback once).
-pub fn resolve(backend: &str) -> Result<Device> {
+/// Resolve a [`Backend`] on this build and machine (logs the fallback once). `what` names the
+/// setting in the error (`models.backend`, `--device`).
+pub fn resolve(backend: Backend, what: &str) -> Result<Device> {
     match backend {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" if cuda_available() => Ok(Device::Cuda),
-        "cuda" => Err(Error::Usage(format!("models.backend is cuda, but {}", why_no_cuda()))),
-        "auto" if cuda_available() => Ok(Device::Cuda),
-        "auto" => {
+        Backend::Cpu => Ok(Device::Cpu),
+        Backend::Cuda if cuda_available() => Ok(Device::Cuda),
+        Backend::Cuda => Err(Error::Usage(format!("{what} is cuda, but {}", why_no_cuda()))),
+        Backend::Auto if cuda_available() => Ok(Device::Cuda),
+        Backend::Auto => {
             // Once per process: the backbone and the stabilizer both ask.
             static ONCE: std::sync::Once = std::sync::Once::new();
             ONCE.call_once(|| {
                 if cfg!(feature = "torch") {
-                    log::warn!("models.backend auto: {}; running on the CPU", why_no_cuda());
+                    log::warn!("{what} auto: {}; running on the CPU", why_no_cuda());
                 } else {
-                    log::debug!("models.backend auto: {}; running on the CPU", why_no_cuda());
+                    log::debug!("{what} auto: {}; running on the CPU", why_no_cuda());
                 }
             });
             Ok(Device::Cpu)
         }
-        other => Err(Error::Usage(format!("models.backend: unknown backend {other:?}"))),
     }
 }
 
@@ -67,13 +71,16 @@ pub const HAS_TORCH: bool = cfg!(feature = "torch");
 /// Every runtime this build and machine can run an ONNX backbone on, as (label, device,
 /// `models.cpu_engine`): the native engine first (the reference), then tract, then libtorch on
 /// the CPU and on CUDA where present. `models parity` and the parity tests loop over these.
-pub fn runtimes() -> Vec<(&'static str, Device, &'static str)> {
-    let mut r = vec![("native", Device::Cpu, "native"), ("tract", Device::Cpu, "tract")];
+pub fn runtimes() -> Vec<(&'static str, Device, CpuEngine)> {
+    let mut r = vec![
+        ("native", Device::Cpu, CpuEngine::Native),
+        ("tract", Device::Cpu, CpuEngine::Tract),
+    ];
     if HAS_TORCH {
-        r.push(("libtorch-cpu", Device::Cpu, "libtorch"));
+        r.push(("libtorch-cpu", Device::Cpu, CpuEngine::Libtorch));
     }
     if cuda_available() {
-        r.push(("libtorch-cuda", Device::Cuda, "native"));
+        r.push(("libtorch-cuda", Device::Cuda, CpuEngine::Native));
     }
     r
 }
@@ -86,7 +93,7 @@ pub fn backbone(
     path: &Path,
     spec: BackboneSpec,
     device: Device,
-    cpu_engine: &str,
+    cpu_engine: CpuEngine,
     threads: usize,
 ) -> Result<Box<dyn Backbone>> {
     let torchscript = path.extension().is_some_and(|e| e == "pt" || e == "ts");
@@ -97,7 +104,7 @@ pub fn backbone(
         }
         let on = match (device, cpu_engine) {
             (Device::Cuda, _) => Some(tch::Device::Cuda(0)),
-            (Device::Cpu, "libtorch") => Some(tch::Device::Cpu),
+            (Device::Cpu, CpuEngine::Libtorch) => Some(tch::Device::Cpu),
             _ => None,
         };
         if let Some(d) = on {
@@ -105,7 +112,7 @@ pub fn backbone(
         }
     }
     let _ = device; // ONNX on the CPU from here on.
-    if torchscript || cpu_engine == "libtorch" {
+    if torchscript || cpu_engine == CpuEngine::Libtorch {
         return Err(Error::model(
             path,
             "a TorchScript backbone, or models.cpu_engine libtorch, needs a build with \
@@ -141,22 +148,4 @@ pub fn map_stabilizer(
     Ok(Box::new(
         ConvLstmBank::new(ConvLstm::new(w, spec, path)?, slots).windowed(window),
     ))
-}
-
-/// `steadyface tune`: build the data cache, train with libtorch, write the stabilizer.
-pub fn tune(cfg: &crate::config::Config, args: &crate::train::TuneArgs) -> Result<()> {
-    #[cfg(feature = "torch")]
-    {
-        crate::torch::run_tune(cfg, args)
-    }
-    #[cfg(not(feature = "torch"))]
-    {
-        crate::train::check_data(cfg, &args.data)?;
-        Err(Error::Usage(
-            "tune trains with libtorch, and this build has none. Rebuild with it:\n  \
-             export LIBTORCH=$(scripts/libtorch-cpu.sh) LD_LIBRARY_PATH=$LIBTORCH/lib\n  \
-             cargo build --release --features torch"
-                .into(),
-        ))
-    }
 }

@@ -8,7 +8,7 @@
 //! measured frames, plus overall fps and peak RSS. Timings are for reading, not for
 //! asserting: absolute times drift on shared machines, so compare ratios from one run.
 
-use crate::app::Models;
+use crate::assembly::Models;
 use crate::capture;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -176,9 +176,7 @@ pub fn time_models(cfg: &Config, runs: usize, threads: usize) -> Result<ModelTim
         *v = (i * 31 % 251) as u8;
     }
     let mut dets = heapless::Vec::new();
-    let dt = time_runs(runs, || {
-        det.detect(&f, &crate::face::exposure::Levels::IDENTITY, &mut dets)
-    })?;
+    let dt = time_runs(runs, || det.detect(&f, &crate::exposure::Levels::IDENTITY, &mut dets))?;
     Ok(ModelTimes {
         runs,
         threads,
@@ -206,8 +204,8 @@ pub fn parity(cfg: &Config, input: &Path, frames: usize) -> Result<(usize, Vec<P
     let models = Models::resolve(cfg)?;
     let spec = models.backbone_spec.clone();
     let mut native_cfg = cfg.clone();
-    native_cfg.models.backend = "cpu".into();
-    native_cfg.models.cpu_engine = "native".into();
+    native_cfg.models.backend = crate::backend::Backend::Cpu;
+    native_cfg.models.cpu_engine = crate::runtime::CpuEngine::Native;
     let mut pipeline = models.pipeline(&native_cfg)?;
     let mut src = capture::open(input)?;
     let (mut f, mut faces) = (Frame::default(), Faces::new());

@@ -5,13 +5,18 @@
 //! each named by its dotted path. `--set a.b=value` overrides are applied to the YAML
 //! tree before validation, so they are checked exactly like the file.
 
-use crate::decode::{Decoder, DECODER_NAMES};
+use crate::backend::Backend;
+use crate::capture::convert::FormatRequest;
+use crate::capture::{ReplayPace, SourceKind};
+use crate::decode::{Decoder, DecoderMethod};
 use crate::error::{Error, Result};
 use crate::face::tracker::TrackerParams;
 use crate::face::MAX_FACES;
 use crate::pdc::{HeatmapNorm, Pdc};
+use crate::runtime::CpuEngine;
 use crate::signals::SignalsConfig;
-use crate::stabilizer::{OneEuroParams, StabilizerKind};
+use crate::stabilizer::{OneEuroParams, PointFilter, StabilizerKind, StabilizerMethod};
+use crate::yaml::parse_yaml;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -29,12 +34,12 @@ pub struct ModelsConfig {
     /// Where the backbone and the ConvLSTM run: `cpu` (tract and the CPU kernel), `cuda`
     /// (libtorch; needs a build with `--features torch` and a GPU), or `auto` (CUDA when this
     /// build and machine have it, else the CPU, with one WARN saying why).
-    pub backend: String,
+    pub backend: Backend,
     /// What runs the ONNX models on the CPU: `native` (steadyface's own engine: faster, and
     /// allocation-free per frame; a graph it cannot run falls back to tract with one WARN),
     /// `tract`, or `libtorch` (the backbone as libtorch ops, the graph CUDA runs; builds with
     /// `--features torch` only; the detector and eye refiner stay native).
-    pub cpu_engine: String,
+    pub cpu_engine: CpuEngine,
     /// CPU threads for inference (1 to 16): the native engine splits its large convolutions
     /// across them, and tract its matrix products. 1 leaves the other cores to capture, MQTT
     /// and the rest of the system.
@@ -51,8 +56,8 @@ impl Default for ModelsConfig {
             dir: PathBuf::from("models"),
             backbone: "openseeface-lm0".into(),
             detector: "yunet-n-320".into(),
-            backend: "auto".into(),
-            cpu_engine: "native".into(),
+            backend: Backend::Auto,
+            cpu_engine: CpuEngine::Native,
             threads: 1,
             eye_refiner: Some("mediapipe-iris".into()),
         }
@@ -144,7 +149,7 @@ impl Default for PdcConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DecoderConfig {
     /// argmax, offset, pdc or soft-argmax.
-    pub method: String,
+    pub method: DecoderMethod,
     pub pdc: PdcConfig,
     /// Soft-argmax temperature β.
     pub softargmax_beta: f32,
@@ -153,7 +158,7 @@ pub struct DecoderConfig {
 impl Default for DecoderConfig {
     fn default() -> Self {
         Self {
-            method: "pdc".into(),
+            method: DecoderMethod::Pdc,
             pdc: PdcConfig::default(),
             softargmax_beta: crate::decode::DEFAULT_SOFTMAX_BETA,
         }
@@ -167,7 +172,7 @@ pub struct StabilizerConfig {
     /// none, one-euro (per point), shape-one-euro (the face's shape in its own frame), convlstm
     /// (the paper's ConvLSTM on the backbone's maps), or convlstm+one-euro /
     /// convlstm+shape-one-euro (the ConvLSTM, then the point filter).
-    pub method: String,
+    pub method: StabilizerMethod,
     /// One Euro filter parameters (used by one-euro and shape-one-euro). The defaults suit
     /// `motion: true`; without motion compensation, 1.0 / 40 lags less behind a moving face.
     pub one_euro: OneEuroParams,
@@ -185,7 +190,10 @@ pub struct StabilizerConfig {
 impl Default for StabilizerConfig {
     fn default() -> Self {
         Self {
-            method: "convlstm+one-euro".into(),
+            method: StabilizerMethod {
+                convlstm: true,
+                point: PointFilter::OneEuro,
+            },
             one_euro: OneEuroParams::default(),
             weights: None,
             motion: true,
@@ -198,7 +206,7 @@ impl Default for StabilizerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// v4l2 (a camera) or replay (a clip: .y4m, an image directory, or any video ffmpeg reads).
-    pub kind: String,
+    pub kind: SourceKind,
     /// V4L2 device: a path such as /dev/video0, or a name under /dev/v4l/by-id (stable across reboots).
     pub device: String,
     /// Requested capture size; the driver may pick the nearest it supports (logged).
@@ -207,7 +215,7 @@ pub struct SourceConfig {
     /// Requested capture rate (frames per second).
     pub fps: f64,
     /// Pixel format: auto (first of yuyv, mjpeg, nv12, grey the camera offers), yuyv, mjpeg, nv12 or grey.
-    pub format: String,
+    pub format: FormatRequest,
     /// A camera that delivers no frame for this long is treated as lost and reopened; any
     /// source (a hung replay decoder too) that produces nothing for twice this long is
     /// reported lost (`camera_lost`) until it produces again.
@@ -219,7 +227,7 @@ pub struct SourceConfig {
     pub path: Option<PathBuf>,
     /// Replay pace: realtime (the clip's own fps, frames dropped when inference falls behind, like a
     /// camera) or fast (as fast as inference goes, nothing dropped).
-    pub pace: String,
+    pub pace: ReplayPace,
     /// Replay: start again at the end instead of stopping the daemon.
     pub repeat: bool,
 }
@@ -227,26 +235,21 @@ pub struct SourceConfig {
 impl Default for SourceConfig {
     fn default() -> Self {
         Self {
-            kind: "v4l2".into(),
+            kind: SourceKind::V4l2,
             device: "/dev/video0".into(),
             width: 640,
             height: 480,
             fps: 30.0,
-            format: "auto".into(),
+            format: FormatRequest::Auto,
             timeout_ms: 2000,
             reopen_min_ms: 250,
             reopen_max_ms: 5000,
             path: None,
-            pace: "realtime".into(),
+            pace: ReplayPace::Realtime,
             repeat: false,
         }
     }
 }
-
-/// Source kinds, replay paces and V4L2 pixel formats this build knows.
-pub const SOURCE_KINDS: &[&str] = &["v4l2", "replay"];
-pub const REPLAY_PACES: &[&str] = &["realtime", "fast"];
-pub const PIXEL_FORMATS: &[&str] = &["auto", "yuyv", "mjpeg", "nv12", "grey"];
 
 /// The daemon's own behaviour (`steadyface run`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -389,22 +392,6 @@ impl Default for ClipsConfig {
     }
 }
 
-/// Stabilizers: the point filters, and each of them after the ConvLSTM.
-pub const STABILIZER_NAMES: &[&str] = &[
-    "none",
-    "one-euro",
-    "shape-one-euro",
-    "convlstm",
-    "convlstm+one-euro",
-    "convlstm+shape-one-euro",
-];
-
-/// Where models run (`models.backend`).
-pub const BACKENDS: &[&str] = &["auto", "cpu", "cuda"];
-
-/// What runs ONNX backbones on the CPU (`models.cpu_engine`).
-pub const CPU_ENGINES: &[&str] = &["native", "tract", "libtorch"];
-
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -541,29 +528,10 @@ impl Config {
                 ));
             }
         }
-        if !DECODER_NAMES.contains(&self.decoder.method.as_str()) {
-            p.push(format!(
-                "decoder.method: unknown decoder {:?} (one of {})",
-                self.decoder.method,
-                DECODER_NAMES.join(", ")
-            ));
-        }
-        if !BACKENDS.contains(&self.models.backend.as_str()) {
-            p.push(format!(
-                "models.backend: {:?} is not one of {}",
-                self.models.backend,
-                BACKENDS.join(", ")
-            ));
-        } else if self.models.backend == "cuda" && !crate::backend::HAS_TORCH {
+        if self.models.backend == Backend::Cuda && !crate::backend::HAS_TORCH {
             p.push("models.backend: cuda needs a build with `--features torch` (libtorch); this one runs on the CPU only (use cpu or auto)".into());
         }
-        if !CPU_ENGINES.contains(&self.models.cpu_engine.as_str()) {
-            p.push(format!(
-                "models.cpu_engine: {:?} is not one of {}",
-                self.models.cpu_engine,
-                CPU_ENGINES.join(", ")
-            ));
-        } else if self.models.cpu_engine == "libtorch" && !crate::backend::HAS_TORCH {
+        if self.models.cpu_engine == CpuEngine::Libtorch && !crate::backend::HAS_TORCH {
             p.push("models.cpu_engine: libtorch needs a build with `--features torch`; use native or tract".into());
         }
         if !(1..=crate::nn::MAX_THREADS).contains(&self.models.threads) {
@@ -573,24 +541,12 @@ impl Config {
                 crate::nn::MAX_THREADS
             ));
         }
-        if !STABILIZER_NAMES.contains(&self.stabilizer.method.as_str()) {
-            p.push(format!(
-                "stabilizer.method: unknown stabilizer {:?} (this build has: {})",
-                self.stabilizer.method,
-                STABILIZER_NAMES.join(", ")
-            ));
-        }
         self.check_daemon(p);
         self.signals.check(p);
     }
 
     /// Checks of the daemon sections (`source`, `daemon`, `mqtt`).
     fn check_daemon(&self, p: &mut Vec<String>) {
-        let one_of = |p: &mut Vec<String>, name: &str, v: &str, set: &[&str]| {
-            if !set.contains(&v) {
-                p.push(format!("{name}: {v:?} is not one of {}", set.join(", ")));
-            }
-        };
         let int_range = |p: &mut Vec<String>, name: &str, v: u64, lo: u64, hi: u64| {
             if !(lo..=hi).contains(&v) {
                 p.push(format!("{name}: {v} is out of range [{lo}, {hi}]"));
@@ -605,13 +561,10 @@ impl Config {
             }
         };
         let s = &self.source;
-        one_of(p, "source.kind", &s.kind, SOURCE_KINDS);
-        one_of(p, "source.pace", &s.pace, REPLAY_PACES);
-        one_of(p, "source.format", &s.format, PIXEL_FORMATS);
-        if s.kind == "replay" && s.path.is_none() {
+        if s.kind == SourceKind::Replay && s.path.is_none() {
             p.push("source.path: required when source.kind is replay".into());
         }
-        if s.kind == "v4l2" && s.device.trim().is_empty() {
+        if s.kind == SourceKind::V4l2 && s.device.trim().is_empty() {
             p.push("source.device: required when source.kind is v4l2".into());
         }
         int_range(p, "source.width", s.width.into(), 16, 8192);
@@ -733,28 +686,13 @@ impl Config {
             window: d.pdc.window,
             use_offsets: d.pdc.use_offsets,
         };
-        match Decoder::from_name(&d.method, pdc) {
-            Some(Decoder::SoftArgmax { .. }) => Decoder::SoftArgmax {
-                beta: d.softargmax_beta,
-            },
-            Some(x) => x,
-            None => Decoder::Pdc(pdc),
-        }
+        Decoder::new(d.method, pdc, d.softargmax_beta)
     }
 
     /// The tracker's settings for a backbone whose confidence scale is `conf`.
     pub fn tracker_params(&self, conf: &crate::models::ConfidenceSpec) -> TrackerParams {
         let accept = self.tracker.accept_confidence.unwrap_or(conf.accept_confidence);
-        let stabilizer = match self
-            .stabilizer
-            .method
-            .trim_start_matches("convlstm")
-            .trim_start_matches('+')
-        {
-            "one-euro" => Some(StabilizerKind::OneEuro(self.stabilizer.one_euro)),
-            "shape-one-euro" => Some(StabilizerKind::ShapeOneEuro(self.stabilizer.one_euro)),
-            _ => None,
-        };
+        let stabilizer = StabilizerKind::of(self.stabilizer.method.point, self.stabilizer.one_euro);
         TrackerParams {
             detect_interval: self.detector.interval,
             max_faces: self.tracker.max_faces,
@@ -770,7 +708,7 @@ impl Config {
 
     /// Whether the ConvLSTM stage runs on the backbone's maps.
     pub fn uses_convlstm(&self) -> bool {
-        self.stabilizer.method.starts_with("convlstm")
+        self.stabilizer.method.convlstm
     }
 
     /// The ConvLSTM weights file: `stabilizer.weights`, else `shipped` (the backbone's, from
@@ -791,27 +729,30 @@ impl Config {
 /// client id would otherwise only say so by never accepting the connection.
 const MAX_TOPIC_PART: usize = 256;
 
-/// Deserialise one section; on failure, name each offending key by its path.
+/// Deserialise one section; on failure, name each offending key by its path and return the
+/// section without those keys, so the rest of it is still range- and cross-checked.
 fn section<T: serde::de::DeserializeOwned>(name: &str, v: &Value, problems: &mut Vec<String>) -> Option<T> {
     match serde_yaml::from_value::<T>(v.clone()) {
         Ok(s) => Some(s),
         Err(e) => {
-            let mut named = false;
-            if let Value::Mapping(m) = v {
-                // Every other field has a default, so a one-key mapping isolates each error.
-                for (k, sub) in m {
-                    let mut one = serde_yaml::Mapping::new();
-                    one.insert(k.clone(), sub.clone());
-                    if let Err(e) = serde_yaml::from_value::<T>(Value::Mapping(one)) {
-                        problems.push(format!("{name}.{}: {e}", k.as_str().unwrap_or("?")));
-                        named = true;
-                    }
+            let Value::Mapping(m) = v else {
+                problems.push(format!("{name}: {e}"));
+                return None;
+            };
+            // Every other field has a default, so a one-key mapping isolates each error.
+            let mut rest = m.clone();
+            for (k, sub) in m {
+                let mut one = serde_yaml::Mapping::new();
+                one.insert(k.clone(), sub.clone());
+                if let Err(e) = serde_yaml::from_value::<T>(Value::Mapping(one)) {
+                    problems.push(format!("{name}.{}: {e}", k.as_str().unwrap_or("?")));
+                    rest.remove(k);
                 }
             }
-            if !named {
+            if rest.len() == m.len() {
                 problems.push(format!("{name}: {e}"));
             }
-            None
+            serde_yaml::from_value::<T>(Value::Mapping(rest)).ok()
         }
     }
 }
@@ -840,44 +781,6 @@ fn prune_unknown_keys(v: &mut Value, defaults: &Value, path: &str, out: &mut Vec
             m.remove(&k);
         }
     }
-}
-
-/// Deepest `[`/`{` nesting [`parse_yaml`] accepts. libyaml's scanner walks its stack of
-/// open flow collections on every token, so a deep one costs quadratic time (100k `[` took
-/// most of a minute before failing); no config or manifest comes near this.
-const MAX_YAML_NESTING: usize = 64;
-
-/// Parse YAML after checking its flow nesting (outside quotes and comments) against
-/// [`MAX_YAML_NESTING`]; the error reads "not valid YAML: ...".
-pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
-    // A quoted scalar spanning lines is read per line; that can only over-count brackets.
-    let mut depth = 0usize;
-    for (n, line) in text.lines().enumerate() {
-        let (mut quote, mut prev) = (None, ' ');
-        for c in line.chars() {
-            match quote {
-                Some(q) if c == q => quote = None,
-                Some(_) => {}
-                None => match c {
-                    '#' if prev.is_whitespace() => break,
-                    '"' | '\'' if !prev.is_alphanumeric() => quote = Some(c),
-                    '[' | '{' => {
-                        depth += 1;
-                        if depth > MAX_YAML_NESTING {
-                            return Err(format!(
-                                "not valid YAML: brackets nested deeper than {MAX_YAML_NESTING} levels at line {}",
-                                n + 1
-                            ));
-                        }
-                    }
-                    ']' | '}' => depth = depth.saturating_sub(1),
-                    _ => {}
-                },
-            }
-            prev = c;
-        }
-    }
-    serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))
 }
 
 /// Apply `a.b.c=value` to the tree; the value is parsed as YAML (so numbers stay numbers).
@@ -932,23 +835,6 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
-    }
-
-    #[test]
-    fn deep_yaml_nesting_is_refused_before_the_parser_sees_it() {
-        let deep = format!("a: {}", "[".repeat(100_000));
-        // Refused by the scan, before the parser's quadratic walk (tens of seconds).
-        let e = parse_yaml::<Value>(&deep).unwrap_err();
-        assert!(e.contains("deeper than 64 levels at line 1"), "{e}");
-        // Brackets in quotes and comments do not count; 64 levels still parse.
-        let ok = format!(
-            "a: \"{}\" # {}\nb: {}1{}",
-            "[".repeat(100),
-            "{".repeat(100),
-            "[".repeat(64),
-            "]".repeat(64)
-        );
-        assert!(parse_yaml::<Value>(&ok).is_ok());
     }
 
     #[test]
@@ -1007,14 +893,14 @@ mod tests {
         for f in ["demo.yaml", "replay-mqtt.yaml"] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(f);
             let c = Config::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
-            assert_eq!(c.source.kind, "replay", "{f}");
+            assert_eq!(c.source.kind, SourceKind::Replay, "{f}");
         }
     }
 
     #[test]
     fn set_overrides_are_validated_like_the_file() {
         let c = Config::load(None, &["decoder.method=offset".into(), "detector.interval=3".into()]).unwrap();
-        assert_eq!(c.decoder.method, "offset");
+        assert_eq!(c.decoder.method, DecoderMethod::Offset);
         assert_eq!(c.detector.interval, 3);
         let e = Config::load(
             None,

@@ -57,47 +57,26 @@ pub const FORMAT: &str = "steadyface-convlstm-1";
 /// The default hidden size (see the module docs).
 pub const DEFAULT_HIDDEN: usize = 4;
 
-/// Where `tune` starts the cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CellInit {
-    /// `s = x` ([`ConvLstmWeights::identity`]).
-    Identity,
-    /// A bias-corrected running mean of each channel ([`ConvLstmWeights::smoothing`]).
-    Smoothing,
-}
-
-impl std::str::FromStr for CellInit {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "identity" => Ok(Self::Identity),
-            "smoothing" => Ok(Self::Smoothing),
-            other => Err(format!("{other:?}: identity or smoothing")),
-        }
+crate::choice::choice! {
+    /// Where `tune` starts the cell.
+    pub enum CellInit {
+        /// `s = x` ([`ConvLstmWeights::identity`]).
+        Identity = "identity",
+        /// A bias-corrected running mean of each channel ([`ConvLstmWeights::smoothing`]).
+        Smoothing = "smoothing",
     }
 }
 
-/// Which of the cell's parameters `tune` trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Trainable {
-    /// Every tensor.
-    All,
-    /// The input, forget and output gates (weights and biases): how much of each new frame
-    /// enters the state, cell by cell and from what the maps show. The read-out (the `g` gate,
-    /// `Wₒ`, `bₒ`, skip) stays where the start put it, so the state stays a running mean.
-    Gates,
-}
-
-impl std::str::FromStr for Trainable {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "all" => Ok(Self::All),
-            "gates" => Ok(Self::Gates),
-            other => Err(format!("{other:?}: all or gates")),
-        }
+crate::choice::choice! {
+    /// Which of the cell's parameters `tune` trains.
+    pub enum Trainable {
+        /// Every tensor.
+        All = "all",
+        /// The input, forget and output gates (weights and biases): how much of each new frame
+        /// enters the state, cell by cell and from what the maps show. The read-out (the `g`
+        /// gate, `Wₒ`, `bₒ`, skip) stays where the start put it, so the state stays a running
+        /// mean.
+        Gates = "gates",
     }
 }
 

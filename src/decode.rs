@@ -25,8 +25,15 @@ pub enum Decoder {
     SoftArgmax { beta: f32 },
 }
 
-/// Names accepted on the command line and in config.
-pub const DECODER_NAMES: &[&str] = &["argmax", "offset", "pdc", "soft-argmax"];
+crate::choice::choice! {
+    /// `decoder.method` and `track --decoder`: which [`Decoder`] to build.
+    pub enum DecoderMethod {
+        Argmax = "argmax",
+        Offset = "offset",
+        Pdc = "pdc",
+        SoftArgmax = "soft-argmax",
+    }
+}
 
 /// Soft-argmax temperature: β = 20 gave the lowest NME on lm0 among 5..80 (46 faces);
 /// β = 5 smears the whole map (NME 0.61) and β ≥ 40 tends to argmax.
@@ -92,17 +99,24 @@ fn offset_at(spec: &BackboneSpec, out: &[f32], k: usize, i: usize, scale: (f32, 
 }
 
 impl Decoder {
-    /// Parse a CLI/config name with default parameters.
-    pub fn from_name(name: &str, pdc: Pdc) -> Option<Self> {
-        Some(match name {
-            "argmax" => Decoder::Argmax,
-            "offset" => Decoder::Offset,
-            "pdc" => Decoder::Pdc(pdc),
-            "soft-argmax" => Decoder::SoftArgmax {
-                beta: DEFAULT_SOFTMAX_BETA,
-            },
-            _ => return None,
-        })
+    /// The decoder `method` names, with PDC's parameters and soft-argmax's β.
+    pub fn new(method: DecoderMethod, pdc: Pdc, beta: f32) -> Self {
+        match method {
+            DecoderMethod::Argmax => Decoder::Argmax,
+            DecoderMethod::Offset => Decoder::Offset,
+            DecoderMethod::Pdc => Decoder::Pdc(pdc),
+            DecoderMethod::SoftArgmax => Decoder::SoftArgmax { beta },
+        }
+    }
+
+    /// Which method this is.
+    pub fn method(&self) -> DecoderMethod {
+        match self {
+            Decoder::Argmax => DecoderMethod::Argmax,
+            Decoder::Offset => DecoderMethod::Offset,
+            Decoder::Pdc(_) => DecoderMethod::Pdc,
+            Decoder::SoftArgmax { .. } => DecoderMethod::SoftArgmax,
+        }
     }
 
     /// How far from the heatmap's peak (Chebyshev, in cells) this decoder reads; `None`: the

@@ -124,19 +124,19 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
         }
     }
-    pub(crate) fn input(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    pub fn input(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Input {
             path: path.into(),
             reason: reason.into(),
         }
     }
-    pub(crate) fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Model {
             path: path.into(),
             reason: reason.into(),

@@ -29,7 +29,7 @@
 //! their own ([`LID_FILTER`]) that opens within a frame when the lids move fast.
 
 use crate::error::{Error, Result};
-use crate::face::exposure::Levels;
+use crate::exposure::Levels;
 use crate::frame::{resample_affine, Frame, Normalize};
 use crate::geometry::Point;
 use crate::models::ModelEntry;
@@ -150,7 +150,7 @@ impl EyeRefiner {
         path: &Path,
         entry: &ModelEntry,
         eye_points: [[usize; 6]; 2],
-        cpu_engine: &str,
+        cpu_engine: crate::runtime::CpuEngine,
         threads: usize,
     ) -> Result<Self> {
         let i = &entry.io.input;

@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most landmarks a backbone may have (WFLW has 98); bounds every per-face point buffer.
+pub const MAX_POINTS: usize = 128;
+
 /// A 2-D point in pixel-centre image coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Point {

@@ -49,16 +49,18 @@
 //! - [`viz`]: `render` (landmarks drawn on video), `eval --plots`, and `watch` (a terminal
 //!   view of running daemons).
 
-pub mod app;
+pub mod assembly;
 pub mod backbone;
 pub mod backend;
 pub mod bench;
 pub mod capture;
+mod choice;
 pub mod config;
 pub mod convlstm;
 pub mod daemon;
 pub mod decode;
 pub mod error;
+pub mod exposure;
 pub mod eyes;
 pub mod face;
 pub mod frame;
@@ -67,7 +69,7 @@ pub mod geometry;
 pub mod jitter_loss;
 pub mod metrics;
 pub mod models;
-pub mod nn;
+pub use steadyface_nn as nn;
 pub mod onnx_rewrite;
 pub mod pdc;
 pub mod pipeline;
@@ -79,8 +81,10 @@ pub mod stabilizer;
 pub mod synth;
 #[cfg(feature = "torch")]
 pub mod torch;
+pub mod track;
 pub mod train;
 pub mod truth;
 pub mod viz;
+mod yaml;
 
 pub use error::{Error, Result};

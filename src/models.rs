@@ -258,7 +258,7 @@ impl Manifest {
     /// Parse and check a manifest file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::error::read_input_text(path, crate::error::InputKind::Manifest)?;
-        let m: Manifest = crate::config::parse_yaml(&text).map_err(|reason| Error::Manifest {
+        let m: Manifest = crate::yaml::parse_yaml(&text).map_err(|reason| Error::Manifest {
             path: path.into(),
             reason,
         })?;
@@ -630,6 +630,27 @@ pub fn fetch_hint(path: &Path) -> Option<String> {
 /// Locate the manifest: `dir/manifest.yaml`.
 pub fn manifest_path(dir: &Path) -> PathBuf {
     dir.join("manifest.yaml")
+}
+
+/// Fetch every model (and with `data`, every data file) named in the manifest.
+pub fn fetch_all(
+    models_dir: &Path,
+    data_dir: Option<&Path>,
+    source: &Source,
+    progress: bool,
+) -> Result<Vec<(String, Fetched)>> {
+    let manifest_path = manifest_path(models_dir);
+    let manifest = Manifest::load(&manifest_path)?;
+    let mut done = Vec::new();
+    for m in &manifest.models {
+        done.push((m.name.clone(), fetch(&m.asset(), models_dir, source, progress)?));
+    }
+    if let Some(d) = data_dir {
+        for a in &manifest.data {
+            done.push((a.name.clone(), fetch(a, d, source, progress)?));
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

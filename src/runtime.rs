@@ -104,6 +104,27 @@ impl OnnxModel {
     }
 }
 
+/// The device a run was resolved to ([`crate::backend::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// libtorch on CUDA device 0.
+    Cuda,
+}
+
+crate::choice::choice! {
+    /// What runs ONNX models on the CPU (`models.cpu_engine`).
+    pub enum CpuEngine {
+        /// steadyface's own engine ([`crate::nn`]): faster, allocation-free per frame; a graph
+        /// it cannot run falls back to tract with one WARN.
+        Native = "native",
+        Tract = "tract",
+        /// The backbone as libtorch ops (the graph CUDA runs); `--features torch` only. The
+        /// detector and the eye refiner stay native.
+        Libtorch = "libtorch",
+    }
+}
+
 /// An ONNX graph on the CPU: the native engine (allocation-free per run) or tract. Every
 /// ONNX model but the backbone (the detector, the eye refiner) runs through this, so "native,
 /// else tract with one WARN" is written once.
@@ -119,14 +140,14 @@ impl OnnxGraph {
     pub fn load(
         path: &Path,
         (c, w, h): (usize, usize, usize),
-        cpu_engine: &str,
+        cpu_engine: CpuEngine,
         threads: usize,
         what: &str,
     ) -> Result<Self> {
         use crate::nn::{LoadError, Net};
         check_declared_input(path, [c, h, w], what)?;
         // `libtorch` applies to the backbone only; the other models stay on the native engine.
-        if cpu_engine != "tract" {
+        if cpu_engine != CpuEngine::Tract {
             match Net::load(path, c, w, h) {
                 Ok(mut n) => {
                     n.set_threads(threads);

@@ -8,8 +8,85 @@
 //!
 //! State is per track: it starts when a track starts and is dropped with it.
 
-use crate::face::MAX_POINTS;
-use crate::geometry::{Point, Similarity};
+use crate::geometry::{Point, Similarity, MAX_POINTS};
+
+crate::choice::choice! {
+    /// The point filter after the backbone (and after the ConvLSTM, when it runs).
+    pub enum PointFilter {
+        None = "none",
+        /// One Euro per point and coordinate.
+        OneEuro = "one-euro",
+        /// One Euro on the face's shape in its own frame, and on its pose.
+        ShapeOneEuro = "shape-one-euro",
+    }
+}
+
+/// `stabilizer.method`: the paper's ConvLSTM on the backbone's maps or not, then a point
+/// filter; written `none`, `one-euro`, `shape-one-euro`, `convlstm`, `convlstm+one-euro` or
+/// `convlstm+shape-one-euro`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StabilizerMethod {
+    pub convlstm: bool,
+    pub point: PointFilter,
+}
+
+impl StabilizerMethod {
+    /// No stabilizer: the decoded points as they are.
+    pub const NONE: Self = Self {
+        convlstm: false,
+        point: PointFilter::None,
+    };
+
+    /// Every name, the point filters alone first.
+    pub const NAMES: &'static [&'static str] = &[
+        "none",
+        "one-euro",
+        "shape-one-euro",
+        "convlstm",
+        "convlstm+one-euro",
+        "convlstm+shape-one-euro",
+    ];
+}
+
+impl std::fmt::Display for StabilizerMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.convlstm, self.point) {
+            (false, p) => f.write_str(p.as_str()),
+            (true, PointFilter::None) => f.write_str("convlstm"),
+            (true, p) => write!(f, "convlstm+{p}"),
+        }
+    }
+}
+
+impl std::str::FromStr for StabilizerMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let refuse = || format!("{s:?} is not one of {}", Self::NAMES.join(", "));
+        let (convlstm, point) = match s.strip_prefix("convlstm") {
+            Some("") => (true, PointFilter::None),
+            // `convlstm+none` would be a second name for `convlstm`.
+            Some(rest) => match rest.strip_prefix('+').map(str::parse) {
+                Some(Ok(p)) if p != PointFilter::None => (true, p),
+                _ => return Err(refuse()),
+            },
+            None => (false, s.parse().map_err(|_| refuse())?),
+        };
+        Ok(Self { convlstm, point })
+    }
+}
+
+impl serde::Serialize for StabilizerMethod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StabilizerMethod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// One Euro parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -222,6 +299,15 @@ pub enum StabilizerKind {
 }
 
 impl StabilizerKind {
+    /// The point filter of `point` with `params`; `None` for none.
+    pub fn of(point: PointFilter, params: OneEuroParams) -> Option<Self> {
+        match point {
+            PointFilter::None => None,
+            PointFilter::OneEuro => Some(Self::OneEuro(params)),
+            PointFilter::ShapeOneEuro => Some(Self::ShapeOneEuro(params)),
+        }
+    }
+
     /// Fresh state for a new track.
     pub fn build(&self) -> Stabilizer {
         match *self {
@@ -267,6 +353,20 @@ impl Stabilizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stabilizer_method_names_round_trip_and_refuse_the_rest() {
+        for name in StabilizerMethod::NAMES {
+            let m: StabilizerMethod = name.parse().unwrap();
+            assert_eq!(m.to_string(), *name);
+        }
+        let m: StabilizerMethod = "convlstm+shape-one-euro".parse().unwrap();
+        assert!(m.convlstm && m.point == PointFilter::ShapeOneEuro);
+        for bad in ["convlstm+none", "convlstm+", "convlstmone-euro", "kalman", ""] {
+            let e = bad.parse::<StabilizerMethod>().unwrap_err();
+            assert!(e.contains("is not one of none, one-euro"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn alpha_hand_computed() {

@@ -14,8 +14,23 @@ use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::geometry::Point;
 
-/// The conditions, by name.
-pub const KINDS: &[&str] = &["still", "slow", "vibration", "lowlight"];
+crate::choice::choice! {
+    /// The conditions a clip is made under (`synth --kind`).
+    pub enum SynthKind {
+        Still = "still",
+        /// A slow sway: ±8% of the face size, ±3° roll.
+        Slow = "slow",
+        /// Road vibration at 7–13 Hz with motion blur.
+        Vibration = "vibration",
+        /// A smaller sway at a quarter of the light, with more noise.
+        Lowlight = "lowlight",
+    }
+}
+
+impl SynthKind {
+    /// Every condition.
+    pub const ALL: [SynthKind; 4] = [Self::Still, Self::Slow, Self::Vibration, Self::Lowlight];
+}
 
 /// A similarity transform about the image centre: rotate by `rot`, scale by `scale`, then shift.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,7 +75,7 @@ impl Rng {
 }
 
 /// The pose of frame `t` (seconds) under `kind`, for a face of `size` pixels.
-fn pose(kind: &str, t: f32, size: f32) -> Pose {
+fn pose(kind: SynthKind, t: f32, size: f32) -> Pose {
     let tau = std::f32::consts::TAU;
     let sway = |amp: f32| Pose {
         tx: amp * size * (tau * 0.25 * t).sin(),
@@ -69,16 +84,16 @@ fn pose(kind: &str, t: f32, size: f32) -> Pose {
         scale: 1.0 + 0.02 * (tau * 0.1 * t).sin(),
     };
     match kind {
-        "still" => Pose {
+        SynthKind::Still => Pose {
             tx: 0.0,
             ty: 0.0,
             rot: 0.0,
             scale: 1.0,
         },
-        "slow" => sway(0.08),
-        "lowlight" => sway(0.04),
+        SynthKind::Slow => sway(0.08),
+        SynthKind::Lowlight => sway(0.04),
         // Two incommensurate shakes per axis: road vibration is not one clean sine.
-        _ => Pose {
+        SynthKind::Vibration => Pose {
             tx: 0.025 * size * (0.6 * (tau * 9.0 * t).sin() + 0.4 * (tau * 13.0 * t + 0.7).sin()),
             ty: 0.025 * size * (0.6 * (tau * 11.0 * t + 0.3).sin() + 0.4 * (tau * 7.0 * t + 2.0).sin()),
             rot: 0.5f32.to_radians() * (tau * 10.0 * t).sin(),
@@ -109,7 +124,7 @@ pub struct Clip {
 }
 
 /// Make `n` frames at `fps` of `image` with truth `points` under condition `kind`.
-pub fn make(image: &Frame, points: &[Point], kind: &str, n: usize, fps: f64, seed: u64) -> Result<Clip> {
+pub fn make(image: &Frame, points: &[Point], kind: SynthKind, n: usize, fps: f64, seed: u64) -> Result<Clip> {
     make_from(image, points, kind, n, fps, seed, 0.0, false)
 }
 
@@ -119,29 +134,23 @@ pub fn make(image: &Frame, points: &[Point], kind: &str, n: usize, fps: f64, see
 pub fn make_from(
     image: &Frame,
     points: &[Point],
-    kind: &str,
+    kind: SynthKind,
     n: usize,
     fps: f64,
     seed: u64,
     t0: f32,
     clean: bool,
 ) -> Result<Clip> {
-    if !KINDS.contains(&kind) {
-        return Err(Error::Usage(format!(
-            "unknown condition {kind:?} (one of {})",
-            KINDS.join(", ")
-        )));
-    }
     let bbox = crate::geometry::BBox::around(points).ok_or_else(|| Error::Usage("no truth points".into()))?;
     let size = bbox.width().max(bbox.height());
     let centre = Point::new((image.width as f32 - 1.0) / 2.0, (image.height as f32 - 1.0) / 2.0);
     let (gain, noise) = match kind {
         _ if clean => (1.0, 0.0),
-        "lowlight" => (0.25, 6.0),
+        SynthKind::Lowlight => (0.25, 6.0),
         _ => (1.0, 2.0),
     };
     // Motion blur: the exposure is the mean of sub-frames over half the frame interval.
-    let sub = if kind == "vibration" && !clean { 8 } else { 1 };
+    let sub = if kind == SynthKind::Vibration && !clean { 8 } else { 1 };
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut frames = Vec::with_capacity(n);
     let mut truth = Vec::with_capacity(n);
@@ -200,7 +209,7 @@ mod tests {
         let clip = make(
             &img,
             &[Point::new(60.0, 30.0), Point::new(20.0, 60.0)],
-            "slow",
+            SynthKind::Slow,
             12,
             30.0,
             1,
@@ -214,13 +223,13 @@ mod tests {
         let clip = make(
             &img,
             &[Point::new(60.0, 30.0), Point::new(20.0, 60.0)],
-            "still",
+            SynthKind::Still,
             3,
             30.0,
             1,
         )
         .unwrap();
         assert!(clip.truth.iter().all(|t| t[0] == Point::new(60.0, 30.0)));
-        assert!(make(&img, &[Point::new(1.0, 1.0)], "earthquake", 3, 30.0, 1).is_err());
+        assert!("earthquake".parse::<SynthKind>().is_err());
     }
 }

@@ -14,7 +14,12 @@ pub struct OnnxBackbone {
 impl OnnxBackbone {
     /// Load `path` under `cpu_engine` (`models.cpu_engine`) on `threads` threads, and check its
     /// input and first output against the manifest.
-    pub fn load(path: &Path, spec: BackboneSpec, cpu_engine: &str, threads: usize) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        spec: BackboneSpec,
+        cpu_engine: crate::runtime::CpuEngine,
+        threads: usize,
+    ) -> Result<Self> {
         let dims = (spec.input_c, spec.input_w, spec.input_h);
         let graph = OnnxGraph::load(path, dims, cpu_engine, threads, &format!("backbone {}", spec.name))?;
         super::check_output(path, &spec, &graph.outputs())?;

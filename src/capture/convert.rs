@@ -5,6 +5,31 @@
 
 use crate::frame::Frame;
 
+crate::choice::choice! {
+    /// `source.format`: the pixel format to ask the camera for.
+    pub enum FormatRequest {
+        /// The first of yuyv, mjpeg, nv12, grey that the camera offers.
+        Auto = "auto",
+        Yuyv = "yuyv",
+        Mjpeg = "mjpeg",
+        Nv12 = "nv12",
+        Grey = "grey",
+    }
+}
+
+impl FormatRequest {
+    /// The one format asked for; `None` for auto.
+    pub fn pixel_format(self) -> Option<PixelFormat> {
+        match self {
+            FormatRequest::Auto => None,
+            FormatRequest::Yuyv => Some(PixelFormat::Yuyv),
+            FormatRequest::Mjpeg => Some(PixelFormat::Mjpeg),
+            FormatRequest::Nv12 => Some(PixelFormat::Nv12),
+            FormatRequest::Grey => Some(PixelFormat::Grey),
+        }
+    }
+}
+
 /// The pixel formats the V4L2 source can convert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
@@ -23,15 +48,6 @@ impl PixelFormat {
             PixelFormat::Grey => *b"GREY",
             PixelFormat::Mjpeg => *b"MJPG",
         }
-    }
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "yuyv" => PixelFormat::Yuyv,
-            "nv12" => PixelFormat::Nv12,
-            "grey" => PixelFormat::Grey,
-            "mjpeg" => PixelFormat::Mjpeg,
-            _ => return None,
-        })
     }
     pub fn from_fourcc(f: [u8; 4]) -> Option<Self> {
         [

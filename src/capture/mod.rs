@@ -20,6 +20,26 @@ use crate::error::{Error, Result};
 use crate::frame::Frame;
 use std::path::Path;
 
+crate::choice::choice! {
+    /// `source.kind`: where the daemon's frames come from.
+    pub enum SourceKind {
+        /// A V4L2 camera.
+        V4l2 = "v4l2",
+        /// A clip: .y4m, an image directory, or any video ffmpeg reads.
+        Replay = "replay",
+    }
+}
+
+crate::choice::choice! {
+    /// `source.pace`: how fast a replayed clip plays.
+    pub enum ReplayPace {
+        /// The clip's own fps; frames are dropped when inference falls behind, as with a camera.
+        Realtime = "realtime",
+        /// As fast as inference goes, nothing dropped.
+        Fast = "fast",
+    }
+}
+
 /// Static facts about a source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo {

@@ -5,7 +5,7 @@
 //! may fix itself after boot: a camera not plugged in yet, a broker not up yet. The systemd
 //! unit runs `validate` before start, so warnings must not keep the daemon from starting.
 
-use crate::app::Models;
+use crate::assembly::Models;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::publish::{mqtt, schema::Topics};
@@ -30,7 +30,7 @@ pub fn environment(cfg: &Config) -> Result<Vec<String>> {
         only = Some(e);
     }
     let s = &cfg.source;
-    if s.kind == "replay" {
+    if s.kind == crate::capture::SourceKind::Replay {
         if let Err(e) = crate::capture::open(s.path.as_deref().expect("validated")) {
             errors.push(format!("source.path: {e}"));
             only = Some(e);

@@ -20,8 +20,8 @@ pub mod intake;
 pub mod mailbox;
 pub mod systemd;
 
-use crate::app::Models;
-use crate::capture::{self, FrameSource};
+use crate::assembly::Models;
+use crate::capture::{self, FrameSource, ReplayPace, SourceKind};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::face::MAX_FACES;
@@ -200,21 +200,21 @@ pub fn device_id(cfg: &Config) -> String {
 
 fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
     let s = &cfg.source;
-    match s.kind.as_str() {
-        "replay" => capture::open(s.path.as_deref().expect("validated: replay has a path")),
+    match s.kind {
+        SourceKind::Replay => capture::open(s.path.as_deref().expect("validated: replay has a path")),
         #[cfg(target_os = "linux")]
-        _ => Ok(Box::new(capture::v4l2::V4l2Source::open(
+        SourceKind::V4l2 => Ok(Box::new(capture::v4l2::V4l2Source::open(
             &capture::v4l2::V4l2Request {
                 device: s.device.clone(),
                 width: s.width,
                 height: s.height,
                 fps: s.fps,
-                format: capture::convert::PixelFormat::from_name(&s.format),
+                format: s.format.pixel_format(),
                 timeout: Duration::from_millis(s.timeout_ms),
             },
         )?)),
         #[cfg(not(target_os = "linux"))]
-        _ => Err(Error::Usage("source.kind v4l2 needs Linux".into())),
+        SourceKind::V4l2 => Err(Error::Usage("source.kind v4l2 needs Linux".into())),
     }
 }
 
@@ -240,8 +240,8 @@ fn capture_loop(
     t0: Instant,
 ) {
     let s = &cfg.source;
-    let replay = s.kind == "replay";
-    let realtime = !replay || s.pace == "realtime";
+    let replay = s.kind == SourceKind::Replay;
+    let realtime = !replay || s.pace == ReplayPace::Realtime;
     let lossless = replay && !realtime;
     let (min, max) = (
         Duration::from_millis(s.reopen_min_ms),
@@ -600,7 +600,7 @@ pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunRe
             log::info!("source: {}", s.info().description);
             Some(s)
         }
-        Err(e) if cfg.source.kind == "replay" => return Err(e),
+        Err(e) if cfg.source.kind == SourceKind::Replay => return Err(e),
         Err(_) => None,
     };
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);

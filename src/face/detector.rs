@@ -5,8 +5,8 @@
 //! `sqrt(cls·obj)`, as in OpenCV's `FaceDetectorYN`. Frames are letterboxed into the
 //! fixed input (top-left aligned, zero padding), so coordinates map back with one scale.
 
-use super::exposure::Levels;
 use crate::error::{Error, Result};
+use crate::exposure::Levels;
 use crate::frame::{resample_planar, Border, Frame, Normalize};
 use crate::geometry::{BBox, Point};
 use crate::models::ModelEntry;
@@ -64,7 +64,7 @@ impl YuNet {
         path: &Path,
         entry: &ModelEntry,
         params: DetectorParams,
-        cpu_engine: &str,
+        cpu_engine: crate::runtime::CpuEngine,
         threads: usize,
     ) -> Result<Self> {
         let i = &entry.io.input;

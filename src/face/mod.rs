@@ -1,8 +1,7 @@
-//! Finding and following faces: the detector, the multi-face tracker, exposure control, and
-//! the face's registration between frames.
+//! Finding and following faces: the detector, the multi-face tracker, and the face's
+//! registration between frames.
 
 pub mod detector;
-pub mod exposure;
 pub mod motion;
 pub mod tracker;
 
@@ -12,5 +11,4 @@ pub use tracker::{FaceObs, Tracker, TrackerParams};
 
 /// Most faces tracked at once; bounds every per-frame buffer.
 pub const MAX_FACES: usize = 8;
-/// Most landmarks a backbone may have (WFLW has 98).
-pub const MAX_POINTS: usize = 128;
+pub use crate::geometry::MAX_POINTS;

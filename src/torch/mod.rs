@@ -1,25 +1,30 @@
-//! libtorch (feature `torch`): the ConvLSTM in tch for training and CUDA inference, the
-//! TorchScript backbone, and the `tune` trainer ([`tune`]).
+//! libtorch (feature `torch`) as a runtime: the ConvLSTM in tch (for CUDA inference, and the
+//! cell [`crate::train`]'s trainer fits), the TorchScript backbone and the ONNX backbone as
+//! libtorch ops.
 //!
 //! The cell here computes exactly what [`crate::convlstm::ConvLstm`] computes (the parity test
 //! checks it to 1e-4); the weights go back and forth through [`ConvLstmWeights`].
 
 mod graph;
-mod tune;
 
 pub use self::graph::{TchGraph, TchGraphBackbone};
-pub use self::tune::{tune, TuneParams, TuneReport};
 
 use crate::backbone::{Backbone, BackboneSpec};
-use crate::backend::Device as Dev;
-use crate::convlstm::{
-    gather, scatter, CellInit, ConvLstmMeta, ConvLstmWeights, MapStabilizer, MapWarp, SMOOTHING_ALPHA,
-};
+use crate::convlstm::{gather, scatter, ConvLstmMeta, ConvLstmWeights, MapStabilizer, MapWarp};
 use crate::error::{Error, Result};
+use crate::runtime::Device as Dev;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-fn torch_err(what: &str, e: tch::TchError) -> Error {
+/// libtorch's device for a resolved [`Dev`].
+pub fn device(d: Dev) -> Device {
+    match d {
+        Dev::Cpu => Device::Cpu,
+        Dev::Cuda => Device::Cuda(0),
+    }
+}
+
+pub(crate) fn torch_err(what: &str, e: tch::TchError) -> Error {
     Error::Usage(format!("libtorch: {what}: {e}"))
 }
 
@@ -211,103 +216,10 @@ impl Backbone for TchBackbone {
     }
 }
 
-/// `tune` end to end: data cache, training, and the output directory.
-pub fn run_tune(cfg: &crate::config::Config, args: &crate::train::TuneArgs) -> Result<()> {
-    let (seqs, meta, cache_path) = crate::train::prepare(cfg, args)?;
-    let models = crate::app::Models::resolve(cfg)?;
-    let spec = &models.backbone_spec;
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let [weights_path, onnx_path, record_path, ckpt] = tune::outputs(&args.out);
-    let (init, start) = if args.resume && ckpt.is_file() {
-        let w = ConvLstmWeights::load(&ckpt)?;
-        let e = tune::checkpoint_epoch(&w, &meta, &ckpt)?;
-        eprintln!("tune: resuming from {} (epoch {e})", ckpt.display());
-        (w, e)
-    } else if let Some(from) = &args.from {
-        let mut w = ConvLstmWeights::load(from)?;
-        w.check(spec, from)?;
-        if w.meta.hidden != meta.hidden || w.meta.kernel != meta.kernel {
-            return Err(Error::model(
-                from,
-                format!(
-                    "--from has hidden {} and kernel {}, but --hidden {} and --kernel {} were asked for",
-                    w.meta.hidden, w.meta.kernel, meta.hidden, meta.kernel
-                ),
-            ));
-        }
-        w.meta = meta.clone();
-        eprintln!("tune: starting from {}", from.display());
-        (w, 0)
-    } else {
-        let w = match args.init {
-            CellInit::Identity => Some(ConvLstmWeights::identity(meta.clone())),
-            CellInit::Smoothing => ConvLstmWeights::smoothing(meta.clone(), SMOOTHING_ALPHA),
-        };
-        let w = w.ok_or_else(|| {
-            Error::Usage(format!(
-                "--init smoothing needs --hidden of at least {} for this backbone (one channel per input map and a marker)",
-                meta.cin + 1
-            ))
-        })?;
-        (w, 0)
-    };
-    let (offset_scale, offset_logit) = crate::decode::offset_scale_cells(spec);
-    let window = match cfg.decoder().pdc_window() {
-        Some(w) => w as i64,
-        None => spec.out_h.max(spec.out_w) as i64,
-    };
-    let p = TuneParams {
-        epochs: args.epochs,
-        batch: args.batch,
-        lr: args.lr,
-        jitter: args.jitter.into(),
-        mu: args.mu,
-        val_fraction: args.val_fraction,
-        seed: args.seed,
-        window,
-        offset_scale: [offset_scale.0 as f64, offset_scale.1 as f64],
-        offset_logit,
-        threads: args.threads,
-        device: args.device.clone(),
-        trainable: args.trainable,
-    };
-    let (mut w, report) = tune(&seqs, init, start, &p, &args.out)?;
-    w.meta.command = args.command_line.clone();
-    w.save(&weights_path)?;
-    std::fs::write(&onnx_path, crate::convlstm::onnx::export(&w)).map_err(|e| Error::io(&onnx_path, e))?;
-    let record = serde_json::json!({
-        "command": args.command_line,
-        "data": args.data,
-        "cache": cache_path,
-        "backbone": meta.backbone,
-        "params": p,
-        "report": report,
-        "macs_per_face": w.macs(),
-    });
-    std::fs::write(
-        &record_path,
-        serde_json::to_string_pretty(&record).unwrap_or_default() + "\n",
-    )
-    .map_err(|e| Error::io(&record_path, e))?;
-    eprintln!(
-        "tune: best epoch {} — validation error {:.4} cells (raw {:.4}), error jitter {:.4} (raw {:.4}); wrote {}, {}, {}",
-        report.best_epoch,
-        report.best.error,
-        report.best.error_raw,
-        report.best.jitter,
-        report.best.jitter_raw,
-        weights_path.display(),
-        onnx_path.display(),
-        record_path.display()
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::convlstm::{ConvLstm, ConvLstmBank};
-    use crate::jitter_loss::JitterParams;
 
     fn weights(spec: &BackboneSpec, kernel: usize) -> ConvLstmWeights {
         let mut w = ConvLstmWeights::identity(ConvLstmMeta::for_backbone(spec, 2, kernel));
@@ -353,122 +265,5 @@ mod tests {
             // Weights survive the round trip through tensors.
             assert_eq!(TchCell::from_weights(&w, Device::Cpu).to_weights().unwrap(), w);
         }
-    }
-
-    /// Toy sequences: two landmarks whose peaks jitter ±0.4 cells around fixed points.
-    fn jittering_peaks(spec: &BackboneSpec) -> Vec<crate::train::CachedSeq> {
-        let t = crate::train::SEQ_LEN;
-        let (w, h) = (spec.out_w, spec.out_h);
-        let blob = |x: f32, y: f32| -> Vec<f32> {
-            (0..w * h)
-                .map(|i| {
-                    let (c, r) = ((i % w) as f32, (i / w) as f32);
-                    (-((c - x).powi(2) + (r - y).powi(2)) / 2.0).exp()
-                })
-                .collect()
-        };
-        (0..16)
-            .map(|s| {
-                let (mut x, mut target, mut u_hat) = (Vec::new(), Vec::new(), Vec::new());
-                for f in 0..t {
-                    for k in 0..2 {
-                        let (cx, cy) = (5.0 + k as f32, 6.0);
-                        let j = if (f + s + k) % 2 == 0 { 0.4 } else { -0.4 };
-                        x.extend(blob(cx + j, cy));
-                        target.extend(blob(cx, cy));
-                        u_hat.extend([cx, cy]);
-                    }
-                }
-                crate::train::CachedSeq {
-                    group: format!("g{s}"),
-                    x,
-                    target,
-                    u_hat,
-                    warp: MapWarp::IDENTITY.0.repeat(t),
-                }
-            })
-            .collect()
-    }
-
-    fn toy_params(trainable: crate::convlstm::Trainable, lr: f64, epochs: usize) -> TuneParams {
-        TuneParams {
-            epochs,
-            batch: 4,
-            lr,
-            jitter: JitterParams {
-                theta: 5.0,
-                ..JitterParams::default()
-            }
-            .into(),
-            mu: 1.0,
-            val_fraction: 0.25,
-            seed: 3,
-            window: 12,
-            offset_scale: [1.0, 1.0],
-            offset_logit: false,
-            threads: 1,
-            device: "cpu".into(),
-            trainable,
-        }
-    }
-
-    /// A few Adam steps on the Jitter loss lower it on a toy sequence with a jittering peak.
-    #[test]
-    fn tune_lowers_the_loss_on_a_jittering_peak() {
-        let spec = crate::backbone::tests::spec_for(2, 12, 12, false);
-        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
-        let p = toy_params(crate::convlstm::Trainable::All, 2e-2, 40);
-        let dir = tempfile::tempdir().unwrap();
-        let (_, report) = tune(
-            &jittering_peaks(&spec),
-            ConvLstmWeights::identity(meta),
-            0,
-            &p,
-            dir.path(),
-        )
-        .unwrap();
-        assert!(report.best.jitter < 0.7 * report.best.jitter_raw, "{:?}", report.best);
-        assert!(dir.path().join("checkpoint.safetensors").is_file());
-    }
-
-    /// `--trainable gates` moves the input, forget and output gates and nothing else: the
-    /// read-out (the g gate, Wₒ, bₒ, skip) stays the running mean's.
-    #[test]
-    fn gates_only_training_keeps_the_read_out() {
-        let spec = crate::backbone::tests::spec_for(2, 12, 12, false);
-        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
-        let init = ConvLstmWeights::smoothing(meta, 0.5).unwrap();
-        let p = toy_params(crate::convlstm::Trainable::Gates, 2e-2, 3);
-        let dir = tempfile::tempdir().unwrap();
-        let (_, report) = tune(&jittering_peaks(&spec), init.clone(), 0, &p, dir.path()).unwrap();
-        // The last epoch's weights, whether or not it was the best.
-        let w = ConvLstmWeights::load(&dir.path().join("checkpoint.safetensors")).unwrap();
-        assert_eq!((&w.out_w, &w.out_b, &w.skip), (&init.out_w, &init.out_b, &init.skip));
-        let (hd, row) = (2, 1 + 2);
-        let g_rows = 2 * hd * row..3 * hd * row;
-        assert_eq!(w.gates_w[g_rows.clone()], init.gates_w[g_rows]);
-        assert_eq!(w.gates_b[2 * hd..3 * hd], init.gates_b[2 * hd..3 * hd]);
-        assert_ne!(w.gates_b[..2 * hd], init.gates_b[..2 * hd], "{report:?}");
-    }
-
-    /// One group (a single short field clip) whose hash lands in validation still trains: the
-    /// split falls back to sequences. CI hit this with a tempdir path that hashed into `val`.
-    #[test]
-    fn split_keeps_training_data_when_there_is_one_group() {
-        let seq = |g: &str| crate::train::CachedSeq {
-            group: g.into(),
-            x: vec![],
-            target: vec![],
-            u_hat: vec![],
-            warp: vec![],
-        };
-        let seqs = vec![seq("clip@0"), seq("clip@0"), seq("clip@0")];
-        let (tr, va) = tune::split(&seqs, 1.0, 0);
-        assert_eq!((tr, va), (vec![0, 1], vec![2]));
-        let (tr, va) = tune::split(&seqs, 0.0, 0);
-        assert_eq!((tr, va), (vec![0, 1], vec![2]));
-        let many: Vec<_> = (0..40).map(|i| seq(&format!("face{i}"))).collect();
-        let (tr, va) = tune::split(&many, 0.25, 0);
-        assert!(!tr.is_empty() && !va.is_empty() && tr.len() + va.len() == 40);
     }
 }

@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The cache key for these inputs.
-pub fn key(backbone_sha: &str, data: &[String], seed: u64) -> String {
+pub fn key(backbone_sha: &str, data: &[super::DataSource], seed: u64) -> String {
     let mut h = Sha256::new();
     h.update(backbone_sha.as_bytes());
     h.update(format!("seq{}:seed{seed}:v4", super::SEQ_LEN).as_bytes());
     for d in data {
+        let d = d.to_string();
         h.update(d.as_bytes());
         // Each path in the argument, with its size and time, so an edited file misses.
         for part in d.split([':', '=']) {

@@ -27,11 +27,14 @@ use crate::capture;
 use crate::convlstm::{ConvLstmMeta, MapWarp};
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use crate::face::exposure::Levels;
+use crate::exposure::Levels;
 use crate::frame::{resample_planar, Border, Frame, Sampling};
 use crate::geometry::{BBox, CropTransform, Point};
 use crate::models::SchemeSpec;
 use std::path::{Path, PathBuf};
+
+#[cfg(feature = "torch")]
+mod libtorch;
 
 /// Frames per training sequence. §4.2 uses 5–8; a recurrent filter needs longer to learn to
 /// hold its state (the first `tune::WARMUP` frames are left out of the loss).
@@ -182,7 +185,7 @@ impl Dataset for ImageSet {
                 let region = BBox::new(bb.x0 - m, bb.y0 - m, bb.x1 + m, bb.y1 + m);
                 let (sub, off) = sub_image(&frame, region);
                 let local: Vec<Point> = pts.iter().map(|p| Point::new(p.x - off.x, p.y - off.y)).collect();
-                for kind in crate::synth::KINDS {
+                for kind in crate::synth::SynthKind::ALL {
                     for r in 0..self.per_face {
                         let s = seed ^ ((fi as u64) << 20) ^ ((r as u64) << 8) ^ rng.0;
                         let t0 = rng.range(0.0, 8.0);
@@ -465,33 +468,71 @@ impl Dataset for FieldClip {
     }
 }
 
-/// Parse one `--data` argument; `records` makes landmark records for a bare field video.
+/// One `tune --data` argument: `images:FILE`, `clip:VIDEO=LABELS` or `field:CLIP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// Still images with landmarks: a .pts file, a directory of them, or dlib XML.
+    Images(PathBuf),
+    /// A labelled clip (labels .csv or truth .json).
+    Clip { video: PathBuf, labels: PathBuf },
+    /// A daemon clip directory, or a bare video (pseudo-labelled at tune time).
+    Field(PathBuf),
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = String;
+    fn from_str(arg: &str) -> std::result::Result<Self, String> {
+        let (kind, rest) = arg.split_once(':').unwrap_or(("", arg));
+        match kind {
+            "images" => Ok(Self::Images(rest.into())),
+            "clip" => {
+                let (v, l) = rest
+                    .split_once('=')
+                    .ok_or_else(|| format!("{arg}: a labelled clip is clip:VIDEO=LABELS (.csv or .json)"))?;
+                Ok(Self::Clip {
+                    video: v.into(),
+                    labels: l.into(),
+                })
+            }
+            "field" => Ok(Self::Field(rest.into())),
+            _ => Err(format!(
+                "{arg}: say which kind: images:FILE (.pts, .pts directory, dlib .xml), \
+                 clip:VIDEO=LABELS, or field:CLIP (a daemon clip directory or a video)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Images(p) => write!(f, "images:{}", p.display()),
+            Self::Clip { video, labels } => write!(f, "clip:{}={}", video.display(), labels.display()),
+            Self::Field(p) => write!(f, "field:{}", p.display()),
+        }
+    }
+}
+
+impl serde::Serialize for DataSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Open one `--data` source; `records` makes landmark records for a bare field video.
 pub fn open_dataset(
-    arg: &str,
+    src: &DataSource,
     scheme: &SchemeSpec,
     k: usize,
     records: &mut dyn FnMut(&Path) -> Result<PathBuf>,
 ) -> Result<Box<dyn Dataset>> {
-    let (kind, rest) = arg.split_once(':').unwrap_or(("", arg));
-    match kind {
-        "images" => Ok(Box::new(ImageSet::open(Path::new(rest), scheme, k)?)),
-        "clip" => {
-            let (v, l) = rest.split_once('=').ok_or_else(|| {
-                Error::Usage(format!(
-                    "--data {arg}: a labelled clip is clip:VIDEO=LABELS (.csv or .json)"
-                ))
-            })?;
-            Ok(Box::new(LabelledClip::open(Path::new(v), Path::new(l), scheme, k)?))
-        }
-        "field" => {
-            let p = Path::new(rest);
+    match src {
+        DataSource::Images(p) => Ok(Box::new(ImageSet::open(p, scheme, k)?)),
+        DataSource::Clip { video, labels } => Ok(Box::new(LabelledClip::open(video, labels, scheme, k)?)),
+        DataSource::Field(p) => {
             let rec = if p.is_file() { Some(records(p)?) } else { None };
             Ok(Box::new(FieldClip::open(p, rec.as_deref())?))
         }
-        _ => Err(Error::Usage(format!(
-            "--data {arg}: say which kind: images:FILE (.pts, .pts directory, dlib .xml), \
-             clip:VIDEO=LABELS, or field:CLIP (a daemon clip directory or a video)"
-        ))),
     }
 }
 
@@ -714,8 +755,8 @@ pub mod cache;
 /// `steadyface tune`'s arguments.
 #[derive(Debug, Clone)]
 pub struct TuneArgs {
-    /// `KIND:PATH` sources (see the module docs).
-    pub data: Vec<String>,
+    /// The sources (see the module docs).
+    pub data: Vec<DataSource>,
     pub out: PathBuf,
     pub epochs: usize,
     pub batch: usize,
@@ -732,7 +773,7 @@ pub struct TuneArgs {
     pub jitter: crate::jitter_loss::JitterParams,
     pub val_fraction: f64,
     pub seed: u64,
-    pub device: String,
+    pub device: crate::backend::Backend,
     pub resume: bool,
     pub threads: usize,
     pub cache_dir: PathBuf,
@@ -742,7 +783,7 @@ pub struct TuneArgs {
 
 /// Build (or load) the backbone-output cache for `args.data`.
 pub fn prepare(cfg: &crate::config::Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLstmMeta, PathBuf)> {
-    let models = crate::app::Models::resolve(cfg)?;
+    let models = crate::assembly::Models::resolve(cfg)?;
     let spec = models.backbone_spec.clone();
     let entry = models
         .manifest
@@ -761,7 +802,7 @@ pub fn prepare(cfg: &crate::config::Config, args: &TuneArgs) -> Result<(Vec<Cach
         log::warn!("{}: cached maps do not fit the backbone; rebuilding", cpath.display());
     }
     let mut raw_cfg = cfg.clone();
-    raw_cfg.stabilizer.method = "none".into();
+    raw_cfg.stabilizer.method = crate::stabilizer::StabilizerMethod::NONE;
     // The backbone's own points place the crops, as when the shipped weights were trained; the
     // eye refiner's lids are no part of the stabilizer's input.
     raw_cfg.models.eye_refiner = None;
@@ -773,7 +814,7 @@ pub fn prepare(cfg: &crate::config::Config, args: &TuneArgs) -> Result<(Vec<Cach
         ));
         std::fs::create_dir_all(&args.cache_dir).map_err(|e| Error::io(&args.cache_dir, e))?;
         eprintln!("tune: tracking {} to place the crops", video.display());
-        crate::app::track(&raw_cfg, video, &out, false)?;
+        crate::track::track(&raw_cfg, video, &out, false)?;
         Ok(out)
     };
     let sets = args
@@ -814,24 +855,39 @@ pub fn prepare(cfg: &crate::config::Config, args: &TuneArgs) -> Result<(Vec<Cach
 
 /// Open every `--data` source (parsing labels, checking landmark counts) without running
 /// anything: bad data is reported before any work, on every build.
-pub fn check_data(cfg: &crate::config::Config, data: &[String]) -> Result<()> {
-    let models = crate::app::Models::resolve(cfg)?;
+pub fn check_data(cfg: &crate::config::Config, data: &[DataSource]) -> Result<()> {
+    let models = crate::assembly::Models::resolve(cfg)?;
     let scheme = models.scheme().clone();
     let k = models.backbone_spec.k;
     for d in data {
-        // A bare field video gets its landmark records from `track` at tune time.
-        let mut records = |p: &Path| -> Result<PathBuf> {
-            if p.is_file() {
-                Err(Error::Usage(String::new()))
-            } else {
-                Err(Error::input(p, "no such file or directory"))
-            }
-        };
-        match open_dataset(d, &scheme, k, &mut records) {
-            Ok(_) => {}
-            Err(Error::Usage(m)) if m.is_empty() => {}
-            Err(e) => return Err(e),
+        // A bare field video gets its landmark records from `track` at tune time; it is
+        // opened (and its errors named) then.
+        if matches!(d, DataSource::Field(p) if p.is_file()) {
+            continue;
         }
+        open_dataset(d, &scheme, k, &mut |p| {
+            Err(Error::input(p, "a field video is tracked at tune time"))
+        })?;
     }
     Ok(())
+}
+
+/// `steadyface tune`: check the data, build the backbone-output cache, train with libtorch,
+/// and write the stabilizer. Without libtorch in this build, the data is still checked
+/// before the error says how to rebuild.
+pub fn tune(cfg: &crate::config::Config, args: &TuneArgs) -> Result<()> {
+    check_data(cfg, &args.data)?;
+    #[cfg(feature = "torch")]
+    {
+        libtorch::run(cfg, args)
+    }
+    #[cfg(not(feature = "torch"))]
+    {
+        Err(Error::Usage(
+            "tune trains with libtorch, and this build has none. Rebuild with it:\n  \
+             export LIBTORCH=$(scripts/libtorch-cpu.sh) LD_LIBRARY_PATH=$LIBTORCH/lib\n  \
+             cargo build --release --features torch"
+                .into(),
+        ))
+    }
 }

@@ -12,10 +12,10 @@
 //! the drawing only lays them out.
 
 use super::{colour, draw_err, fonts, save_png};
-use crate::app::EvalSeries;
 use crate::error::Result;
 use crate::geometry::Point;
 use crate::metrics;
+use crate::metrics::eval::EvalSeries;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 

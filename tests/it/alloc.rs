@@ -136,14 +136,14 @@ fn pipeline_allocations(detect_every_frame: bool, engine: &str, threads: usize) 
     crate::common::assets();
     let mut cfg = steadyface::config::Config::default();
     cfg.models.dir = crate::common::root().join("models");
-    cfg.models.cpu_engine = engine.into();
+    cfg.models.cpu_engine = engine.parse().unwrap();
     cfg.models.threads = threads;
     cfg.detector.interval = if detect_every_frame { 1 } else { 100_000 };
     // The default: the ConvLSTM, then One Euro carried by the registered face motion, then the
     // eye refiner on both eyes.
-    cfg.stabilizer.method = "convlstm+one-euro".into();
+    cfg.stabilizer.method = "convlstm+one-euro".parse().unwrap();
     assert!(cfg.stabilizer.motion);
-    let models = steadyface::app::Models::resolve(&cfg).unwrap();
+    let models = steadyface::assembly::Models::resolve(&cfg).unwrap();
     let mut p = models.pipeline(&cfg).unwrap();
     let mut faces = steadyface::pipeline::Faces::new();
     for (i, f) in frames.iter().enumerate().take(10) {

@@ -16,7 +16,7 @@ pub fn assets() -> (PathBuf, PathBuf) {
     ONCE.get_or_init(|| {
         let (m, d) = (root().join("models"), root().join("data"));
         let source = models::default_source(&root());
-        steadyface::app::fetch_all(&m, Some(&d), &source, false).expect("fetching test assets");
+        steadyface::models::fetch_all(&m, Some(&d), &source, false).expect("fetching test assets");
         (m, d)
     })
     .clone()

@@ -2,9 +2,10 @@
 //! the parity test per backend, from raw heatmaps to tracked landmarks.
 
 use crate::common::*;
-use steadyface::app::Models;
+use steadyface::assembly::Models;
 use steadyface::backbone::{Backbone, OnnxBackbone};
 use steadyface::config::Config;
+use steadyface::runtime::CpuEngine;
 
 /// Every backbone in the manifest; each test below runs on all of them.
 pub const BACKBONES: [&str; 2] = ["openseeface-lm0", "openseeface-snv2"];
@@ -66,9 +67,9 @@ fn native_engine_matches_tract_on_real_crops() {
     for name in BACKBONES {
         let m = models_with(name);
         let spec = m.backbone_spec.clone();
-        let mut native = OnnxBackbone::load(&m.backbone_path, spec.clone(), "native", 1).unwrap();
+        let mut native = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Native, 1).unwrap();
         assert!(native.is_native(), "{name} runs natively");
-        let mut tract = OnnxBackbone::load(&m.backbone_path, spec.clone(), "tract", 1).unwrap();
+        let mut tract = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Tract, 1).unwrap();
         let frames = carphone_frames();
         let (mut a, mut b) = (vec![0.0; spec.output_len()], vec![0.0; spec.output_len()]);
         let mut worst = 0f32;
@@ -282,7 +283,7 @@ fn each_backbone_s_thresholds_separate_faces_from_non_faces() {
         let m = models_with(name);
         let spec = m.backbone_spec.clone();
         let conf = spec.confidence;
-        let mut net = OnnxBackbone::load(&m.backbone_path, spec.clone(), "native", 1).unwrap();
+        let mut net = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Native, 1).unwrap();
         let mut out = vec![0.0; spec.output_len()];
         let lut = InputLut::new(&spec.normalize);
         let plane = spec.out_h * spec.out_w;
@@ -378,7 +379,7 @@ fn libtorch_runs_every_backbone_like_the_native_engine() {
     for name in BACKBONES {
         let m = models_with(name);
         let spec = m.backbone_spec.clone();
-        let mut native = OnnxBackbone::load(&m.backbone_path, spec.clone(), "native", 1).unwrap();
+        let mut native = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Native, 1).unwrap();
         let mut graph = TchGraphBackbone::load(&m.backbone_path, spec.clone(), tch::Device::Cpu).unwrap();
         let pt = tmp.path().join(format!("{name}.pt"));
         graph.graph().trace().unwrap().save(&pt).unwrap();

@@ -225,7 +225,18 @@ fn unknown_config_field_and_bad_values_all_reported() {
         2,
     );
     assert!(
-        err.contains("stabilizer.method") && err.contains("kalman") && err.contains("convlstm+shape-one-euro"),
+        err.contains("--stabilizer")
+            && err.contains("\"kalman\" is not one of none, one-euro")
+            && err.contains("convlstm+shape-one-euro"),
+        "{err}"
+    );
+    // The config says it in the same words, by path.
+    let err = run_err(
+        bin().args(["validate", "--no-environment", "--set", "stabilizer.method=kalman"]),
+        2,
+    );
+    assert!(
+        err.contains("stabilizer.method: \"kalman\" is not one of none, one-euro"),
         "{err}"
     );
 }

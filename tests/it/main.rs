@@ -6,6 +6,7 @@
 //! back from the code under test.
 
 mod alloc;
+mod architecture;
 mod common;
 mod convlstm;
 mod daemon;

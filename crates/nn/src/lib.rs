@@ -20,8 +20,9 @@
 //! [`LoadError::Unsupported`], and the caller runs the model under tract instead.
 
 pub mod kernels;
+pub mod onnx;
 pub mod pool;
-pub(crate) mod simd;
+pub mod simd;
 
 use self::kernels::{ConvGeom, DirectConv, Epilogue, Isa, Scalar};
 use self::pool::Pool as Workers;
@@ -35,10 +36,10 @@ const MAX_TASKS: usize = 64;
 /// A convolution is split across threads when it has at least this many MACs: below it,
 /// handing out the parts costs more than it saves.
 const SPLIT_MACS: usize = 1 << 16;
+use self::onnx::{AttributeProto, ModelProto, NodeProto, TensorProto};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
-use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 
 /// Why a model did not load.
 #[derive(Debug)]
@@ -58,6 +59,27 @@ impl std::fmt::Display for LoadError {
 }
 
 type Res<T> = std::result::Result<T, LoadError>;
+
+/// Largest model file read (1 GiB): far above any face model, and a bound on what a wrong path
+/// (a disk image, `/dev/zero`) can make the engine allocate.
+pub const MAX_MODEL_BYTES: u64 = 1 << 30;
+
+/// The file's bytes, or why not, within [`MAX_MODEL_BYTES`].
+fn read_model(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err("is a directory, not a model file".into());
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_MODEL_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_MODEL_BYTES {
+        return Err(format!("larger than {MAX_MODEL_BYTES} bytes; not a model file"));
+    }
+    Ok(bytes)
+}
 
 fn unsupported<T>(node: &NodeProto, what: impl std::fmt::Display) -> Res<T> {
     Err(LoadError::Unsupported(format!(
@@ -85,7 +107,7 @@ enum Val {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BinOp {
+pub enum BinOp {
     Add,
     Sub,
     Mul,
@@ -93,7 +115,7 @@ pub(crate) enum BinOp {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Operand {
+pub enum Operand {
     /// A runtime tensor of the same shape as the other.
     Same(usize),
     /// A runtime `[c, 1, 1]` tensor broadcast over the pixels.
@@ -103,7 +125,7 @@ pub(crate) enum Operand {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Kind {
+pub enum Kind {
     Conv {
         g: ConvGeom,
         w: Vec<f32>,
@@ -147,39 +169,36 @@ pub(crate) enum Kind {
 
 /// A max-pooling window (ONNX `MaxPool`, `ceil_mode = 0`); padding never wins the max.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Window {
-    pub(crate) kh: usize,
-    pub(crate) kw: usize,
-    pub(crate) sy: usize,
-    pub(crate) sx: usize,
-    pub(crate) pt: usize,
-    pub(crate) pl: usize,
+pub struct Window {
+    pub kh: usize,
+    pub kw: usize,
+    pub sy: usize,
+    pub sx: usize,
+    pub pt: usize,
+    pub pl: usize,
 }
 
 /// One step of the plan: `out = kind(input, ...)`, value ids before buffer assignment.
 #[derive(Debug, Clone)]
-pub(crate) struct Op {
-    pub(crate) kind: Kind,
-    pub(crate) input: usize,
-    pub(crate) out: usize,
+pub struct Op {
+    pub kind: Kind,
+    pub input: usize,
+    pub out: usize,
 }
 
 /// An imported, fused graph before buffer planning: what another runtime (libtorch) executes
 /// op by op. Value 0 is the input; `shapes[v]` is value `v`'s `[c, h, w]`.
 #[derive(Debug, Clone)]
-pub(crate) struct Graph {
-    pub(crate) ops: Vec<Op>,
-    pub(crate) shapes: Vec<[usize; 3]>,
-    pub(crate) outputs: Vec<(String, usize)>,
+pub struct Graph {
+    pub ops: Vec<Op>,
+    pub shapes: Vec<[usize; 3]>,
+    pub outputs: Vec<(String, usize)>,
 }
 
 impl Graph {
     /// Import `path` for a `[1, channels, height, width]` input, as [`Net::load`] does.
-    pub(crate) fn load(path: &Path, channels: usize, width: usize, height: usize) -> Res<Self> {
-        let bytes = crate::error::read_input(path, crate::error::InputKind::Model).map_err(|e| match e {
-            crate::error::Error::Model { reason, .. } => LoadError::Invalid(format!("{}: {reason}", path.display())),
-            e => LoadError::Invalid(e.to_string()),
-        })?;
+    pub fn load(path: &Path, channels: usize, width: usize, height: usize) -> Res<Self> {
+        let bytes = read_model(path).map_err(|reason| LoadError::Invalid(format!("{}: {reason}", path.display())))?;
         let model = ModelProto::decode(bytes.as_slice())
             .map_err(|e| LoadError::Invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
         import(&model, channels, width, height).map_err(|e| match e {

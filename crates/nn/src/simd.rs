@@ -10,9 +10,14 @@ use std::arch::aarch64::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// What the kernels need from a SIMD vector of `f32`. Every method is `unsafe` only because
-/// it is a target-feature intrinsic: callers run inside a function that enables it.
-pub(crate) trait Lanes: Copy {
+/// What the kernels need from a SIMD vector of `f32`.
+///
+/// # Safety
+/// Every method is a target-feature intrinsic: call it only inside a function that enables the
+/// implementing type's instruction set (AVX-512F, AVX2+FMA, NEON). `load` and `store` also need
+/// `p` valid for `n` lanes. The rule is stated once here rather than on each method.
+#[allow(clippy::missing_safety_doc)]
+pub trait Lanes: Copy {
     const N: usize;
     unsafe fn splat(v: f32) -> Self;
     /// Loads the first `n ≤ N` lanes from `p`, the others are 0.

@@ -29,6 +29,8 @@
 //!   offset is error, not lag); g is interpolated linearly, s is searched over ±3 frames in
 //!   quarter frames. Positive: the prediction follows the truth s frames late.
 
+pub mod eval;
+
 use crate::geometry::{BBox, Point};
 
 /// Inter-ocular distance between the two outer eye corners.

@@ -1,0 +1,132 @@
+use super::ConfigArgs;
+use std::path::PathBuf;
+use steadyface::backend::Backend;
+use steadyface::convlstm::{CellInit, Trainable};
+use steadyface::train::{DataSource, TuneArgs};
+use steadyface::Error;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Training data, repeatable: images:FILE (.pts, a directory of .pts, dlib .xml: faces
+    /// warped into sequences), clip:VIDEO=LABELS (labels .csv frame,x0,y0,... or truth
+    /// .json), field:CLIP (a daemon clip directory or a video; pseudo-labels made here).
+    #[arg(long, required = true, value_name = "KIND:PATH")]
+    data: Vec<DataSource>,
+    /// Output directory (created).
+    #[arg(long, short)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Adam learning rate (the paper: 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Hidden channels per landmark (the convlstm module explains the default).
+    #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_HIDDEN)]
+    hidden: usize,
+    /// Gate kernel size: 1 (per heatmap cell) or 3.
+    #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_KERNEL)]
+    kernel: usize,
+    /// Where the cell starts: smoothing (a running mean of each map, which training shapes)
+    /// or identity (s = x).
+    #[arg(long, default_value = "smoothing")]
+    init: CellInit,
+    /// Start from these weights instead (e.g. the shipped ones, to fine-tune on field clips).
+    #[arg(long, value_name = "WEIGHTS")]
+    from: Option<PathBuf>,
+    /// Which parameters train: gates (the input, forget and output gates: how much to smooth,
+    /// where; the read-out stays a running mean) or all.
+    #[arg(long, default_value = "gates")]
+    trainable: Trainable,
+    /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
+    #[arg(long, default_value_t = 1.0)]
+    mu: f64,
+    /// Eq. 8's λ: the weight of the plain pixel loss beside the jitter modulation Ψ.
+    #[arg(long, default_value_t = 1.0)]
+    lambda: f32,
+    /// Θ: Eq. 3's cap on Ψ and Eq. 7's scale. The paper's 1 is in its own heatmap units;
+    /// here ξ and Θ are in heatmap cells, where Θ = 1 caps Ψ on nearly every still frame
+    /// and so removes its gradient (the convlstm module's notes).
+    #[arg(long, default_value_t = 5.0)]
+    theta: f32,
+    /// ξ (cells): keeps Eq. 3 finite when the true point does not move.
+    #[arg(long, default_value_t = 0.1)]
+    xi: f32,
+    /// Share of the faces/clips held out for validation.
+    #[arg(long, default_value_t = 0.15)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// cuda, cpu or auto (CUDA when libtorch sees a GPU).
+    #[arg(long, default_value = "auto")]
+    device: Backend,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+    /// CPU threads for libtorch (0: its default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Where the backbone-output cache lives (reused by later runs on the same data).
+    #[arg(long, default_value = "out/tune-cache")]
+    cache: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+pub fn run(a: Args) -> Result<(), Error> {
+    let cfg = a.config.load()?;
+    let (hidden, kernel, batch, val_fraction, lr, theta, xi) =
+        (a.hidden, a.kernel, a.batch, a.val_fraction, a.lr, a.theta, a.xi);
+    if !(1..=16).contains(&hidden)
+        || !(kernel == 1 || kernel == 3)
+        || batch == 0
+        || !(0.0..1.0).contains(&val_fraction)
+        || lr <= 0.0
+        || theta <= 0.0
+        || xi <= 0.0
+    {
+        return Err(Error::Usage(format!(
+            "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0)"
+        )));
+    }
+    if a.init == CellInit::Identity && a.trainable == Trainable::Gates && a.from.is_none() {
+        return Err(Error::Usage(
+            "--init identity with --trainable gates has nothing to learn (the identity's read-out is zero): \
+             use --trainable all"
+                .into(),
+        ));
+    }
+    let args = TuneArgs {
+        data: a.data,
+        out: a.out,
+        epochs: a.epochs,
+        batch,
+        lr,
+        hidden,
+        kernel,
+        init: a.init,
+        from: a.from,
+        trainable: a.trainable,
+        mu: a.mu,
+        jitter: steadyface::jitter_loss::JitterParams {
+            lambda: a.lambda,
+            theta,
+            xi,
+            ..Default::default()
+        },
+        val_fraction,
+        seed: a.seed,
+        device: a.device,
+        resume: a.resume,
+        threads: a.threads,
+        cache_dir: a.cache,
+        command_line: std::iter::once("steadyface".to_string())
+            .chain(std::env::args().skip(1))
+            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    steadyface::train::tune(&cfg, &args)
+}
