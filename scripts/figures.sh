@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's figures, from the bundled clip, with the documented commands:
+# The figures of docs/stabilizers.md and the README, from the bundled clip, with the documented commands:
 #   scripts/figures/compare.png: `render` of none vs one-euro (frame 60, 8-frame trails), drawn with
 #                      --no-video: the clip's own pixels may not be redistributed, our points may;
 #   scripts/figures/ellipses.png: `eval --plots`: 95% error ellipses per landmark against the dlib pseudo-labels;

@@ -9,18 +9,23 @@ scripts/packages.sh check demo test
 LIBCLANG_PATH=$(scripts/packages.sh libclang); export LIBCLANG_PATH
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/steadyface/target}"
 cargo fmt --all -- --check
-cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
+# The API docs build without a broken or private link.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 log=$(mktemp); trap 'rm -f "$log"' EXIT
-cargo test --release --locked --workspace 2>&1 | tee "$log"
-# The libtorch build (`--features torch`): lints, then the tests that need it (tch against the
-# CPU kernel, `tune` end to end) and the ConvLSTM tests again through it. libtorch is a CPU one
+cargo test --release --locked 2>&1 | tee "$log"
+# The libtorch build (`--features torch`): lints, then the tests that need it (crates/torch:
+# tch against the CPU kernel, the trainer; then `tune` end to end and the ConvLSTM tests
+# again through the binary built with it). libtorch is a CPU one
 # made from PyPI wheels by scripts/libtorch-cpu.sh, cached beside the target dir.
 # STEADYFACE_SKIP_TORCH=1 skips it locally.
 if [ "${STEADYFACE_SKIP_TORCH:-0}" != 1 ]; then
   LIBTORCH=$(scripts/libtorch-cpu.sh)
   export LIBTORCH LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   cargo clippy --locked --workspace --all-targets --features torch -- -D warnings
-  cargo test --release --locked --features torch -- torch convlstm 2>&1 | tee -a "$log"
+  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet -p steadyface-torch
+  cargo test --release --locked -p steadyface-torch 2>&1 | tee -a "$log"
+  cargo test --release --locked --features torch -- torch convlstm every_runtime 2>&1 | tee -a "$log"
 fi
 # aarch64 (Jetson): build for the glibc floor, run the unit and bad-input tests under
 # qemu-user, check the binary's GLIBC symbols. STEADYFACE_SKIP_CROSS=1 skips it locally.

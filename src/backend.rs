@@ -8,19 +8,8 @@
 use crate::backbone::{Backbone, BackboneSpec, OnnxBackbone};
 use crate::convlstm::{ConvLstm, ConvLstmBank, ConvLstmWeights, MapStabilizer};
 use crate::error::{Error, Result};
-pub use crate::runtime::{CpuEngine, Device};
+pub use crate::runtime::{Backend, CpuEngine, Device, HAS_TORCH};
 use std::path::Path;
-
-crate::choice::choice! {
-    /// Where the backbone and the ConvLSTM run (`models.backend`, `tune --device`).
-    pub enum Backend {
-        /// CUDA when this build and machine have it, else the CPU (one WARN says why).
-        Auto = "auto",
-        Cpu = "cpu",
-        /// libtorch on CUDA device 0; `--features torch` only.
-        Cuda = "cuda",
-    }
-}
 
 /// Resolve a [`Backend`] on this build and machine (logs the fallback once). `what` names the
 /// setting in the error (`models.backend`, `--device`).
@@ -49,7 +38,7 @@ pub fn resolve(backend: Backend, what: &str) -> Result<Device> {
 pub fn cuda_available() -> bool {
     #[cfg(feature = "torch")]
     {
-        tch::Cuda::is_available()
+        crate::torch::tch::Cuda::is_available()
     }
     #[cfg(not(feature = "torch"))]
     {
@@ -64,9 +53,6 @@ fn why_no_cuda() -> &'static str {
         "this build has no libtorch (rebuild with `--features torch` for CUDA)"
     }
 }
-
-/// Whether this build has libtorch (`--features torch`).
-pub const HAS_TORCH: bool = cfg!(feature = "torch");
 
 /// Every runtime this build and machine can run an ONNX backbone on, as (label, device,
 /// `models.cpu_engine`): the native engine first (the reference), then tract, then libtorch on
@@ -103,8 +89,8 @@ pub fn backbone(
             return Ok(Box::new(crate::torch::TchBackbone::load(path, spec, device)?));
         }
         let on = match (device, cpu_engine) {
-            (Device::Cuda, _) => Some(tch::Device::Cuda(0)),
-            (Device::Cpu, CpuEngine::Libtorch) => Some(tch::Device::Cpu),
+            (Device::Cuda, _) => Some(crate::torch::tch::Device::Cuda(0)),
+            (Device::Cpu, CpuEngine::Libtorch) => Some(crate::torch::tch::Device::Cpu),
             _ => None,
         };
         if let Some(d) = on {
@@ -140,7 +126,7 @@ pub fn map_stabilizer(
                 &w,
                 spec,
                 slots,
-                tch::Device::Cuda(0),
+                crate::torch::tch::Device::Cuda(0),
             )?));
         }
     }

@@ -128,5 +128,5 @@ pub fn run(a: Args) -> Result<(), Error> {
             .collect::<Vec<_>>()
             .join(" "),
     };
-    steadyface::train::tune(&cfg, &args)
+    steadyface::tune::tune(&cfg, &args)
 }

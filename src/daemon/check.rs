@@ -38,7 +38,7 @@ pub fn environment(cfg: &Config) -> Result<Vec<String>> {
     } else {
         #[cfg(target_os = "linux")]
         {
-            let p = crate::capture::v4l2::device_path(&s.device);
+            let p = crate::v4l2::device_path(&s.device);
             if !p.exists() {
                 warnings.push(format!(
                     "source.device: {} does not exist (yet); the daemon will keep trying to open it",

@@ -203,16 +203,14 @@ fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
     match s.kind {
         SourceKind::Replay => capture::open(s.path.as_deref().expect("validated: replay has a path")),
         #[cfg(target_os = "linux")]
-        SourceKind::V4l2 => Ok(Box::new(capture::v4l2::V4l2Source::open(
-            &capture::v4l2::V4l2Request {
-                device: s.device.clone(),
-                width: s.width,
-                height: s.height,
-                fps: s.fps,
-                format: s.format.pixel_format(),
-                timeout: Duration::from_millis(s.timeout_ms),
-            },
-        )?)),
+        SourceKind::V4l2 => Ok(Box::new(crate::v4l2::V4l2Source::open(&crate::v4l2::V4l2Request {
+            device: s.device.clone(),
+            width: s.width,
+            height: s.height,
+            fps: s.fps,
+            format: s.format.pixel_format(),
+            timeout: Duration::from_millis(s.timeout_ms),
+        })?)),
         #[cfg(not(target_os = "linux"))]
         SourceKind::V4l2 => Err(Error::Usage("source.kind v4l2 needs Linux".into())),
     }

@@ -45,7 +45,7 @@ pub fn quantiles(v: &mut [f32]) -> Quantiles {
     }
 }
 
-/// Mean of [`motion`] over the faces of `now` that were in `before` (matched by id), or
+/// Mean of `motion` over the faces of `now` that were in `before` (matched by id), or
 /// `None` when no face was.
 pub fn mean_motion(before: &[FaceRecord], now: &[FaceRecord]) -> Option<f32> {
     let (sum, n) = now

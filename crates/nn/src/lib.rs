@@ -19,6 +19,8 @@
 //! models (MediaPipe's eye refiner) `PRelu` and `Pad` on the channel axis. Anything else is
 //! [`LoadError::Unsupported`], and the caller runs the model under tract instead.
 
+#![warn(unreachable_pub)]
+
 pub mod kernels;
 pub mod onnx;
 pub mod pool;

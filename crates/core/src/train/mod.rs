@@ -1,0 +1,779 @@
+//! Training data for the ConvLSTM stabilizer: every source goes through one [`Dataset`]
+//! trait, and the frozen backbone's outputs are computed once and cached.
+//!
+//! # Sources (`tune --data KIND:PATH`)
+//! - `images:FILE` — still images with landmarks (menpo `.pts`, a directory of them beside
+//!   their images, or dlib imglab XML). Each face becomes short sequences warped along the
+//!   stability bench's paths (§4.2's small shifts; still, slow sway, vibration with motion
+//!   blur, low light — §4.4's noise and blur), with the truth moving with the image.
+//! - `clip:VIDEO=LABELS` — a labelled clip: labels as CSV (`frame,x0,y0,x1,y1,...`) or
+//!   truth JSON (`{"frames": [...]}`), one face per frame.
+//! - `field:PATH` — an unlabelled field clip: a clip directory saved by the daemon
+//!   (`frames.y4m` + `landmarks.jsonl`), or any video. Pseudo-labels come from the frozen
+//!   backbone on the *clean* frame, averaged over test-time augmentation (the crop shifted
+//!   and scaled 4 ways); the stabilizer then sees degraded versions (noise, low light, blur).
+//!
+//! # What a sequence holds ([`CachedSeq`])
+//! For each frame: `x` = the backbone's maps on the degraded frame (the stabilizer's input
+//! `o_t`), `target` = its maps on the clean frame (Eq. 7's `ŝ_t`), and `u_hat` = the true
+//! point in heatmap cells (Eq. 3's `û_t`; truth where labelled, else the pseudo-label), and
+//! `warp` = how the previous frame's maps sit in this frame's ([`crate::convlstm::warp`]).
+//! The crops are placed as the tracker places them: the first from the first frame's
+//! landmarks with a random error, the next ones following the raw landmarks past the
+//! deadband; the warp composes the crop change with the face's registered motion.
+
+use crate::backbone::{Backbone, BackboneSpec};
+use crate::capture;
+use crate::convlstm::{ConvLstmMeta, MapWarp};
+use crate::decode::Decoder;
+use crate::error::{Error, Result};
+use crate::exposure::Levels;
+use crate::frame::{resample_planar, Border, Frame, Sampling};
+use crate::geometry::{BBox, CropTransform, Point};
+use crate::models::SchemeSpec;
+use std::path::{Path, PathBuf};
+
+/// Frames per training sequence. §4.2 uses 5–8; a recurrent filter needs longer to learn to
+/// hold its state (the first `tune::WARMUP` frames are left out of the loss).
+pub const SEQ_LEN: usize = 16;
+
+/// A frame before the backbone: what the stabilizer's input sees and the clean view.
+pub struct RawFrame {
+    pub input: Frame,
+    pub clean: Frame,
+    /// The backbone's points in image coordinates, when labelled.
+    pub truth: Option<Vec<Point>>,
+}
+
+/// A sequence before the backbone.
+pub struct RawSequence {
+    /// The source item it came from (image, clip): the validation split is by group, so no
+    /// face is in both halves.
+    pub group: String,
+    pub frames: Vec<RawFrame>,
+}
+
+/// A source of training sequences.
+pub trait Dataset {
+    /// For logs and the training record.
+    fn describe(&self) -> String;
+    /// Every sequence this source makes, handed to `out` one at a time; `seed` fixes the
+    /// augmentation.
+    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()>;
+    /// Whether its `truth` is pseudo-labels to be made from the backbone.
+    fn needs_pseudo_labels(&self) -> bool {
+        false
+    }
+}
+
+/// Map truth in the `truth_scheme` (iBUG-68 files) onto the backbone's `k` points.
+fn to_backbone_scheme(pts: &[Point], scheme: &SchemeSpec, k: usize, path: &Path) -> Result<Vec<Point>> {
+    if pts.len() == k {
+        return Ok(pts.to_vec());
+    }
+    if pts.len() == 68 && scheme.to_ibug68.len() == k && scheme.to_ibug68.iter().all(|&i| i < 68) {
+        return Ok(scheme.to_ibug68.iter().map(|&i| pts[i]).collect());
+    }
+    Err(Error::data(
+        path,
+        format!(
+            "a face has {} landmarks; the backbone has {k} (68-point iBUG truth is mapped onto it)",
+            pts.len()
+        ),
+    ))
+}
+
+/// xorshift64*, seeded: the augmentation is the same on every machine.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Uniform in [0, 1).
+    pub fn f32(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.f32()
+    }
+}
+
+/// Still images with landmarks, warped into sequences.
+pub struct ImageSet {
+    pub path: PathBuf,
+    /// (image file, faces in the backbone's scheme)
+    items: Vec<(PathBuf, Vec<Vec<Point>>)>,
+    /// Sequences per face and condition.
+    pub per_face: usize,
+}
+
+impl ImageSet {
+    /// Read a `.pts` file (image beside it), a directory of them, or a dlib XML file.
+    pub fn open(path: &Path, scheme: &SchemeSpec, k: usize) -> Result<Self> {
+        let truth = crate::truth::load(path)?;
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let mut items = Vec::new();
+        for t in truth {
+            let name = t
+                .file
+                .clone()
+                .ok_or_else(|| Error::data(path, "a truth entry names no image"))?;
+            let img = find_image(&dir, &name).ok_or_else(|| {
+                Error::data(
+                    path,
+                    format!("no image for {name:?} in {} (.jpg, .png, .ppm)", dir.display()),
+                )
+            })?;
+            let faces = t
+                .faces
+                .iter()
+                .map(|f| to_backbone_scheme(f, scheme, k, path))
+                .collect::<Result<Vec<_>>>()?;
+            items.push((img, faces));
+        }
+        if items.is_empty() {
+            return Err(Error::data(path, "no labelled images"));
+        }
+        Ok(Self {
+            path: path.into(),
+            items,
+            per_face: 1,
+        })
+    }
+}
+
+fn find_image(dir: &Path, name: &str) -> Option<PathBuf> {
+    let direct = dir.join(name);
+    if direct.is_file() {
+        return Some(direct);
+    }
+    ["jpg", "jpeg", "png", "ppm"]
+        .iter()
+        .map(|e| dir.join(format!("{name}.{e}")))
+        .find(|p| p.is_file())
+}
+
+impl Dataset for ImageSet {
+    fn describe(&self) -> String {
+        let faces: usize = self.items.iter().map(|(_, f)| f.len()).sum();
+        format!(
+            "images:{} ({} images, {faces} faces)",
+            self.path.display(),
+            self.items.len()
+        )
+    }
+    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
+        let mut rng = Rng::new(seed);
+        for (img_path, faces) in &self.items {
+            let frame = crate::capture::read_image(img_path)?;
+            for (fi, pts) in faces.iter().enumerate() {
+                // Work on the face's neighbourhood only: the warp costs per pixel.
+                let Some(bb) = BBox::around(pts) else { continue };
+                let m = bb.width().max(bb.height());
+                let region = BBox::new(bb.x0 - m, bb.y0 - m, bb.x1 + m, bb.y1 + m);
+                let (sub, off) = sub_image(&frame, region);
+                let local: Vec<Point> = pts.iter().map(|p| Point::new(p.x - off.x, p.y - off.y)).collect();
+                for kind in crate::synth::SynthKind::ALL {
+                    for r in 0..self.per_face {
+                        let s = seed ^ ((fi as u64) << 20) ^ ((r as u64) << 8) ^ rng.0;
+                        let t0 = rng.range(0.0, 8.0);
+                        let input = crate::synth::make_from(&sub, &local, kind, SEQ_LEN, 30.0, s, t0, false)?;
+                        let clean = crate::synth::make_from(&sub, &local, kind, SEQ_LEN, 30.0, s, t0, true)?;
+                        let frames = input
+                            .frames
+                            .into_iter()
+                            .zip(clean.frames)
+                            .zip(input.truth)
+                            .map(|((input, clean), truth)| RawFrame {
+                                input,
+                                clean,
+                                truth: Some(truth),
+                            })
+                            .collect();
+                        out(RawSequence {
+                            group: format!("{}#{fi}", img_path.display()),
+                            frames,
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copy `region` (clamped to the frame) out of `frame`; returns it and its top-left corner.
+fn sub_image(frame: &Frame, region: BBox) -> (Frame, Point) {
+    let x0 = region.x0.max(0.0).floor() as usize;
+    let y0 = region.y0.max(0.0).floor() as usize;
+    let x1 = (region.x1.ceil() as usize).min(frame.width);
+    let y1 = (region.y1.ceil() as usize).min(frame.height);
+    let (w, h) = (x1.saturating_sub(x0).max(1), y1.saturating_sub(y0).max(1));
+    let mut f = Frame::new(w, h);
+    for y in 0..h {
+        let src = 3 * ((y0 + y).min(frame.height - 1) * frame.width + x0);
+        f.data[3 * y * w..3 * (y + 1) * w].copy_from_slice(&frame.data[src..src + 3 * w]);
+    }
+    (f, Point::new(x0 as f32, y0 as f32))
+}
+
+/// Read all frames of a video (training clips are short: the daemon saves ~10 s).
+fn read_frames(path: &Path, limit: usize) -> Result<Vec<Frame>> {
+    let mut src = capture::open(path)?;
+    let mut frames = Vec::new();
+    loop {
+        let mut f = Frame::new(0, 0);
+        if src.next_frame(&mut f)?.is_none() || frames.len() >= limit {
+            break;
+        }
+        frames.push(f);
+    }
+    if frames.len() < SEQ_LEN {
+        return Err(Error::input(
+            path,
+            format!("{} frames; a training clip needs at least {SEQ_LEN}", frames.len()),
+        ));
+    }
+    Ok(frames)
+}
+
+/// Per-frame labels: CSV `frame,x0,y0,...` or truth JSON.
+fn read_labels(path: &Path, scheme: &SchemeSpec, k: usize) -> Result<Vec<Option<Vec<Point>>>> {
+    let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if !is_csv {
+        return crate::truth::load(path)?
+            .into_iter()
+            .map(|t| {
+                t.faces
+                    .first()
+                    .map(|f| to_backbone_scheme(f, scheme, k, path))
+                    .transpose()
+            })
+            .collect();
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out: Vec<Option<Vec<Point>>> = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        if ln == 0 && line.starts_with("frame") {
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let vals: Vec<f32> = line
+            .split(',')
+            .map(|v| v.trim().parse::<f32>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::data(path, format!("line {}: {e}", ln + 1)))?;
+        if vals.len() < 3 || vals.len().is_multiple_of(2) {
+            return Err(Error::data(
+                path,
+                format!(
+                    "line {}: expected frame,x0,y0,x1,y1,... (got {} values)",
+                    ln + 1,
+                    vals.len()
+                ),
+            ));
+        }
+        let idx = vals[0] as usize;
+        let pts: Vec<Point> = vals[1..].chunks_exact(2).map(|c| Point::new(c[0], c[1])).collect();
+        let pts = to_backbone_scheme(&pts, scheme, k, &path.with_extension(format!("csv:{}", ln + 1)))?;
+        if out.len() <= idx {
+            out.resize(idx + 1, None);
+        }
+        out[idx] = Some(pts);
+    }
+    Ok(out)
+}
+
+/// Windows of [`SEQ_LEN`] frames with the labels given, and mild sensor noise on the input.
+pub struct LabelledClip {
+    pub video: PathBuf,
+    pub labels_path: PathBuf,
+    labels: Vec<Option<Vec<Point>>>,
+}
+
+impl LabelledClip {
+    pub fn open(video: &Path, labels: &Path, scheme: &SchemeSpec, k: usize) -> Result<Self> {
+        Ok(Self {
+            video: video.into(),
+            labels_path: labels.into(),
+            labels: read_labels(labels, scheme, k)?,
+        })
+    }
+}
+
+/// Add seeded Gaussian-ish noise (σ in 8-bit levels) and a gain.
+fn degrade(f: &Frame, gain: f32, sigma: f32, rng: &mut Rng) -> Frame {
+    let mut o = f.clone();
+    for v in o.data.iter_mut() {
+        let n = (rng.f32() + rng.f32() + rng.f32() + rng.f32() - 2.0) * 1.732 * sigma;
+        *v = (*v as f32 * gain + n).round().clamp(0.0, 255.0) as u8;
+    }
+    o
+}
+
+/// One of the field degradations: sensor noise, low light, or a box blur (defocus, motion).
+fn field_degrade(f: &Frame, which: usize, rng: &mut Rng) -> Frame {
+    match which % 3 {
+        0 => degrade(f, 1.0, 4.0, rng),
+        1 => degrade(f, 0.3, 5.0, rng),
+        _ => {
+            let mut o = f.clone();
+            let (w, h) = (f.width, f.height);
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let mut s = 0u32;
+                        for d in [-1i32, 0, 1] {
+                            let xx = (x as i32 + d).clamp(0, w as i32 - 1) as usize;
+                            s += f.data[3 * (y * w + xx) + c] as u32;
+                        }
+                        o.data[3 * (y * w + x) + c] = (s / 3) as u8;
+                    }
+                }
+            }
+            degrade(&o, 1.0, 2.0, rng)
+        }
+    }
+}
+
+/// Consecutive [`SEQ_LEN`]-frame windows of a clip where `label(i)` has the face on every
+/// frame. The input is a degraded copy (one degradation per window), beside the clean frame;
+/// the group is the clip and its 60-frame stretch.
+fn clip_windows(
+    frames: &[Frame],
+    label: &dyn Fn(usize) -> Option<Vec<Point>>,
+    name: &Path,
+    seed: u64,
+    out: &mut dyn FnMut(RawSequence) -> Result<()>,
+) -> Result<()> {
+    let mut rng = Rng::new(seed);
+    for (si, start) in (0..frames.len().saturating_sub(SEQ_LEN - 1))
+        .step_by(SEQ_LEN)
+        .enumerate()
+    {
+        let labels: Vec<Option<Vec<Point>>> = (start..start + SEQ_LEN).map(label).collect();
+        if labels.iter().any(Option::is_none) {
+            continue;
+        }
+        let which = rng.0 as usize % 3;
+        let frames = labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, truth)| RawFrame {
+                input: field_degrade(&frames[start + i], which + si, &mut rng),
+                clean: frames[start + i].clone(),
+                truth,
+            })
+            .collect();
+        out(RawSequence {
+            group: format!("{}@{}", name.display(), start / 60),
+            frames,
+        })?;
+    }
+    Ok(())
+}
+
+impl Dataset for LabelledClip {
+    fn describe(&self) -> String {
+        format!("clip:{}={}", self.video.display(), self.labels_path.display())
+    }
+    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
+        let frames = read_frames(&self.video, 100_000)?;
+        clip_windows(
+            &frames,
+            &|i| self.labels.get(i).cloned().flatten(),
+            &self.video,
+            seed,
+            out,
+        )
+    }
+}
+
+/// An unlabelled field clip: a daemon clip directory or a video.
+///
+/// Its landmark records (the daemon's `landmarks.jsonl`, or `track`'s output for a bare
+/// video) only place the crop on a sequence's first frame; the labels are pseudo-labels.
+pub struct FieldClip {
+    pub path: PathBuf,
+    video: PathBuf,
+    /// Where the face is, per frame (first face of each record).
+    hints: Vec<Option<Vec<Point>>>,
+}
+
+impl FieldClip {
+    /// `records`: landmark records for a bare video (a clip directory has its own).
+    pub fn open(path: &Path, records: Option<&Path>) -> Result<Self> {
+        let (video, rec) = if path.is_dir() {
+            let v = path.join("frames.y4m");
+            if !v.is_file() {
+                return Err(Error::input(
+                    path,
+                    "a field-clip directory must hold frames.y4m (as the daemon's clips do)",
+                ));
+            }
+            (v, path.join("landmarks.jsonl"))
+        } else if path.is_file() {
+            let r = records.ok_or_else(|| {
+                Error::Usage(format!(
+                    "field clip {}: landmark records are needed to place the crops",
+                    path.display()
+                ))
+            })?;
+            (path.to_path_buf(), r.to_path_buf())
+        } else {
+            return Err(Error::input(path, "no such file or directory"));
+        };
+        let hints = crate::records::read_jsonl(&rec)?
+            .into_iter()
+            .map(|r| r.faces.first().map(|f| f.points()))
+            .collect();
+        Ok(Self {
+            path: path.into(),
+            video,
+            hints,
+        })
+    }
+}
+
+impl Dataset for FieldClip {
+    fn describe(&self) -> String {
+        format!("field:{}", self.path.display())
+    }
+    fn needs_pseudo_labels(&self) -> bool {
+        true
+    }
+    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
+        let frames = read_frames(&self.video, 100_000)?;
+        clip_windows(
+            &frames,
+            &|i| self.hints.get(i).cloned().flatten(),
+            &self.path,
+            seed,
+            out,
+        )
+    }
+}
+
+/// One `tune --data` argument: `images:FILE`, `clip:VIDEO=LABELS` or `field:CLIP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// Still images with landmarks: a .pts file, a directory of them, or dlib XML.
+    Images(PathBuf),
+    /// A labelled clip (labels .csv or truth .json).
+    Clip { video: PathBuf, labels: PathBuf },
+    /// A daemon clip directory, or a bare video (pseudo-labelled at tune time).
+    Field(PathBuf),
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = String;
+    fn from_str(arg: &str) -> std::result::Result<Self, String> {
+        let (kind, rest) = arg.split_once(':').unwrap_or(("", arg));
+        match kind {
+            "images" => Ok(Self::Images(rest.into())),
+            "clip" => {
+                let (v, l) = rest
+                    .split_once('=')
+                    .ok_or_else(|| format!("{arg}: a labelled clip is clip:VIDEO=LABELS (.csv or .json)"))?;
+                Ok(Self::Clip {
+                    video: v.into(),
+                    labels: l.into(),
+                })
+            }
+            "field" => Ok(Self::Field(rest.into())),
+            _ => Err(format!(
+                "{arg}: say which kind: images:FILE (.pts, .pts directory, dlib .xml), \
+                 clip:VIDEO=LABELS, or field:CLIP (a daemon clip directory or a video)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Images(p) => write!(f, "images:{}", p.display()),
+            Self::Clip { video, labels } => write!(f, "clip:{}={}", video.display(), labels.display()),
+            Self::Field(p) => write!(f, "field:{}", p.display()),
+        }
+    }
+}
+
+impl serde::Serialize for DataSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Open one `--data` source; `records` makes landmark records for a bare field video.
+pub fn open_dataset(
+    src: &DataSource,
+    scheme: &SchemeSpec,
+    k: usize,
+    records: &mut dyn FnMut(&Path) -> Result<PathBuf>,
+) -> Result<Box<dyn Dataset>> {
+    match src {
+        DataSource::Images(p) => Ok(Box::new(ImageSet::open(p, scheme, k)?)),
+        DataSource::Clip { video, labels } => Ok(Box::new(LabelledClip::open(video, labels, scheme, k)?)),
+        DataSource::Field(p) => {
+            let rec = if p.is_file() { Some(records(p)?) } else { None };
+            Ok(Box::new(FieldClip::open(p, rec.as_deref())?))
+        }
+    }
+}
+
+/// A sequence is left out when the backbone's mean raw error on one of its degraded frames is
+/// above this many heatmap cells (≈ 15% of the crop): it lost the face.
+pub const MAX_RAW_ERROR_CELLS: f32 = 4.0;
+
+/// One sequence as the trainer sees it: `[T, K, Cin, H, W]` maps and `[T, K, 2]` points.
+#[derive(Debug, Clone)]
+pub struct CachedSeq {
+    pub group: String,
+    pub x: Vec<f32>,
+    pub target: Vec<f32>,
+    /// The true (or pseudo-labelled) points in heatmap cells of each frame's crop.
+    pub u_hat: Vec<f32>,
+    /// `[T, 6]`: each frame's [`MapWarp`] from the previous frame's maps (identity first).
+    pub warp: Vec<f32>,
+}
+
+/// Runs the frozen backbone over raw sequences.
+pub struct Featurizer<'a> {
+    pub backbone: &'a mut dyn Backbone,
+    pub spec: BackboneSpec,
+    pub decoder: Decoder,
+    pub low_light: bool,
+    /// The tracker's crop deadband (`tracker.crop_deadband`).
+    pub crop_deadband: f32,
+    out: Vec<f32>,
+    pts: Vec<Point>,
+    conf: Vec<f32>,
+}
+
+impl<'a> Featurizer<'a> {
+    pub fn new(backbone: &'a mut dyn Backbone, decoder: Decoder, low_light: bool) -> Self {
+        let spec = backbone.spec().clone();
+        Self {
+            out: vec![0.0; spec.output_len()],
+            pts: vec![Point::default(); spec.k],
+            conf: vec![0.0; spec.k],
+            backbone,
+            spec,
+            decoder,
+            low_light,
+            crop_deadband: crate::face::TrackerParams::default().crop_deadband,
+        }
+    }
+
+    /// The backbone's output on `crop` of `frame`, as the pipeline computes it.
+    fn run(&mut self, frame: &Frame, crop: BBox) -> Result<&[f32]> {
+        let s = &self.spec;
+        let levels = if self.low_light {
+            Levels::auto(frame, Levels::DARK_WHITE)
+        } else {
+            Levels::IDENTITY
+        };
+        let lut = levels.lut(&s.normalize);
+        let sampling = Sampling {
+            min_footprint: 0.0,
+            ..levels.sampling(Border::Clamp)
+        };
+        resample_planar(
+            frame,
+            crop,
+            s.input_w,
+            s.input_h,
+            &s.normalize,
+            &lut,
+            sampling,
+            self.backbone.input_mut(),
+        );
+        self.backbone.run(&mut self.out)?;
+        Ok(&self.out)
+    }
+
+    /// Decoded points (image coordinates) on `crop`.
+    fn points(&mut self, frame: &Frame, crop: BBox) -> Result<Vec<Point>> {
+        self.run(frame, crop)?;
+        let ct = CropTransform::new(crop, self.spec.input_w, self.spec.input_h);
+        self.decoder
+            .decode_all(&self.spec, &self.out, &ct, &mut self.pts, &mut self.conf);
+        Ok(self.pts.clone())
+    }
+
+    /// Image point → heatmap cell of `crop`.
+    fn to_cells(&self, crop: BBox, p: Point) -> [f32; 2] {
+        let s = &self.spec;
+        let q = CropTransform::new(crop, s.input_w, s.input_h).to_input(p);
+        let (a0, b0) = s.heatmap_to_input(0.0, 0.0);
+        let (a1, b1) = s.heatmap_to_input(1.0, 1.0);
+        [(q.x - a0) / (a1 - a0), (q.y - b0) / (b1 - b0)]
+    }
+
+    /// Copy the stabilizer's channels of the current output into `dst` (`[K, Cin, H, W]`).
+    fn gather(&self, cin: usize, dst: &mut Vec<f32>) {
+        let n = dst.len();
+        dst.resize(n + self.spec.k * cin * self.spec.out_h * self.spec.out_w, 0.0);
+        crate::convlstm::gather(&self.spec, cin, &self.out, &mut dst[n..]);
+    }
+
+    /// Backbone outputs and targets for one sequence. `jitter` places the crop with a random
+    /// error of a few percent, as a tracker would.
+    pub fn featurize(&mut self, seq: &RawSequence, pseudo: bool, rng: &mut Rng) -> Result<Option<CachedSeq>> {
+        let cin = ConvLstmMeta::for_backbone(&self.spec, 1, 1).cin;
+        // Labels: truth, or pseudo-labels from test-time augmentation of the clean frames.
+        let mut labels: Vec<Vec<Point>> = Vec::with_capacity(seq.frames.len());
+        let mut track: Option<BBox> = None;
+        for f in &seq.frames {
+            match (&f.truth, pseudo) {
+                (Some(t), false) => labels.push(t.clone()),
+                _ => {
+                    // Follow the face from the previous frame's pseudo-label, as the tracker
+                    // does; the first frame's crop comes from the clip's landmark records.
+                    let Some(bb) = track.or_else(|| f.truth.as_ref().and_then(|t| BBox::around(t))) else {
+                        return Ok(None);
+                    };
+                    let lm = bb.expand(self.spec.crop_expand[0], self.spec.crop_expand[1]);
+                    let mut acc = vec![Point::default(); self.spec.k];
+                    for (dx, dy, sc) in [
+                        (0.02, 0.02, 1.0),
+                        (-0.02, 0.02, 1.03),
+                        (0.02, -0.02, 0.97),
+                        (-0.02, -0.02, 1.0),
+                    ] {
+                        let c = shift_scale(lm, dx, dy, sc);
+                        for (a, p) in acc.iter_mut().zip(self.points(&f.clean, c)?) {
+                            a.x += p.x / 4.0;
+                            a.y += p.y / 4.0;
+                        }
+                    }
+                    track = BBox::around(&acc);
+                    labels.push(acc);
+                }
+            }
+        }
+        let first = BBox::around(&labels[0]).ok_or_else(|| Error::Usage("empty labels".into()))?;
+        // The first crop carries a random error of a few percent; later crops follow the raw
+        // landmarks past the tracker's deadband, and the state is carried between them by the
+        // registered face motion, all as the pipeline does.
+        let mut lm_box = shift_scale(
+            first,
+            rng.range(-0.03, 0.03),
+            rng.range(-0.03, 0.03),
+            rng.range(0.95, 1.05),
+        );
+        let n = seq.frames.len() * self.spec.k * cin * self.spec.out_h * self.spec.out_w;
+        let (mut x, mut target) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut u_hat = Vec::with_capacity(seq.frames.len() * self.spec.k * 2);
+        let mut warp = Vec::with_capacity(seq.frames.len() * 6);
+        let mut motion = crate::face::motion::FaceMotion::new();
+        let mut prev_ct: Option<CropTransform> = None;
+        // The backbone's own position on the clean frames, to anchor the truth (below).
+        let mut bias = vec![0f32; 2 * self.spec.k];
+        let mut worst = 0f32;
+        for (f, l) in seq.frames.iter().zip(&labels) {
+            let crop = lm_box.expand(self.spec.crop_expand[0], self.spec.crop_expand[1]);
+            let ct = CropTransform::new(crop, self.spec.input_w, self.spec.input_h);
+            self.run(&f.input, crop)?;
+            self.gather(cin, &mut x);
+            crate::pipeline::RAW_DECODER.decode_all(&self.spec, &self.out, &ct, &mut self.pts, &mut self.conf);
+            let registered = motion.step(&f.input, &self.pts);
+            let w = prev_ct.map_or(MapWarp::IDENTITY, |p| {
+                MapWarp::between(&self.spec, &p, &ct, registered.as_ref())
+            });
+            warp.extend(w.0);
+            prev_ct = Some(ct);
+            if let Some(b) = BBox::around(&self.pts) {
+                lm_box = crate::face::tracker::deadband(lm_box, b, self.crop_deadband);
+            }
+            self.run(&f.clean, crop)?;
+            self.gather(cin, &mut target);
+            let mut lost = 0f32;
+            for (k, p) in l.iter().enumerate() {
+                let c = self.to_cells(crop, *p);
+                let r = self.to_cells(crop, self.pts[k]);
+                lost += (r[0] - c[0]).hypot(r[1] - c[1]) / l.len() as f32;
+                let (hx, hy, _) = self.decoder.decode_one(&self.spec, &self.out, k);
+                bias[2 * k] += (hx - c[0]) / seq.frames.len() as f32;
+                bias[2 * k + 1] += (hy - c[1]) / seq.frames.len() as f32;
+                u_hat.extend(c);
+            }
+            worst = if lost.is_finite() {
+                worst.max(lost)
+            } else {
+                f32::INFINITY
+            };
+        }
+        log::debug!("tune: {}: worst mean raw error {worst:.2} cells", seq.group);
+        // The backbone lost this face on a degraded frame (dark, blurred): no stabilizer can
+        // fix that, and followed by the crop, such a sequence drifts off the face; its errors
+        // of many cells would outweigh every sequence the stage can improve.
+        if worst > MAX_RAW_ERROR_CELLS {
+            return Ok(None);
+        }
+        // Anchor the truth's *path* at the backbone's mean clean position: datasets disagree on
+        // where a landmark sits (dlib's jaw line is not lm0's), and a constant per-landmark
+        // offset is not the stabilizer's to learn; the motion, the lag and the jitter are.
+        for (i, u) in u_hat.iter_mut().enumerate() {
+            *u += bias[i % (2 * self.spec.k)];
+        }
+        Ok(Some(CachedSeq {
+            group: seq.group.clone(),
+            x,
+            target,
+            u_hat,
+            warp,
+        }))
+    }
+}
+
+/// `b` moved by a fraction of its size and scaled about its centre.
+fn shift_scale(b: BBox, dx: f32, dy: f32, scale: f32) -> BBox {
+    let (w, h) = (b.width(), b.height());
+    let (cx, cy) = ((b.x0 + b.x1) / 2.0 + dx * w, (b.y0 + b.y1) / 2.0 + dy * h);
+    let (hw, hh) = (w * scale / 2.0, h * scale / 2.0);
+    BBox::new(cx - hw, cy - hh, cx + hw, cy + hh)
+}
+
+pub mod cache;
+
+/// `steadyface tune`'s arguments.
+#[derive(Debug, Clone)]
+pub struct TuneArgs {
+    /// The sources (see the module docs).
+    pub data: Vec<DataSource>,
+    pub out: PathBuf,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub hidden: usize,
+    pub kernel: usize,
+    /// Where the cell starts (unless `from` or `resume`).
+    pub init: crate::convlstm::CellInit,
+    /// Start from these weights instead (fine-tuning shipped weights on field clips).
+    pub from: Option<PathBuf>,
+    /// Which parameters train.
+    pub trainable: crate::convlstm::Trainable,
+    pub mu: f64,
+    pub jitter: crate::jitter_loss::JitterParams,
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub device: crate::runtime::Backend,
+    pub resume: bool,
+    pub threads: usize,
+    pub cache_dir: PathBuf,
+    /// The command line, recorded in the weights' metadata.
+    pub command_line: String,
+}
