@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 pub struct ModelsConfig {
     /// Directory holding `manifest.yaml` and the fetched model files.
     pub dir: PathBuf,
-    /// Backbone name in the manifest.
+    /// Backbone name in the manifest: openseeface-lm0 (224 px RGB) or openseeface-snv2 (112 px
+    /// grey; faster, slightly less accurate on the dlib faces).
     pub backbone: String,
     /// Face detector name in the manifest.
     pub detector: String,
@@ -40,12 +41,13 @@ pub struct ModelsConfig {
     /// `--features torch` only; the detector and eye refiner stay native).
     pub cpu_engine: CpuEngine,
     /// CPU threads for inference (1 to 16): the native engine splits its large convolutions
-    /// across them, and tract its matrix products. 1 leaves the other cores to capture, MQTT
-    /// and the rest of the system.
+    /// across them, and tract its matrix products. On 2 cores, 2 threads made the backbone about
+    /// 1.35x faster; 1 leaves the other cores to capture, MQTT and the rest of the system.
     pub threads: usize,
-    /// Eye refiner in the manifest, run on both eyes of every face (`crate::eyes`): refined
-    /// lids, the iris, and an openness that follows real blinks. `null` turns it off, e.g. for a
-    /// backbone whose own lids move; the drowsiness signals then read the backbone's eye points.
+    /// Eye refiner in the manifest, run on both eyes of every face (the `eyes` module): refined
+    /// lids, the iris, and an openness that follows real blinks (lm0's own eyelid points barely
+    /// move through a blink). `null` turns it off, e.g. for a backbone whose own lids move; the
+    /// drowsiness signals then read the backbone's eye points.
     pub eye_refiner: Option<String>,
 }
 
@@ -74,7 +76,8 @@ pub struct DetectorConfig {
     pub nms_iou: f32,
     /// Run the detector every N frames to pick up new faces (and whenever no face is tracked).
     pub interval: u32,
-    /// Stretch the contrast of dark frames before detection and landmarking.
+    /// Stretch the contrast of dark frames (99th luma percentile below 160) before detection
+    /// and landmarking.
     pub low_light: bool,
 }
 
@@ -96,10 +99,10 @@ pub struct TrackerConfig {
     /// Most faces tracked at once (at most 8).
     pub max_faces: usize,
     /// Mean landmark confidence a new face needs to get a track. Null (the default): the
-    /// backbone's own, from its manifest entry (confidence scales differ between backbones).
+    /// backbone's own, from its manifest entry (lm0 0.68, snv2 0.52: their scales differ).
     pub accept_confidence: Option<f32>,
     /// A track whose mean landmark confidence drops below this is lost. Null (the default):
-    /// the backbone's own.
+    /// the backbone's own (lm0 0.6, snv2 0.46).
     pub lost_confidence: Option<f32>,
     /// Crop edges follow the landmarks only when they move more than this fraction of the box.
     pub crop_deadband: f32,
@@ -149,6 +152,7 @@ impl Default for PdcConfig {
 pub struct DecoderConfig {
     /// argmax, offset, pdc or soft-argmax.
     pub method: DecoderMethod,
+    /// PDC's parameters (paper Algorithm 1), used when `method` is pdc.
     pub pdc: PdcConfig,
     /// Soft-argmax temperature β.
     pub softargmax_beta: f32,
@@ -168,9 +172,10 @@ impl Default for DecoderConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StabilizerConfig {
-    /// none, one-euro (per point), shape-one-euro (the face's shape in its own frame), convlstm
-    /// (the paper's ConvLSTM on the backbone's maps), or convlstm+one-euro /
-    /// convlstm+shape-one-euro (the ConvLSTM, then the point filter).
+    /// none, one-euro (per point), shape-one-euro (the face's shape in its own frame, the pose
+    /// filtered apart), convlstm (the paper's ConvLSTM on the backbone's maps), or
+    /// convlstm+one-euro / convlstm+shape-one-euro (the ConvLSTM, then the point filter).
+    /// docs/stabilizers.md, "Stabilizers", compares them.
     pub method: StabilizerMethod,
     /// One Euro filter parameters (used by one-euro and shape-one-euro). The defaults suit
     /// `motion: true`; without motion compensation, 1.0 / 40 lags less behind a moving face.
@@ -204,28 +209,35 @@ impl Default for StabilizerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// v4l2 (a camera) or replay (a clip: .y4m, an image directory, or any video ffmpeg reads).
+    /// v4l2 (a camera) or replay (a clip: .y4m, an image directory, or any video ffmpeg
+    /// reads).
     pub kind: SourceKind,
-    /// V4L2 device: a path such as /dev/video0, or a name under /dev/v4l/by-id (stable across reboots).
+    /// V4L2 device: a path such as /dev/video0, or a name under /dev/v4l/by-id (stable
+    /// across reboots and ports).
     pub device: String,
-    /// Requested capture size; the driver may pick the nearest it supports (logged).
+    /// Requested capture width (pixels); the driver may pick the nearest size it supports
+    /// (logged).
     pub width: u32,
+    /// Requested capture height (pixels).
     pub height: u32,
     /// Requested capture rate (frames per second).
     pub fps: f64,
-    /// Pixel format: auto (first of yuyv, mjpeg, nv12, grey the camera offers), yuyv, mjpeg, nv12 or grey.
+    /// Pixel format: auto (the first of yuyv, mjpeg, nv12, grey the camera offers), yuyv,
+    /// mjpeg, nv12 or grey.
     pub format: FormatRequest,
     /// A camera that delivers no frame for this long is treated as lost and reopened; any
     /// source (a hung replay decoder too) that produces nothing for twice this long is
     /// reported lost (`camera_lost`) until it produces again.
     pub timeout_ms: u64,
-    /// Back-off between attempts to reopen a lost camera: starts here, doubles up to `reopen_max_ms`.
+    /// Back-off between attempts to reopen a lost camera: starts here, doubles up to
+    /// `reopen_max_ms`.
     pub reopen_min_ms: u64,
+    /// The longest back-off between reopen attempts.
     pub reopen_max_ms: u64,
     /// Replay: the clip to play (kind: replay).
     pub path: Option<PathBuf>,
-    /// Replay pace: realtime (the clip's own fps, frames dropped when inference falls behind, like a
-    /// camera) or fast (as fast as inference goes, nothing dropped).
+    /// Replay pace: realtime (the clip's own fps, frames dropped when inference falls behind,
+    /// like a camera) or fast (as fast as inference goes, nothing dropped).
     pub pace: ReplayPace,
     /// Replay: start again at the end instead of stopping the daemon.
     pub repeat: bool,
@@ -281,11 +293,14 @@ impl Default for DaemonConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
+    /// Connect over TLS (needs `ca_file`).
     pub enabled: bool,
     /// PEM file with the CA certificate(s) that signed the broker's certificate.
     pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and its private key, for brokers that authenticate clients by certificate.
+    /// PEM client certificate, for brokers that authenticate clients by certificate (with
+    /// `key_file`).
     pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     pub key_file: Option<PathBuf>,
 }
 
@@ -293,11 +308,15 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
+    /// Publish to a broker. Off: the daemon runs without MQTT (stdout, signals and clips still
+    /// work).
     pub enabled: bool,
+    /// Broker host name or address.
     pub host: String,
+    /// Broker port (1883 plain; 8883 is usual for TLS).
     pub port: u16,
-    /// Topic prefix; topics are PREFIX/DEVICE_ID/... At most 256 bytes, no wildcards, not
-    /// starting with `$` (the broker's own topics).
+    /// Topic prefix; topics are PREFIX/DEVICE_ID/{status,landmarks,events,state,metrics,cmd}.
+    /// At most 256 bytes, no wildcards, not starting with `$` (the broker's own topics).
     pub prefix: String,
     /// This device's id in topics and payloads (one topic level, at most 256 bytes); empty:
     /// the host name.
@@ -306,10 +325,14 @@ pub struct MqttConfig {
     pub client_id: String,
     /// Seconds between keep-alive pings; the broker declares us gone (Last Will) after 1.5x this.
     pub keep_alive_s: u64,
+    /// User name to log in with (null: none).
     pub username: Option<String>,
+    /// Password for `username` (or `password_file`, which keeps it out of the config).
     pub password: Option<String>,
-    /// Read the password from this file instead (keeps it out of the config; trailing newline ignored).
+    /// Read the password from this file instead (keeps it out of the config; a trailing
+    /// newline is ignored).
     pub password_file: Option<PathBuf>,
+    /// TLS for the broker connection.
     pub tls: TlsConfig,
     /// Publish every frame's landmarks (QoS 0). Off: only state, events, status and metrics.
     pub landmarks: bool,
@@ -318,6 +341,7 @@ pub struct MqttConfig {
     pub event_queue: usize,
     /// Back-off between reconnect attempts: starts here, doubles up to `reconnect_max_ms`.
     pub reconnect_min_ms: u64,
+    /// The longest back-off between reconnect attempts.
     pub reconnect_max_ms: u64,
     /// Subscribe to PREFIX/DEVICE_ID/cmd for `record`, `recalibrate` and `reset` commands.
     /// Anyone who may publish there controls these, so restrict the topic with broker ACLs.
@@ -358,7 +382,8 @@ pub struct ClipsConfig {
     pub dir: PathBuf,
     /// Seconds of history a clip holds (fewer when `max_ring_mb` is reached first).
     pub seconds: f64,
-    /// Memory cap of the ring (frames are kept as 4:2:0, 1.5 bytes per pixel).
+    /// Memory cap of the ring (frames are kept as 4:2:0, 1.5 bytes per pixel: 460 KB per
+    /// 640x480 frame, so 150 MB is about 11 s at 30 fps).
     pub max_ring_mb: u64,
     /// Disk quota for all clips: after each save the oldest clips are deleted (and counted)
     /// until the total fits. 1 to 2^40.
@@ -807,6 +832,9 @@ fn apply_override(tree: &mut Value, spec: &str) -> std::result::Result<(), Strin
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod commented;
 
 #[cfg(test)]
 mod tests {

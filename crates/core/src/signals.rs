@@ -36,14 +36,17 @@ use crate::geometry::Point;
 use crate::models::SchemeSpec;
 use serde::{Deserialize, Serialize};
 
-/// Thresholds and windows. Defaults, with their sources, are documented in
-/// `config/steadyface.yaml` and the README.
+/// Drowsiness signals per tracked face (published in landmarks, state and events): their
+/// thresholds and windows, each with where its default comes from. Definitions: the README,
+/// "Drowsiness signals".
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignalsConfig {
     /// Compute the signals (in `run`, and in `track --signals`).
     pub enabled: bool,
-    /// Mean heatmap confidence of the eyes' (or the mouth's) points below which they are "unknown".
+    /// Mean heatmap confidence of both eyes' 12 points below which the eyes are "unknown"
+    /// (never "closed"). Measured on lm0: at least 0.80 on every clear face we have; 0.48–0.66
+    /// under an occluder.
     pub min_confidence: f32,
     /// The same for the mouth's points. Lower than the eyes': a wide-open mouth is rare in
     /// training data and scores lower (0.73 at worst on carphone's speech), and a hidden mouth
@@ -51,34 +54,48 @@ pub struct SignalsConfig {
     pub min_mouth_confidence: f32,
     /// Eyes narrower than this (pixels, corner to corner) are "unknown": too few pixels for lids.
     pub min_eye_px: f32,
-    /// Seconds of visible eyes over which a new track learns the driver's open-eye EAR.
+    /// A new track learns its driver's open-eye EAR (75th percentile) over this many seconds
+    /// of visible eyes.
     pub calibration_s: f32,
-    /// Open-eye EAR used before calibration ends (without the eye refiner).
+    /// Open-eye EAR until then (without the eye refiner): lm0's median on open eyes (0.27
+    /// carphone, 0.24 dlib faces); Soukupová & Čech (2016) report about 0.3 for open eyes with
+    /// exact landmarks.
     pub ear_open_default: f32,
-    /// EAR this backbone reports for a fully closed eye (openness 0; without the eye refiner).
+    /// EAR of a fully closed eye (openness 0; without the eye refiner): Soukupová & Čech's
+    /// blinks bottom out near 0.05–0.1.
     pub ear_closed: f32,
-    /// With the eye refiner: the open-eye lid gap ratio used before calibration ends. The
-    /// labelled clips' open eyes measure 0.24–0.25 (carphone, video2-512).
+    /// With the eye refiner (`models.eye_refiner`), openness is read from the refined lids' gap
+    /// ratio (mean lid gap / corner distance) instead of the EAR. Open-eye value until
+    /// calibrated: 0.24–0.25 on the labelled clips (carphone, video2-512).
     pub lid_gap_open_default: f32,
     /// With the eye refiner: the lid gap ratio of a shut eye (openness 0). The shut frames of
     /// the labelled blinks measure 0.04–0.11, their deepest 0.04–0.07; the refiner never puts
     /// the lids exactly together.
     pub lid_gap_closed: f32,
-    /// A closure starts when openness falls below this...
+    /// Closure hysteresis on openness: a closure starts below this and ends above
+    /// `open_openness`. Measured on the labelled blinks with the refiner: every shut frame but
+    /// one reads at most 0.32, the one closing frame 0.39 (video2-512 frame 104), partly open
+    /// frames 0.6–0.75, and open eyes at least 0.8 on both clips. Without the refiner, an EAR
+    /// below 0.17 starts a closure.
     pub closed_openness: f32,
-    /// ...and ends when it rises above this.
+    /// Openness above which a closure ends.
     pub open_openness: f32,
-    /// Closures up to this long are blinks; longer ones are long closures.
+    /// Closures up to this long are blinks; longer ones are long closures. Blinks last
+    /// 100–400 ms (Caffier et al. 2003, Eur J Appl Physiol 89:319).
     pub blink_max_s: f32,
-    /// Raise the eyes-closed alarm when a closure lasts this long.
+    /// The eyes-closed alarm: a closure this long. 5x the longest normal blink (0.4 s), yet
+    /// within 56 m at 100 km/h.
     pub eyes_closed_alarm_s: f32,
-    /// PERCLOS and blink-rate window.
+    /// PERCLOS P80 (Wierwille 1994; Dinges & Grace 1998, FHWA-MCRT-98-006): the share of this
+    /// window with the eyes at least 80% closed. Also the blink-rate window.
     pub perclos_window_s: f32,
     /// Openness at or below which the eye counts as closed for PERCLOS (0.2 = P80).
     pub perclos_openness: f32,
-    /// MAR at which a mouth opening may become a yawn...
+    /// Yawn: MAR (inner-lip opening / mouth width) at least this for at least `yawn_min_s`,
+    /// ending below `yawn_end_mar`. Speech on carphone peaks at 0.65 for under 0.5 s; yawns last
+    /// about 6 s (Provine 1986, Ethology 72:109).
     pub yawn_mar: f32,
-    /// ...and below which it ends.
+    /// MAR below which a yawn ends.
     pub yawn_end_mar: f32,
     /// An opening held at least this long is a yawn (speech openings are far shorter).
     pub yawn_min_s: f32,

@@ -88,7 +88,7 @@ impl<'de> serde::Deserialize<'de> for StabilizerMethod {
     }
 }
 
-/// One Euro parameters.
+/// One Euro filter parameters (Casiez et al., CHI 2012); speeds are in face sizes per second.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OneEuroParams {
