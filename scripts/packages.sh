@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The system packages of scripts/packages.txt, by group (demo, test, cross).
 #
-#   scripts/packages.sh install GROUP...  install what `dpkg -s` says is missing
+#   scripts/packages.sh install GROUP...  install what dpkg says is not installed
 #   scripts/packages.sh check GROUP...    every tool and library those groups promise must
 #                                         come from a package of the list (or one it depends on)
 #   scripts/packages.sh libclang          print the directory of the libclang.so that the list's
@@ -21,13 +21,17 @@ rows() {
 }
 packages() { rows "$@" | awk '{print $1}'; }
 
+# Whether a package is installed. Not `dpkg -s`'s exit status: that is 0 too for a package
+# removed with its config files kept ("deinstall ok config-files"), which is not there.
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+
 # The package and everything it depends on that is installed (alternatives: those installed).
 closure() {
   local -A seen=(); local queue=("$@") p deps d
   while [ "${#queue[@]}" -gt 0 ]; do
     p=${queue[0]}; queue=("${queue[@]:1}")
     [ -n "${seen[$p]:-}" ] && continue
-    dpkg -s "$p" >/dev/null 2>&1 || continue
+    installed "$p" || continue
     seen[$p]=1; echo "$p"
     deps=$(dpkg-query -W -f='${Depends},${Pre-Depends}' "$p" 2>/dev/null | tr ',|' '\n\n' |
       sed 's/(.*)//; s/:any//; s/^ *//; s/ *$//' | grep -v '^$' || true)
@@ -58,7 +62,7 @@ cmd=${1:-}; shift || true
 case "$cmd" in
   install)
     need=()
-    for p in $(packages "$@"); do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+    for p in $(packages "$@"); do installed "$p" || need+=("$p"); done
     [ "${#need[@]}" -eq 0 ] && exit 0
     if [ "${SKIP_APT:-0}" = 1 ]; then echo "packages: missing ${need[*]} (SKIP_APT=1: not installing)" >&2; exit 0; fi
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
