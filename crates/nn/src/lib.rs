@@ -40,7 +40,7 @@ const MAX_TASKS: usize = 64;
 const SPLIT_MACS: usize = 1 << 16;
 use self::onnx::{AttributeProto, ModelProto, NodeProto, TensorProto};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// Why a model did not load.
@@ -792,7 +792,7 @@ fn import(model: &ModelProto, channels: usize, width: usize, height: usize) -> R
     let mut ops: Vec<Op> = Vec::new();
     // Values in `[h, w, c]` order (after a `Transpose` to channels-last): only elementwise
     // ops, `Reshape` and the graph's outputs may read them.
-    let mut nhwc: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut nhwc: HashSet<usize> = std::collections::HashSet::new();
     for node in &graph.node {
         if node.op_type == "Split" {
             // Several outputs: one channel slice each.
@@ -903,512 +903,644 @@ fn scalar_of(v: &Val) -> Option<f32> {
     }
 }
 
-/// Import one node: constants are folded into `vals`; a runtime op is returned as
-/// `(kind, input, output shape)`.
+/// Import one node: fold it into `vals` when its inputs are constants, else return the step
+/// it becomes (its kind, its input value and its output shape). `nhwc` holds the values laid
+/// out channels-last (the detector's output heads).
 fn import_node(
     node: &NodeProto,
     vals: &mut HashMap<String, Val>,
     shapes: &[[usize; 3]],
-    nhwc: &std::collections::HashSet<usize>,
-) -> Res<Option<(Kind, usize, [usize; 3])>> {
+    nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let import = match node.op_type.as_str() {
+        "Constant" => import_constant,
+        "Shape" => import_shape,
+        "Slice" => import_slice,
+        "Concat" => import_concat,
+        "Conv" => import_conv,
+        "Relu" | "Clip" | "Sigmoid" => import_activation,
+        "Add" | "Sub" | "Mul" | "Div" => import_binary,
+        "MaxPool" => import_max_pool,
+        "Transpose" => import_transpose,
+        "Reshape" => import_reshape,
+        "PRelu" => import_prelu,
+        "Pad" => import_pad,
+        "GlobalAveragePool" => import_global_average_pool,
+        "Resize" | "Upsample" => import_resize,
+        other => return unsupported(node, format!("operator {other} is not implemented")),
+    };
+    import(node, vals, shapes, nhwc)
+}
+
+/// What importing a node gives: nothing (it was folded into a constant), or a step.
+type Imported = Option<(Kind, usize, [usize; 3])>;
+
+/// `Constant`.
+fn import_constant(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    _shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let out_name = node.output.first().cloned().unwrap_or_default();
+    let t = attr(node, "value").and_then(|a| a.t.as_ref());
+    let Some(t) = t else {
+        return unsupported(node, "only `value` tensors are supported");
+    };
+    let v = constant(t, Some(node))?;
+    vals.insert(out_name, v);
+    Ok(None)
+}
+
+/// `Shape`.
+fn import_shape(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let out_name = node.output.first().cloned().unwrap_or_default();
+    let x = dyn_of(node, vals, 0)?;
+    let s = shapes[x];
+    vals.insert(out_name, Val::I(vec![1, s[0] as i64, s[1] as i64, s[2] as i64]));
+    Ok(None)
+}
+
+/// `Slice`.
+fn import_slice(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    _shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
     let out_name = node.output.first().cloned().unwrap_or_default();
     let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
-    match node.op_type.as_str() {
-        "Constant" => {
-            let t = attr(node, "value").and_then(|a| a.t.as_ref());
-            let Some(t) = t else {
-                return unsupported(node, "only `value` tensors are supported");
-            };
-            let v = constant(t, Some(node))?;
-            vals.insert(out_name, v);
+    let (Some(Val::I(data)), Some(Val::I(st)), Some(Val::I(en))) = (get(0), get(1), get(2)) else {
+        return unsupported(node, "only 1-D int64 constants can be sliced");
+    };
+    if let Some(Val::I(axes)) = get(3) {
+        if axes.iter().any(|&a| a != 0) {
+            return unsupported(node, "axes other than 0");
         }
-        "Shape" => {
-            let x = dyn_of(node, vals, 0)?;
-            let s = shapes[x];
-            vals.insert(out_name, Val::I(vec![1, s[0] as i64, s[1] as i64, s[2] as i64]));
-        }
-        "Slice" => {
-            let (Some(Val::I(data)), Some(Val::I(st)), Some(Val::I(en))) = (get(0), get(1), get(2)) else {
-                return unsupported(node, "only 1-D int64 constants can be sliced");
-            };
-            if let Some(Val::I(axes)) = get(3) {
-                if axes.iter().any(|&a| a != 0) {
-                    return unsupported(node, "axes other than 0");
-                }
-            }
-            let step = match get(4) {
-                Some(Val::I(s)) if s.iter().any(|&s| s != 1) => return unsupported(node, "steps other than 1"),
-                _ => 1,
-            };
-            let n = data.len() as i64;
-            let clamp = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
-            let (a, b) = (clamp(st[0]), clamp(en[0]));
-            let out: Vec<i64> = (a..b).step_by(step).map(|i| data[i as usize]).collect();
-            vals.insert(out_name, Val::I(out));
-        }
-        "Concat" => {
-            let axis = attr_int(node, "axis", 0);
-            let ins: Vec<Option<&Val>> = (0..node.input.len()).map(get).collect();
-            if ins.iter().all(|v| matches!(v, Some(Val::I(_)))) {
-                let out = ins
-                    .iter()
-                    .flat_map(|v| if let Some(Val::I(d)) = v { d.clone() } else { vec![] })
-                    .collect();
-                vals.insert(out_name, Val::I(out));
-                return Ok(None);
-            }
-            if axis != 1 && axis != -3 {
-                return unsupported(node, format!("concat along axis {axis} (only channels)"));
-            }
-            let mut vs = Vec::new();
-            for i in 0..node.input.len() {
-                vs.push(dyn_of(node, vals, i)?);
-            }
-            let (h, w) = (shapes[vs[0]][1], shapes[vs[0]][2]);
-            if vs.iter().any(|&v| shapes[v][1] != h || shapes[v][2] != w) {
-                return invalid(node, "inputs differ in height or width");
-            }
-            let c = vs.iter().map(|&v| shapes[v][0]).sum();
-            return Ok(Some((Kind::Concat(vs.clone()), vs[0], [c, h, w])));
-        }
-        "Conv" => {
-            let x = dyn_of(node, vals, 0)?;
-            let Some(Val::F { dims, data: w }) = get(1).cloned() else {
-                return unsupported(node, "weights are not a float constant");
-            };
-            if dims.len() != 4 {
-                return unsupported(node, format!("weights of rank {} (only 2-D convolutions)", dims.len()));
-            }
-            let [cin, ih, iw] = shapes[x];
-            let group = attr_int(node, "group", 1);
-            if group < 1 {
-                return invalid(node, format!("group {group} (at least 1)"));
-            }
-            let group = group as usize;
-            let (cout, kh, kw) = (dims[0], dims[2], dims[3]);
-            if cin % group != 0 || cout % group != 0 || dims[1] != cin / group {
-                return invalid(
-                    node,
-                    format!("weights {dims:?} do not fit {cin} input channels in {group} groups"),
-                );
-            }
-            let b = match get(2) {
-                Some(Val::F { data, .. }) if data.len() == cout => data.clone(),
-                Some(_) => return unsupported(node, "bias is not a float constant of length cout"),
-                None => vec![0.0; cout],
-            };
-            if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
-                return unsupported(node, "dilation other than 1");
-            }
-            if attr_str(node, "auto_pad", "NOTSET") != "NOTSET" {
-                return unsupported(node, "auto_pad");
-            }
-            let s = attr_ints(node, "strides").unwrap_or(vec![1, 1]);
-            let p = attr_ints(node, "pads").unwrap_or(vec![0, 0, 0, 0]);
-            if s.len() != 2
-                || p.len() != 4
-                || s.iter().any(|&v| !(1..=MAX_STRIDE_OR_PAD).contains(&v))
-                || p.iter().any(|&v| !(0..=MAX_STRIDE_OR_PAD).contains(&v))
-            {
-                return invalid(node, format!("strides {s:?} / pads {p:?}"));
-            }
-            let (sy, sx, pt, pl, pb, pr) = (
-                s[0] as usize,
-                s[1] as usize,
-                p[0] as usize,
-                p[1] as usize,
-                p[2] as usize,
-                p[3] as usize,
-            );
-            if ih + pt + pb < kh || iw + pl + pr < kw {
-                return invalid(
-                    node,
-                    format!("kernel {kh}×{kw} is larger than the padded input {ih}×{iw}"),
-                );
-            }
-            let (oh, ow) = ((ih + pt + pb - kh) / sy + 1, (iw + pl + pr - kw) / sx + 1);
-            let g = ConvGeom {
-                cin,
-                cout,
-                group,
-                ih,
-                iw,
-                oh,
-                ow,
-                kh,
-                kw,
-                sy,
-                sx,
-                pt,
-                pl,
-            };
-            return Ok(Some((
-                Kind::Conv {
-                    g,
-                    w,
-                    b,
-                    ep: Epilogue::default(),
-                },
-                x,
-                [cout, oh, ow],
-            )));
-        }
-        "Relu" | "Clip" | "Sigmoid" => {
-            let x = dyn_of(node, vals, 0)?;
-            let ops_ = match node.op_type.as_str() {
-                "Relu" => vec![Scalar::Max(0.0)],
-                "Sigmoid" => vec![Scalar::Sigmoid],
-                _ => {
-                    // opset ≥ 11 takes the bounds as inputs, older ones as attributes.
-                    let lo = get(1).and_then(scalar_of).or(attr(node, "min").map(|a| a.f));
-                    let hi = get(2).and_then(scalar_of).or(attr(node, "max").map(|a| a.f));
-                    if node.input.len() > 1 && !node.input[1].is_empty() && lo.is_none() {
-                        return unsupported(node, "min is not a scalar constant");
-                    }
-                    if node.input.len() > 2 && !node.input[2].is_empty() && hi.is_none() {
-                        return unsupported(node, "max is not a scalar constant");
-                    }
-                    lo.map(Scalar::Max).into_iter().chain(hi.map(Scalar::Min)).collect()
-                }
-            };
-            return Ok(Some((Kind::Chain(Epilogue { ops: ops_, gate: false }), x, shapes[x])));
-        }
-        "Add" | "Sub" | "Mul" | "Div" => {
-            let op = match node.op_type.as_str() {
-                "Add" => BinOp::Add,
-                "Sub" => BinOp::Sub,
-                "Mul" => BinOp::Mul,
-                _ => BinOp::Div,
-            };
-            let (a, b) = (get(0).cloned(), get(1).cloned());
-            let (Some(a), Some(b)) = (a, b) else {
-                return invalid(node, "missing input");
-            };
-            match (a, b) {
-                (Val::D(x), c) if scalar_of(&c).is_some() => {
-                    let c = scalar_of(&c).unwrap_or(0.0);
-                    let s = match op {
-                        BinOp::Add => Scalar::Add(c),
-                        BinOp::Sub => Scalar::Add(-c),
-                        BinOp::Mul => Scalar::Mul(c),
-                        BinOp::Div => Scalar::Mul(1.0 / c),
-                    };
-                    return Ok(Some((
-                        Kind::Chain(Epilogue {
-                            ops: vec![s],
-                            gate: false,
-                        }),
-                        x,
-                        shapes[x],
-                    )));
-                }
-                (c, Val::D(x)) if scalar_of(&c).is_some() => {
-                    let c = scalar_of(&c).unwrap_or(0.0);
-                    let s = match op {
-                        BinOp::Add => vec![Scalar::Add(c)],
-                        BinOp::Mul => vec![Scalar::Mul(c)],
-                        BinOp::Sub => vec![Scalar::Mul(-1.0), Scalar::Add(c)],
-                        BinOp::Div => return unsupported(node, "a scalar divided by a tensor"),
-                    };
-                    return Ok(Some((Kind::Chain(Epilogue { ops: s, gate: false }), x, shapes[x])));
-                }
-                (Val::D(x), Val::D(y)) => {
-                    let (sx, sy) = (shapes[x], shapes[y]);
-                    let commutes = matches!(op, BinOp::Add | BinOp::Mul);
-                    if sx == sy {
-                        return Ok(Some((
-                            Kind::Binary {
-                                op,
-                                rhs: Operand::Same(y),
-                            },
-                            x,
-                            sx,
-                        )));
-                    } else if sy[1] == 1 && sy[2] == 1 && sy[0] == sx[0] {
-                        return Ok(Some((
-                            Kind::Binary {
-                                op,
-                                rhs: Operand::Channel(y),
-                            },
-                            x,
-                            sx,
-                        )));
-                    } else if commutes && sx[1] == 1 && sx[2] == 1 && sx[0] == sy[0] {
-                        return Ok(Some((
-                            Kind::Binary {
-                                op,
-                                rhs: Operand::Channel(x),
-                            },
-                            y,
-                            sy,
-                        )));
-                    } else {
-                        return unsupported(node, format!("broadcast of {sx:?} with {sy:?}"));
-                    }
-                }
-                (Val::D(x), Val::F { dims, data }) if per_channel(&dims, shapes[x][0]) => {
-                    return Ok(Some((
-                        Kind::Binary {
-                            op,
-                            rhs: Operand::ChannelConst(data),
-                        },
-                        x,
-                        shapes[x],
-                    )));
-                }
-                (Val::F { dims, data }, Val::D(x))
-                    if matches!(op, BinOp::Add | BinOp::Mul) && per_channel(&dims, shapes[x][0]) =>
-                {
-                    return Ok(Some((
-                        Kind::Binary {
-                            op,
-                            rhs: Operand::ChannelConst(data),
-                        },
-                        x,
-                        shapes[x],
-                    )));
-                }
-                _ => return unsupported(node, "operands other than tensor ⊕ scalar, per-channel or same-shape"),
-            }
-        }
-        "MaxPool" => {
-            let x = dyn_of(node, vals, 0)?;
-            let [c, ih, iw] = shapes[x];
-            let k = attr_ints(node, "kernel_shape").unwrap_or_default();
-            let s = attr_ints(node, "strides").unwrap_or(vec![1, 1]);
-            let pd = attr_ints(node, "pads").unwrap_or(vec![0, 0, 0, 0]);
-            if attr_int(node, "ceil_mode", 0) != 0 {
-                return unsupported(node, "ceil_mode 1");
-            }
-            if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
-                return unsupported(node, "dilation other than 1");
-            }
-            // VALID is no padding, which is what absent pads mean too.
-            if !matches!(attr_str(node, "auto_pad", "NOTSET").as_str(), "NOTSET" | "VALID") {
-                return unsupported(node, "auto_pad other than VALID");
-            }
-            if node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                return unsupported(node, "the Indices output");
-            }
-            if k.len() != 2
-                || s.len() != 2
-                || pd.len() != 4
-                || k.iter().chain(&s).any(|&v| !(1..=MAX_STRIDE_OR_PAD).contains(&v))
-                || pd.iter().any(|&v| !(0..=MAX_STRIDE_OR_PAD).contains(&v))
-            {
-                return invalid(node, format!("kernel {k:?} / strides {s:?} / pads {pd:?}"));
-            }
-            let [kh, kw, sy, sx] = [k[0], k[1], s[0], s[1]].map(|v| v as usize);
-            let [pt, pl, pb, pr] = [pd[0], pd[1], pd[2], pd[3]].map(|v| v as usize);
-            if ih + pt + pb < kh || iw + pl + pr < kw || pt >= kh || pl >= kw || pb >= kh || pr >= kw {
-                return invalid(node, format!("kernel {kh}×{kw} with pads {pd:?} on a {ih}×{iw} input"));
-            }
-            let (oh, ow) = ((ih + pt + pb - kh) / sy + 1, (iw + pl + pr - kw) / sx + 1);
-            let p = Window { kh, kw, sy, sx, pt, pl };
-            return Ok(Some((Kind::MaxPool(p), x, [c, oh, ow])));
-        }
-        "Transpose" => {
-            let perm = attr_ints(node, "perm").unwrap_or_default();
-            if let Some(&Val::Grouped {
-                x,
-                groups,
-                swapped: false,
-            }) = get(0)
-            {
-                if perm == [0, 2, 1, 3, 4] {
-                    vals.insert(
-                        out_name,
-                        Val::Grouped {
-                            x,
-                            groups,
-                            swapped: true,
-                        },
-                    );
-                    return Ok(None);
-                }
-            }
-            let x = dyn_of(node, vals, 0)?;
-            if perm != [0, 2, 3, 1] || nhwc.contains(&x) {
-                return unsupported(node, format!("perm {perm:?} (only NCHW → NHWC, [0, 2, 3, 1])"));
-            }
-            let [c, h, w] = shapes[x];
-            return Ok(Some((Kind::Nhwc, x, [h, w, c])));
-        }
-        "Reshape" => {
-            // A channel shuffle: `[c, h, w]` → `[1, g, c/g, h, w]`, its two group axes
-            // transposed, and back to `[1, c, h, w]`.
-            let dims = match get(1) {
-                Some(Val::I(d)) => d.clone(),
-                _ => Vec::new(),
-            };
-            if let Some(&Val::Grouped { x, groups, swapped }) = get(0) {
-                let [c, h, w] = shapes[x];
-                let back = dims.len() == 4
-                    && dims[0] == 1
-                    && (dims[1] == -1 || dims[1] == c as i64)
-                    && dims[2] == h as i64
-                    && dims[3] == w as i64;
-                if !(swapped && back) {
-                    return unsupported(node, format!("reshape of a 5-D view to {dims:?}"));
-                }
-                return Ok(Some((Kind::Shuffle { groups }, x, [c, h, w])));
-            }
-            if let (Some(&Val::D(x)), [1, g, n, dh, dw]) = (get(0), dims.as_slice()) {
-                let [c, h, w] = shapes[x];
-                if !nhwc.contains(&x) && *g > 0 && *n > 0 && (g * n, *dh, *dw) == (c as i64, h as i64, w as i64) {
-                    vals.insert(
-                        out_name,
-                        Val::Grouped {
-                            x,
-                            groups: *g as usize,
-                            swapped: false,
-                        },
-                    );
-                    return Ok(None);
-                }
-            }
-            // Else only where a channels-last head is flattened into rows: the memory order
-            // does not change, so the output is the same buffer under another name.
-            let x = dyn_of(node, vals, 0)?;
-            if !nhwc.contains(&x) {
-                return unsupported(node, "reshape of a tensor that is not a channels-last output head");
-            }
-            let Some(Val::I(dims)) = get(1) else {
-                return unsupported(node, "the shape is not a constant");
-            };
-            let n: usize = shapes[x].iter().product();
-            let known: i64 = dims.iter().filter(|&&d| d > 0).product();
-            let ok = match dims.iter().filter(|&&d| d == -1).count() {
-                0 => known as usize == n,
-                1 => known > 0 && n.is_multiple_of(known as usize),
-                _ => false,
-            };
-            if !ok || dims.iter().any(|&d| d == 0 || d < -1) {
-                return invalid(node, format!("shape {dims:?} does not hold {n} values"));
-            }
-            vals.insert(out_name, Val::D(x));
-        }
-        "PRelu" => {
-            let x = dyn_of(node, vals, 0)?;
-            let c = shapes[x][0];
-            let slope = match get(1) {
-                Some(Val::F { data, .. }) if data.len() == c => data.clone(),
-                Some(Val::F { data, .. }) if data.len() == 1 => vec![data[0]; c],
-                _ => return unsupported(node, "the slope is not a constant per channel or scalar"),
-            };
-            return Ok(Some((Kind::PRelu(slope), x, shapes[x])));
-        }
-        "Pad" => {
-            let x = dyn_of(node, vals, 0)?;
-            if attr_str(node, "mode", "constant") != "constant" {
-                return unsupported(node, "a mode other than constant");
-            }
-            if get(2).and_then(scalar_of).is_some_and(|v| v != 0.0) {
-                return unsupported(node, "a non-zero pad value");
-            }
-            let pads = match get(1) {
-                Some(Val::I(p)) => p.clone(),
-                _ => match attr_ints(node, "pads") {
-                    Some(p) => p,
-                    None => return unsupported(node, "the pads are not a constant"),
-                },
-            };
-            if pads.len() != 8 || pads.iter().any(|&v| v < 0) {
-                return invalid(node, format!("pads {pads:?} (want 8 non-negative values for NCHW)"));
-            }
-            if pads.iter().enumerate().any(|(i, &v)| i % 4 != 1 && v != 0) {
-                return unsupported(node, format!("pads {pads:?} (only the channel axis)"));
-            }
-            let [c, h, w] = shapes[x];
-            let (before, after) = (pads[1] as usize, pads[5] as usize);
-            let Some(co) = c
-                .checked_add(before)
-                .and_then(|v| v.checked_add(after))
-                .filter(|&v| v <= 1 << 16)
-            else {
-                return invalid(node, format!("pads {pads:?} make too many channels"));
-            };
-            return Ok(Some((Kind::PadChannels { before, after }, x, [co, h, w])));
-        }
-        "GlobalAveragePool" => {
-            let x = dyn_of(node, vals, 0)?;
-            return Ok(Some((Kind::Gap, x, [shapes[x][0], 1, 1])));
-        }
-        "Resize" | "Upsample" => {
-            let x = dyn_of(node, vals, 0)?;
-            let [c, ih, iw] = shapes[x];
-            // opset 11+: X, roi, scales, sizes; opset 10 and Upsample: X, scales.
-            let (scales_at, sizes_at) = if node.input.len() >= 3 { (2, 3) } else { (1, usize::MAX) };
-            let (oh, ow) = match (get(sizes_at), get(scales_at)) {
-                (Some(Val::I(s)), _) if s.len() == 4 => (s[2] as usize, s[3] as usize),
-                (_, Some(Val::F { data, .. })) if data.len() == 4 => (
-                    (ih as f32 * data[2]).floor() as usize,
-                    (iw as f32 * data[3]).floor() as usize,
-                ),
-                _ => return unsupported(node, "output size is not a constant"),
-            };
-            if oh == 0 || ow == 0 {
-                return invalid(node, "empty output");
-            }
-            let mode = attr_str(node, "mode", "nearest");
-            let coord = attr_str(node, "coordinate_transformation_mode", "half_pixel");
-            let nearest = attr_str(node, "nearest_mode", "round_prefer_floor");
-            let linear = match mode.as_str() {
-                "linear" | "bilinear" => true,
-                "nearest" => false,
-                m => return unsupported(node, format!("mode {m:?}")),
-            };
-            if !matches!(
-                coord.as_str(),
-                "align_corners" | "half_pixel" | "pytorch_half_pixel" | "asymmetric"
-            ) {
-                return unsupported(node, format!("coordinate_transformation_mode {coord:?}"));
-            }
-            if !linear
-                && !matches!(
-                    nearest.as_str(),
-                    "floor" | "ceil" | "round_prefer_floor" | "round_prefer_ceil"
-                )
-            {
-                return unsupported(node, format!("nearest_mode {nearest:?}"));
-            }
-            let table = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
-                let scale = n_out as f32 / n_in as f32;
-                (0..n_out)
-                    .map(|o| {
-                        let o = o as f32;
-                        let src = match coord.as_str() {
-                            "align_corners" if n_out > 1 => o * (n_in - 1) as f32 / (n_out - 1) as f32,
-                            "align_corners" => 0.0,
-                            "asymmetric" => o / scale,
-                            "pytorch_half_pixel" if n_out == 1 => 0.0,
-                            _ => (o + 0.5) / scale - 0.5,
-                        };
-                        let last = (n_in - 1) as f32;
-                        if linear {
-                            let s = src.clamp(0.0, last);
-                            let i0 = s.floor() as usize;
-                            let i1 = (i0 + 1).min(n_in - 1);
-                            (i0, i1, s - i0 as f32)
-                        } else {
-                            let i = match nearest.as_str() {
-                                "floor" => src.floor(),
-                                "ceil" => src.ceil(),
-                                "round_prefer_ceil" => (src + 0.5).floor(),
-                                _ => (src - 0.5).ceil(),
-                            };
-                            let i = i.clamp(0.0, last) as usize;
-                            (i, i, 0.0)
-                        }
-                    })
-                    .collect()
-            };
-            let (ys, xs) = (table(ih, oh), table(iw, ow));
-            return Ok(Some((Kind::Resize { ys, xs }, x, [c, oh, ow])));
-        }
-        other => return unsupported(node, format!("operator {other} is not implemented")),
     }
+    let step = match get(4) {
+        Some(Val::I(s)) if s.iter().any(|&s| s != 1) => return unsupported(node, "steps other than 1"),
+        _ => 1,
+    };
+    let n = data.len() as i64;
+    let clamp = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
+    let (a, b) = (clamp(st[0]), clamp(en[0]));
+    let out: Vec<i64> = (a..b).step_by(step).map(|i| data[i as usize]).collect();
+    vals.insert(out_name, Val::I(out));
     Ok(None)
+}
+
+/// `Concat`.
+fn import_concat(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let out_name = node.output.first().cloned().unwrap_or_default();
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let axis = attr_int(node, "axis", 0);
+    let ins: Vec<Option<&Val>> = (0..node.input.len()).map(get).collect();
+    if ins.iter().all(|v| matches!(v, Some(Val::I(_)))) {
+        let out = ins
+            .iter()
+            .flat_map(|v| if let Some(Val::I(d)) = v { d.clone() } else { vec![] })
+            .collect();
+        vals.insert(out_name, Val::I(out));
+        return Ok(None);
+    }
+    if axis != 1 && axis != -3 {
+        return unsupported(node, format!("concat along axis {axis} (only channels)"));
+    }
+    let mut vs = Vec::new();
+    for i in 0..node.input.len() {
+        vs.push(dyn_of(node, vals, i)?);
+    }
+    let (h, w) = (shapes[vs[0]][1], shapes[vs[0]][2]);
+    if vs.iter().any(|&v| shapes[v][1] != h || shapes[v][2] != w) {
+        return invalid(node, "inputs differ in height or width");
+    }
+    let c = vs.iter().map(|&v| shapes[v][0]).sum();
+    Ok(Some((Kind::Concat(vs.clone()), vs[0], [c, h, w])))
+}
+
+/// `Conv`.
+fn import_conv(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let x = dyn_of(node, vals, 0)?;
+    let Some(Val::F { dims, data: w }) = get(1).cloned() else {
+        return unsupported(node, "weights are not a float constant");
+    };
+    if dims.len() != 4 {
+        return unsupported(node, format!("weights of rank {} (only 2-D convolutions)", dims.len()));
+    }
+    let [cin, ih, iw] = shapes[x];
+    let group = attr_int(node, "group", 1);
+    if group < 1 {
+        return invalid(node, format!("group {group} (at least 1)"));
+    }
+    let group = group as usize;
+    let (cout, kh, kw) = (dims[0], dims[2], dims[3]);
+    if cin % group != 0 || cout % group != 0 || dims[1] != cin / group {
+        return invalid(
+            node,
+            format!("weights {dims:?} do not fit {cin} input channels in {group} groups"),
+        );
+    }
+    let b = match get(2) {
+        Some(Val::F { data, .. }) if data.len() == cout => data.clone(),
+        Some(_) => return unsupported(node, "bias is not a float constant of length cout"),
+        None => vec![0.0; cout],
+    };
+    if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
+        return unsupported(node, "dilation other than 1");
+    }
+    if attr_str(node, "auto_pad", "NOTSET") != "NOTSET" {
+        return unsupported(node, "auto_pad");
+    }
+    let s = attr_ints(node, "strides").unwrap_or(vec![1, 1]);
+    let p = attr_ints(node, "pads").unwrap_or(vec![0, 0, 0, 0]);
+    if s.len() != 2
+        || p.len() != 4
+        || s.iter().any(|&v| !(1..=MAX_STRIDE_OR_PAD).contains(&v))
+        || p.iter().any(|&v| !(0..=MAX_STRIDE_OR_PAD).contains(&v))
+    {
+        return invalid(node, format!("strides {s:?} / pads {p:?}"));
+    }
+    let (sy, sx, pt, pl, pb, pr) = (
+        s[0] as usize,
+        s[1] as usize,
+        p[0] as usize,
+        p[1] as usize,
+        p[2] as usize,
+        p[3] as usize,
+    );
+    if ih + pt + pb < kh || iw + pl + pr < kw {
+        return invalid(
+            node,
+            format!("kernel {kh}×{kw} is larger than the padded input {ih}×{iw}"),
+        );
+    }
+    let (oh, ow) = ((ih + pt + pb - kh) / sy + 1, (iw + pl + pr - kw) / sx + 1);
+    let g = ConvGeom {
+        cin,
+        cout,
+        group,
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sy,
+        sx,
+        pt,
+        pl,
+    };
+    Ok(Some((
+        Kind::Conv {
+            g,
+            w,
+            b,
+            ep: Epilogue::default(),
+        },
+        x,
+        [cout, oh, ow],
+    )))
+}
+
+/// `Relu`, `Clip`, `Sigmoid`.
+fn import_activation(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let x = dyn_of(node, vals, 0)?;
+    let ops_ = match node.op_type.as_str() {
+        "Relu" => vec![Scalar::Max(0.0)],
+        "Sigmoid" => vec![Scalar::Sigmoid],
+        _ => {
+            // opset ≥ 11 takes the bounds as inputs, older ones as attributes.
+            let lo = get(1).and_then(scalar_of).or(attr(node, "min").map(|a| a.f));
+            let hi = get(2).and_then(scalar_of).or(attr(node, "max").map(|a| a.f));
+            if node.input.len() > 1 && !node.input[1].is_empty() && lo.is_none() {
+                return unsupported(node, "min is not a scalar constant");
+            }
+            if node.input.len() > 2 && !node.input[2].is_empty() && hi.is_none() {
+                return unsupported(node, "max is not a scalar constant");
+            }
+            lo.map(Scalar::Max).into_iter().chain(hi.map(Scalar::Min)).collect()
+        }
+    };
+    Ok(Some((Kind::Chain(Epilogue { ops: ops_, gate: false }), x, shapes[x])))
+}
+
+/// `Add`, `Sub`, `Mul`, `Div`.
+fn import_binary(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let op = match node.op_type.as_str() {
+        "Add" => BinOp::Add,
+        "Sub" => BinOp::Sub,
+        "Mul" => BinOp::Mul,
+        _ => BinOp::Div,
+    };
+    let (a, b) = (get(0).cloned(), get(1).cloned());
+    let (Some(a), Some(b)) = (a, b) else {
+        return invalid(node, "missing input");
+    };
+    match (a, b) {
+        (Val::D(x), c) if scalar_of(&c).is_some() => {
+            let c = scalar_of(&c).unwrap_or(0.0);
+            let s = match op {
+                BinOp::Add => Scalar::Add(c),
+                BinOp::Sub => Scalar::Add(-c),
+                BinOp::Mul => Scalar::Mul(c),
+                BinOp::Div => Scalar::Mul(1.0 / c),
+            };
+            Ok(Some((
+                Kind::Chain(Epilogue {
+                    ops: vec![s],
+                    gate: false,
+                }),
+                x,
+                shapes[x],
+            )))
+        }
+        (c, Val::D(x)) if scalar_of(&c).is_some() => {
+            let c = scalar_of(&c).unwrap_or(0.0);
+            let s = match op {
+                BinOp::Add => vec![Scalar::Add(c)],
+                BinOp::Mul => vec![Scalar::Mul(c)],
+                BinOp::Sub => vec![Scalar::Mul(-1.0), Scalar::Add(c)],
+                BinOp::Div => return unsupported(node, "a scalar divided by a tensor"),
+            };
+            Ok(Some((Kind::Chain(Epilogue { ops: s, gate: false }), x, shapes[x])))
+        }
+        (Val::D(x), Val::D(y)) => {
+            let (sx, sy) = (shapes[x], shapes[y]);
+            let commutes = matches!(op, BinOp::Add | BinOp::Mul);
+            if sx == sy {
+                Ok(Some((
+                    Kind::Binary {
+                        op,
+                        rhs: Operand::Same(y),
+                    },
+                    x,
+                    sx,
+                )))
+            } else if sy[1] == 1 && sy[2] == 1 && sy[0] == sx[0] {
+                Ok(Some((
+                    Kind::Binary {
+                        op,
+                        rhs: Operand::Channel(y),
+                    },
+                    x,
+                    sx,
+                )))
+            } else if commutes && sx[1] == 1 && sx[2] == 1 && sx[0] == sy[0] {
+                Ok(Some((
+                    Kind::Binary {
+                        op,
+                        rhs: Operand::Channel(x),
+                    },
+                    y,
+                    sy,
+                )))
+            } else {
+                unsupported(node, format!("broadcast of {sx:?} with {sy:?}"))
+            }
+        }
+        (Val::D(x), Val::F { dims, data }) if per_channel(&dims, shapes[x][0]) => Ok(Some((
+            Kind::Binary {
+                op,
+                rhs: Operand::ChannelConst(data),
+            },
+            x,
+            shapes[x],
+        ))),
+        (Val::F { dims, data }, Val::D(x))
+            if matches!(op, BinOp::Add | BinOp::Mul) && per_channel(&dims, shapes[x][0]) =>
+        {
+            Ok(Some((
+                Kind::Binary {
+                    op,
+                    rhs: Operand::ChannelConst(data),
+                },
+                x,
+                shapes[x],
+            )))
+        }
+        _ => unsupported(node, "operands other than tensor ⊕ scalar, per-channel or same-shape"),
+    }
+}
+
+/// `MaxPool`.
+fn import_max_pool(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let x = dyn_of(node, vals, 0)?;
+    let [c, ih, iw] = shapes[x];
+    let k = attr_ints(node, "kernel_shape").unwrap_or_default();
+    let s = attr_ints(node, "strides").unwrap_or(vec![1, 1]);
+    let pd = attr_ints(node, "pads").unwrap_or(vec![0, 0, 0, 0]);
+    if attr_int(node, "ceil_mode", 0) != 0 {
+        return unsupported(node, "ceil_mode 1");
+    }
+    if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
+        return unsupported(node, "dilation other than 1");
+    }
+    // VALID is no padding, which is what absent pads mean too.
+    if !matches!(attr_str(node, "auto_pad", "NOTSET").as_str(), "NOTSET" | "VALID") {
+        return unsupported(node, "auto_pad other than VALID");
+    }
+    if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+        return unsupported(node, "the Indices output");
+    }
+    if k.len() != 2
+        || s.len() != 2
+        || pd.len() != 4
+        || k.iter().chain(&s).any(|&v| !(1..=MAX_STRIDE_OR_PAD).contains(&v))
+        || pd.iter().any(|&v| !(0..=MAX_STRIDE_OR_PAD).contains(&v))
+    {
+        return invalid(node, format!("kernel {k:?} / strides {s:?} / pads {pd:?}"));
+    }
+    let [kh, kw, sy, sx] = [k[0], k[1], s[0], s[1]].map(|v| v as usize);
+    let [pt, pl, pb, pr] = [pd[0], pd[1], pd[2], pd[3]].map(|v| v as usize);
+    if ih + pt + pb < kh || iw + pl + pr < kw || pt >= kh || pl >= kw || pb >= kh || pr >= kw {
+        return invalid(node, format!("kernel {kh}×{kw} with pads {pd:?} on a {ih}×{iw} input"));
+    }
+    let (oh, ow) = ((ih + pt + pb - kh) / sy + 1, (iw + pl + pr - kw) / sx + 1);
+    let p = Window { kh, kw, sy, sx, pt, pl };
+    Ok(Some((Kind::MaxPool(p), x, [c, oh, ow])))
+}
+
+/// `Transpose`.
+fn import_transpose(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let out_name = node.output.first().cloned().unwrap_or_default();
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let perm = attr_ints(node, "perm").unwrap_or_default();
+    if let Some(&Val::Grouped {
+        x,
+        groups,
+        swapped: false,
+    }) = get(0)
+    {
+        if perm == [0, 2, 1, 3, 4] {
+            vals.insert(
+                out_name,
+                Val::Grouped {
+                    x,
+                    groups,
+                    swapped: true,
+                },
+            );
+            return Ok(None);
+        }
+    }
+    let x = dyn_of(node, vals, 0)?;
+    if perm != [0, 2, 3, 1] || nhwc.contains(&x) {
+        return unsupported(node, format!("perm {perm:?} (only NCHW → NHWC, [0, 2, 3, 1])"));
+    }
+    let [c, h, w] = shapes[x];
+    Ok(Some((Kind::Nhwc, x, [h, w, c])))
+}
+
+/// `Reshape`.
+fn import_reshape(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let out_name = node.output.first().cloned().unwrap_or_default();
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    // A channel shuffle: `[c, h, w]` → `[1, g, c/g, h, w]`, its two group axes
+    // transposed, and back to `[1, c, h, w]`.
+    let dims = match get(1) {
+        Some(Val::I(d)) => d.clone(),
+        _ => Vec::new(),
+    };
+    if let Some(&Val::Grouped { x, groups, swapped }) = get(0) {
+        let [c, h, w] = shapes[x];
+        let back = dims.len() == 4
+            && dims[0] == 1
+            && (dims[1] == -1 || dims[1] == c as i64)
+            && dims[2] == h as i64
+            && dims[3] == w as i64;
+        if !(swapped && back) {
+            return unsupported(node, format!("reshape of a 5-D view to {dims:?}"));
+        }
+        return Ok(Some((Kind::Shuffle { groups }, x, [c, h, w])));
+    }
+    if let (Some(&Val::D(x)), [1, g, n, dh, dw]) = (get(0), dims.as_slice()) {
+        let [c, h, w] = shapes[x];
+        if !nhwc.contains(&x) && *g > 0 && *n > 0 && (g * n, *dh, *dw) == (c as i64, h as i64, w as i64) {
+            vals.insert(
+                out_name,
+                Val::Grouped {
+                    x,
+                    groups: *g as usize,
+                    swapped: false,
+                },
+            );
+            return Ok(None);
+        }
+    }
+    // Else only where a channels-last head is flattened into rows: the memory order
+    // does not change, so the output is the same buffer under another name.
+    let x = dyn_of(node, vals, 0)?;
+    if !nhwc.contains(&x) {
+        return unsupported(node, "reshape of a tensor that is not a channels-last output head");
+    }
+    let Some(Val::I(dims)) = get(1) else {
+        return unsupported(node, "the shape is not a constant");
+    };
+    let n: usize = shapes[x].iter().product();
+    let known: i64 = dims.iter().filter(|&&d| d > 0).product();
+    let ok = match dims.iter().filter(|&&d| d == -1).count() {
+        0 => known as usize == n,
+        1 => known > 0 && n.is_multiple_of(known as usize),
+        _ => false,
+    };
+    if !ok || dims.iter().any(|&d| d == 0 || d < -1) {
+        return invalid(node, format!("shape {dims:?} does not hold {n} values"));
+    }
+    vals.insert(out_name, Val::D(x));
+    Ok(None)
+}
+
+/// `PRelu`.
+fn import_prelu(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let x = dyn_of(node, vals, 0)?;
+    let c = shapes[x][0];
+    let slope = match get(1) {
+        Some(Val::F { data, .. }) if data.len() == c => data.clone(),
+        Some(Val::F { data, .. }) if data.len() == 1 => vec![data[0]; c],
+        _ => return unsupported(node, "the slope is not a constant per channel or scalar"),
+    };
+    Ok(Some((Kind::PRelu(slope), x, shapes[x])))
+}
+
+/// `Pad`.
+fn import_pad(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let x = dyn_of(node, vals, 0)?;
+    if attr_str(node, "mode", "constant") != "constant" {
+        return unsupported(node, "a mode other than constant");
+    }
+    if get(2).and_then(scalar_of).is_some_and(|v| v != 0.0) {
+        return unsupported(node, "a non-zero pad value");
+    }
+    let pads = match get(1) {
+        Some(Val::I(p)) => p.clone(),
+        _ => match attr_ints(node, "pads") {
+            Some(p) => p,
+            None => return unsupported(node, "the pads are not a constant"),
+        },
+    };
+    if pads.len() != 8 || pads.iter().any(|&v| v < 0) {
+        return invalid(node, format!("pads {pads:?} (want 8 non-negative values for NCHW)"));
+    }
+    if pads.iter().enumerate().any(|(i, &v)| i % 4 != 1 && v != 0) {
+        return unsupported(node, format!("pads {pads:?} (only the channel axis)"));
+    }
+    let [c, h, w] = shapes[x];
+    let (before, after) = (pads[1] as usize, pads[5] as usize);
+    let Some(co) = c
+        .checked_add(before)
+        .and_then(|v| v.checked_add(after))
+        .filter(|&v| v <= 1 << 16)
+    else {
+        return invalid(node, format!("pads {pads:?} make too many channels"));
+    };
+    Ok(Some((Kind::PadChannels { before, after }, x, [co, h, w])))
+}
+
+/// `GlobalAveragePool`.
+fn import_global_average_pool(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let x = dyn_of(node, vals, 0)?;
+    Ok(Some((Kind::Gap, x, [shapes[x][0], 1, 1])))
+}
+
+/// `Resize`, `Upsample`.
+fn import_resize(
+    node: &NodeProto,
+    vals: &mut HashMap<String, Val>,
+    shapes: &[[usize; 3]],
+    _nhwc: &HashSet<usize>,
+) -> Res<Imported> {
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| vals.get(n));
+    let x = dyn_of(node, vals, 0)?;
+    let [c, ih, iw] = shapes[x];
+    // opset 11+: X, roi, scales, sizes; opset 10 and Upsample: X, scales.
+    let (scales_at, sizes_at) = if node.input.len() >= 3 { (2, 3) } else { (1, usize::MAX) };
+    let (oh, ow) = match (get(sizes_at), get(scales_at)) {
+        (Some(Val::I(s)), _) if s.len() == 4 => (s[2] as usize, s[3] as usize),
+        (_, Some(Val::F { data, .. })) if data.len() == 4 => (
+            (ih as f32 * data[2]).floor() as usize,
+            (iw as f32 * data[3]).floor() as usize,
+        ),
+        _ => return unsupported(node, "output size is not a constant"),
+    };
+    if oh == 0 || ow == 0 {
+        return invalid(node, "empty output");
+    }
+    let mode = attr_str(node, "mode", "nearest");
+    let coord = attr_str(node, "coordinate_transformation_mode", "half_pixel");
+    let nearest = attr_str(node, "nearest_mode", "round_prefer_floor");
+    let linear = match mode.as_str() {
+        "linear" | "bilinear" => true,
+        "nearest" => false,
+        m => return unsupported(node, format!("mode {m:?}")),
+    };
+    if !matches!(
+        coord.as_str(),
+        "align_corners" | "half_pixel" | "pytorch_half_pixel" | "asymmetric"
+    ) {
+        return unsupported(node, format!("coordinate_transformation_mode {coord:?}"));
+    }
+    if !linear
+        && !matches!(
+            nearest.as_str(),
+            "floor" | "ceil" | "round_prefer_floor" | "round_prefer_ceil"
+        )
+    {
+        return unsupported(node, format!("nearest_mode {nearest:?}"));
+    }
+    let table = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
+        let scale = n_out as f32 / n_in as f32;
+        (0..n_out)
+            .map(|o| {
+                let o = o as f32;
+                let src = match coord.as_str() {
+                    "align_corners" if n_out > 1 => o * (n_in - 1) as f32 / (n_out - 1) as f32,
+                    "align_corners" => 0.0,
+                    "asymmetric" => o / scale,
+                    "pytorch_half_pixel" if n_out == 1 => 0.0,
+                    _ => (o + 0.5) / scale - 0.5,
+                };
+                let last = (n_in - 1) as f32;
+                if linear {
+                    let s = src.clamp(0.0, last);
+                    let i0 = s.floor() as usize;
+                    let i1 = (i0 + 1).min(n_in - 1);
+                    (i0, i1, s - i0 as f32)
+                } else {
+                    let i = match nearest.as_str() {
+                        "floor" => src.floor(),
+                        "ceil" => src.ceil(),
+                        "round_prefer_ceil" => (src + 0.5).floor(),
+                        _ => (src - 0.5).ceil(),
+                    };
+                    let i = i.clamp(0.0, last) as usize;
+                    (i, i, 0.0)
+                }
+            })
+            .collect()
+    };
+    let (ys, xs) = (table(ih, oh), table(iw, ow));
+    Ok(Some((Kind::Resize { ys, xs }, x, [c, oh, ow])))
 }
 
 fn per_channel(dims: &[usize], c: usize) -> bool {
