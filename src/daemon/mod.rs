@@ -583,204 +583,266 @@ fn writer_loop(
     }
 }
 
-/// Run the daemon with `cfg` until `stop` resolves or a replayed clip ends.
+/// Run the daemon with `cfg` until `stop` resolves or a replayed clip ends: start the threads,
+/// serve (publish, take commands, keep systemd informed), then drain.
 pub async fn run(cfg: &Config, stop: impl Future<Output = Stop>) -> Result<RunReport> {
-    let t0 = Instant::now();
-    let device = device_id(cfg);
-    let models = Models::resolve(cfg)?;
-    let pipeline = models.pipeline(cfg)?;
-    let scheme = models.backbone_spec.scheme.clone();
-    let signals = cfg.signals.enabled.then(|| models.signals(cfg)).transpose()?;
-    // A clip that cannot be opened is a startup error; a missing camera is an outage that the
-    // capture thread keeps retrying (it may be plugged in later).
-    let first = match open_source(cfg) {
-        Ok(s) => {
-            log::info!("source: {}", s.info().description);
-            Some(s)
-        }
-        Err(e) if cfg.source.kind == SourceKind::Replay => return Err(e),
-        Err(_) => None,
-    };
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
-    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
-    let sink = if cfg.mqtt.enabled {
-        Some(mqtt::MqttSink::start(&cfg.mqtt, &device, link_tx)?)
-    } else {
-        drop(link_tx);
-        None
-    };
-    let mut publisher = Publisher::new(&device, cfg.daemon.stdout, sink);
-    let shared = Arc::new(Shared::default());
-    shared.beat(t0);
-    let mb = Arc::new(Mailbox::default());
-    let ev = Events {
-        tx: Tx::Strong(tx.clone()),
-        seq: Arc::new(AtomicU64::new(0)),
-        device: device.clone(),
-        shared: shared.clone(),
-    };
-    let capture = {
-        let (cfg, mb, shared, ev) = (cfg.clone(), mb.clone(), shared.clone(), ev.clone());
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || capture_loop(cfg, first, mb, shared, ev, t0))
-            .map_err(|e| Error::io("capture thread", e))?
-    };
-    let (recorder, writer) = if cfg.clips.enabled {
-        let ring = Arc::new(Mutex::new(clips::Ring::new(&cfg.clips)));
-        let busy = Arc::new(AtomicBool::new(false));
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(1);
-        let writer = {
-            let (c, ring, busy, ev) = (cfg.clips.clone(), ring.clone(), busy.clone(), ev.clone());
-            std::thread::Builder::new()
-                .name("clip-writer".into())
-                .spawn(move || writer_loop(c, ring, jobs_rx, busy, ev))
-                .map_err(|e| Error::io("clip writer thread", e))?
-        };
-        let rec = Recorder {
-            ring,
-            jobs: jobs_tx,
-            busy,
-            trigger: clips::Trigger::new(&cfg.clips),
-        };
-        (Some(rec), Some(writer))
-    } else {
-        (None, None)
-    };
-    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<CommandMsg>();
-    let ev_weak = ev.weak();
-    let inference = {
-        let (mb, shared) = (mb.clone(), shared.clone());
-        let inf = Inference {
-            pipeline,
-            scheme,
-            max_fps: cfg.daemon.max_fps,
-            signals,
-            recorder,
-            commands: cmd_rx,
-        };
-        std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || inference_loop(inf, mb, shared, tx, ev, t0))
-            .map_err(|e| Error::io("inference thread", e))?
-    };
-    publisher.announce();
-    systemd::notify(&format!("READY=1\nSTATUS=running on {device}"));
-    log::info!(
-        "running as device {device:?}: source {}, mqtt {}, stdout {}",
-        cfg.source.kind,
-        if cfg.mqtt.enabled {
-            format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port)
-        } else {
-            "off".into()
-        },
-        if cfg.daemon.stdout { "on" } else { "off" }
-    );
+    let mut d = Running::start(cfg)?;
+    let ended = d.serve(cfg, stop).await;
+    Ok(d.drain(cfg, ended).await)
+}
 
-    let mut metrics = tokio::time::interval(Duration::from_secs_f64(cfg.daemon.metrics_interval_s));
-    metrics.tick().await;
-    let wd_period = systemd::watchdog_period();
-    let mut watchdog = tokio::time::interval(wd_period.map_or(Duration::from_secs(3600), |p| p / 2));
-    let stall_ms = (cfg.daemon.watchdog_stall_s * 1000.0) as u64;
-    let mut stalled = false;
-    tokio::pin!(stop);
-    let mut intake = intake::Intake::default();
-    let mut stall = Stall::new(Duration::from_millis(2 * cfg.source.timeout_ms));
-    let mut stall_check = tokio::time::interval(Duration::from_millis((cfg.source.timeout_ms / 2).max(25)));
-    let ended = loop {
-        tokio::select! {
-            _ = stall_check.tick() => stall.check(&shared, &ev_weak),
-            s = &mut stop => break Ended::Stopped(s),
-            m = rx.recv() => match m {
-                Some(m) => publisher.handle(m),
-                None => break Ended::SourceEnded,
+/// A started daemon: its threads, and the channels between them and the async side.
+struct Running {
+    t0: Instant,
+    device: String,
+    publisher: Publisher,
+    shared: Arc<Shared>,
+    mb: Arc<Mailbox>,
+    /// Events from the async side (weak: the channel closes when the threads end).
+    ev: Events,
+    /// Messages from the threads to publish.
+    rx: mpsc::Receiver<Outgoing>,
+    /// The MQTT link's state changes and incoming commands.
+    link_rx: mpsc::UnboundedReceiver<mqtt::Link>,
+    /// Accepted commands, to the inference thread.
+    cmd_tx: std::sync::mpsc::Sender<CommandMsg>,
+    capture: std::thread::JoinHandle<()>,
+    inference: std::thread::JoinHandle<()>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Load the models, open the source, connect, and start the capture, inference and clip
+    /// threads; READY=1 once they run.
+    fn start(cfg: &Config) -> Result<Self> {
+        let t0 = Instant::now();
+        let device = device_id(cfg);
+        let models = Models::resolve(cfg)?;
+        let pipeline = models.pipeline(cfg)?;
+        let scheme = models.backbone_spec.scheme.clone();
+        let signals = cfg.signals.enabled.then(|| models.signals(cfg)).transpose()?;
+        // A clip that cannot be opened is a startup error; a missing camera is an outage that the
+        // capture thread keeps retrying (it may be plugged in later).
+        let first = match open_source(cfg) {
+            Ok(s) => {
+                log::info!("source: {}", s.info().description);
+                Some(s)
+            }
+            Err(e) if cfg.source.kind == SourceKind::Replay => return Err(e),
+            Err(_) => None,
+        };
+        let (tx, rx) = mpsc::channel::<Outgoing>(256);
+        let (link_tx, link_rx) = mpsc::unbounded_channel();
+        let sink = if cfg.mqtt.enabled {
+            Some(mqtt::MqttSink::start(&cfg.mqtt, &device, link_tx)?)
+        } else {
+            drop(link_tx);
+            None
+        };
+        let mut publisher = Publisher::new(&device, cfg.daemon.stdout, sink);
+        let shared = Arc::new(Shared::default());
+        shared.beat(t0);
+        let mb = Arc::new(Mailbox::default());
+        let ev = Events {
+            tx: Tx::Strong(tx.clone()),
+            seq: Arc::new(AtomicU64::new(0)),
+            device: device.clone(),
+            shared: shared.clone(),
+        };
+        let capture = {
+            let (cfg, mb, shared, ev) = (cfg.clone(), mb.clone(), shared.clone(), ev.clone());
+            std::thread::Builder::new()
+                .name("capture".into())
+                .spawn(move || capture_loop(cfg, first, mb, shared, ev, t0))
+                .map_err(|e| Error::io("capture thread", e))?
+        };
+        let (recorder, writer) = if cfg.clips.enabled {
+            let ring = Arc::new(Mutex::new(clips::Ring::new(&cfg.clips)));
+            let busy = Arc::new(AtomicBool::new(false));
+            let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(1);
+            let writer = {
+                let (c, ring, busy, ev) = (cfg.clips.clone(), ring.clone(), busy.clone(), ev.clone());
+                std::thread::Builder::new()
+                    .name("clip-writer".into())
+                    .spawn(move || writer_loop(c, ring, jobs_rx, busy, ev))
+                    .map_err(|e| Error::io("clip writer thread", e))?
+            };
+            let rec = Recorder {
+                ring,
+                jobs: jobs_tx,
+                busy,
+                trigger: clips::Trigger::new(&cfg.clips),
+            };
+            (Some(rec), Some(writer))
+        } else {
+            (None, None)
+        };
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<CommandMsg>();
+        let ev_weak = ev.weak();
+        let inference = {
+            let (mb, shared) = (mb.clone(), shared.clone());
+            let inf = Inference {
+                pipeline,
+                scheme,
+                max_fps: cfg.daemon.max_fps,
+                signals,
+                recorder,
+                commands: cmd_rx,
+            };
+            std::thread::Builder::new()
+                .name("inference".into())
+                .spawn(move || inference_loop(inf, mb, shared, tx, ev, t0))
+                .map_err(|e| Error::io("inference thread", e))?
+        };
+        publisher.announce();
+        systemd::notify(&format!("READY=1\nSTATUS=running on {device}"));
+        log::info!(
+            "running as device {device:?}: source {}, mqtt {}, stdout {}",
+            cfg.source.kind,
+            if cfg.mqtt.enabled {
+                format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port)
+            } else {
+                "off".into()
             },
-            Some(l) = link_rx.recv() => match l {
-                mqtt::Link::Command { payload, retained } => command(&payload, retained, &mut intake, &cmd_tx, &ev_weak),
-                mqtt::Link::Oversize(n) => reject(
-                    format!(
-                        "a message of {n} bytes on the command topic, over the {} bytes the client reads; the broker connection was reset",
-                        mqtt::MAX_INCOMING_BYTES
+            if cfg.daemon.stdout { "on" } else { "off" }
+        );
+        Ok(Self {
+            t0,
+            device,
+            publisher,
+            shared,
+            mb,
+            ev: ev_weak,
+            rx,
+            link_rx,
+            cmd_tx,
+            capture,
+            inference,
+            writer,
+        })
+    }
+
+    /// Serve until `stop` resolves or the source ends: publish what the threads produce, take
+    /// commands, report a stalled source, publish metrics, and ping the systemd watchdog while
+    /// frames flow.
+    async fn serve(&mut self, cfg: &Config, stop: impl Future<Output = Stop>) -> Ended {
+        let (t0, shared, publisher) = (self.t0, &self.shared, &mut self.publisher);
+        let (ev_weak, cmd_tx) = (&self.ev, &self.cmd_tx);
+        let mut metrics = tokio::time::interval(Duration::from_secs_f64(cfg.daemon.metrics_interval_s));
+        metrics.tick().await;
+        let wd_period = systemd::watchdog_period();
+        let mut watchdog = tokio::time::interval(wd_period.map_or(Duration::from_secs(3600), |p| p / 2));
+        let stall_ms = (cfg.daemon.watchdog_stall_s * 1000.0) as u64;
+        let mut stalled = false;
+        tokio::pin!(stop);
+        let mut intake = intake::Intake::default();
+        let mut stall = Stall::new(Duration::from_millis(2 * cfg.source.timeout_ms));
+        let mut stall_check = tokio::time::interval(Duration::from_millis((cfg.source.timeout_ms / 2).max(25)));
+        let ended = loop {
+            tokio::select! {
+                _ = stall_check.tick() => stall.check(shared, ev_weak),
+                s = &mut stop => break Ended::Stopped(s),
+                m = self.rx.recv() => match m {
+                    Some(m) => publisher.handle(m),
+                    None => break Ended::SourceEnded,
+                },
+                Some(l) = self.link_rx.recv() => match l {
+                    mqtt::Link::Command { payload, retained } => command(&payload, retained, &mut intake, cmd_tx, ev_weak),
+                    mqtt::Link::Oversize(n) => reject(
+                        format!(
+                            "a message of {n} bytes on the command topic, over the {} bytes the client reads; the broker connection was reset",
+                            mqtt::MAX_INCOMING_BYTES
+                        ),
+                        &mut intake,
+                        ev_weak,
+                        Instant::now(),
                     ),
-                    &mut intake,
-                    &ev_weak,
-                    Instant::now(),
-                ),
-                l => {
-                    if let Some(q) = publisher.mqtt.as_mut() {
-                        q.on_link(l);
+                    l => {
+                        if let Some(q) = publisher.mqtt.as_mut() {
+                            q.on_link(l);
+                        }
+                    }
+                },
+                _ = metrics.tick() => {
+                    if let Some(why) = intake.flush(Instant::now()) {
+                        log::warn!("command rejected: {why}");
+                        ev_weak.send(EventKind::CommandRejected, 0, None, Some(why));
+                    }
+                    publisher.upstream = shared.counts();
+                    publisher.metrics();
+                }
+                _ = watchdog.tick(), if wd_period.is_some() => {
+                    let idle = (t0.elapsed().as_millis() as u64).saturating_sub(shared.heartbeat_ms.load(Ordering::Relaxed));
+                    if idle < stall_ms {
+                        systemd::notify("WATCHDOG=1");
+                        stalled = false;
+                    } else if !stalled {
+                        log::error!("no frame processed for {:.1} s: no longer pinging the systemd watchdog", idle as f64 / 1000.0);
+                        stalled = true;
                     }
                 }
-            },
-            _ = metrics.tick() => {
-                if let Some(why) = intake.flush(Instant::now()) {
-                    log::warn!("command rejected: {why}");
-                    ev_weak.send(EventKind::CommandRejected, 0, None, Some(why));
-                }
-                publisher.upstream = shared.counts();
-                publisher.metrics();
             }
-            _ = watchdog.tick(), if wd_period.is_some() => {
-                let idle = (t0.elapsed().as_millis() as u64).saturating_sub(shared.heartbeat_ms.load(Ordering::Relaxed));
-                if idle < stall_ms {
-                    systemd::notify("WATCHDOG=1");
-                    stalled = false;
-                } else if !stalled {
-                    log::error!("no frame processed for {:.1} s: no longer pinging the systemd watchdog", idle as f64 / 1000.0);
-                    stalled = true;
-                }
+        };
+        ended
+    }
+
+    /// Stop the threads, publish what they produced, and say goodbye to the broker.
+    async fn drain(mut self, cfg: &Config, ended: Ended) -> RunReport {
+        let (shared, mb, publisher) = (&self.shared, &self.mb, &mut self.publisher);
+        if ended != Ended::Stopped(Stop::Reload) {
+            systemd::notify("STOPPING=1");
+        }
+        // Drain: stop the threads, publish what they produced, say goodbye to the broker.
+        shared.stop.store(true, Ordering::Relaxed);
+        mb.close();
+        let deadline = Instant::now() + Duration::from_millis(400);
+        while !self.inference.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A reload reopens the camera, so the old capture thread must have let go of it; a
+        // shutdown does not wait for a capture stuck in a driver call (the process exits anyway).
+        let capture_wait = if ended == Ended::Stopped(Stop::Reload) {
+            Duration::from_millis(cfg.source.timeout_ms + 500)
+        } else {
+            Duration::from_millis(100)
+        };
+        let deadline = Instant::now() + capture_wait;
+        while !self.capture.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A clip being written is finished (the inference thread has dropped the job queue, so the
+        // writer ends after it); a clip cut short would only be a `.partial` directory.
+        if let Some(w) = self.writer.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !w.is_finished() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !w.is_finished() {
+                log::warn!("a clip is still being written at shutdown; it will be left incomplete");
             }
         }
-    };
-    if ended != Ended::Stopped(Stop::Reload) {
-        systemd::notify("STOPPING=1");
-    }
-    // Drain: stop the threads, publish what they produced, say goodbye to the broker.
-    shared.stop.store(true, Ordering::Relaxed);
-    mb.close();
-    let deadline = Instant::now() + Duration::from_millis(400);
-    while !inference.is_finished() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // A reload reopens the camera, so the old capture thread must have let go of it; a
-    // shutdown does not wait for a capture stuck in a driver call (the process exits anyway).
-    let capture_wait = if ended == Ended::Stopped(Stop::Reload) {
-        Duration::from_millis(cfg.source.timeout_ms + 500)
-    } else {
-        Duration::from_millis(100)
-    };
-    let deadline = Instant::now() + capture_wait;
-    while !capture.is_finished() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // A clip being written is finished (the inference thread has dropped the job queue, so the
-    // writer ends after it); a clip cut short would only be a `.partial` directory.
-    if let Some(w) = writer {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !w.is_finished() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // A frame still waiting for inference is never processed: count it with the drops.
+        if mb.discard() {
+            shared.dropped_capture.fetch_add(1, Ordering::Relaxed);
         }
-        if !w.is_finished() {
-            log::warn!("a clip is still being written at shutdown; it will be left incomplete");
+        while let Ok(m) = self.rx.try_recv() {
+            publisher.handle(m);
+        }
+        while let Ok(l) = self.link_rx.try_recv() {
+            if let Some(q) = publisher.mqtt.as_mut() {
+                q.on_link(l);
+            }
+        }
+        publisher.upstream = shared.counts();
+        publisher.metrics();
+        publisher.close(&mut self.link_rx, Duration::from_millis(400)).await;
+        let counts = publisher.counts();
+        RunReport {
+            ended,
+            counts,
+            device: self.device,
         }
     }
-    // A frame still waiting for inference is never processed: count it with the drops.
-    if mb.discard() {
-        shared.dropped_capture.fetch_add(1, Ordering::Relaxed);
-    }
-    while let Ok(m) = rx.try_recv() {
-        publisher.handle(m);
-    }
-    while let Ok(l) = link_rx.try_recv() {
-        if let Some(q) = publisher.mqtt.as_mut() {
-            q.on_link(l);
-        }
-    }
-    publisher.upstream = shared.counts();
-    publisher.metrics();
-    publisher.close(&mut link_rx, Duration::from_millis(400)).await;
-    let counts = publisher.counts();
-    Ok(RunReport { ended, counts, device })
 }
 
 /// A source that stops producing without an error (a decoder that hangs, a driver that never

@@ -164,11 +164,24 @@ fn canvas(
 pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
     fonts();
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-    let out = |n: &str| dir.join(n);
+    type Plot = fn(&Path, &[Method]) -> Result<()>;
+    let plots: [(&str, Plot); 4] = [
+        ("ellipses.png", ellipses_plot),
+        ("ced.png", ced_plot),
+        ("error_over_time.png", error_over_time_plot),
+        ("tradeoff.png", tradeoff_plot),
+    ];
     let mut written = Vec::new();
+    for (name, draw) in plots {
+        let p = dir.join(name);
+        draw(&p, methods)?;
+        written.push(p);
+    }
+    Ok(written)
+}
 
-    // 1. Ellipses of each landmark's error, at its mean true position (image y points down).
-    let p = out("ellipses.png");
+/// Ellipses of each landmark's error, at its mean true position (image y points down).
+fn ellipses_plot(p: &Path, methods: &[Method]) -> Result<()> {
     let mean_shape = methods.iter().find(|m| !m.series.truth.is_empty()).map(|m| {
         let t = &m.series.truth;
         let k = t[0].len();
@@ -179,7 +192,7 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
             })
             .collect::<Vec<_>>()
     });
-    canvas(&p, (900, 900), |root| {
+    canvas(p, (900, 900), |root| {
         let Some(shape) = &mean_shape else {
             root.draw(&Text::new(
                 "no single-face sequence to draw",
@@ -228,12 +241,12 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
             }
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
-    })?;
-    written.push(p);
+    })
+}
 
-    // 2. CED.
-    let p = out("ced.png");
-    canvas(&p, (800, 600), |root| {
+/// CED.
+fn ced_plot(p: &Path, methods: &[Method]) -> Result<()> {
+    canvas(p, (800, 600), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Cumulative error distribution", ("sans-serif", 24))
             .margin(10)
@@ -253,11 +266,11 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
                 .legend(legend_line(c));
         }
         draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
-    })?;
-    written.push(p);
+    })
+}
 
-    // 3. Error over time.
-    let p = out("error_over_time.png");
+/// Error over time.
+fn error_over_time_plot(p: &Path, methods: &[Method]) -> Result<()> {
     let n = methods.iter().map(|m| m.series.nme.len()).max().unwrap_or(0).max(2);
     let top = methods
         .iter()
@@ -265,7 +278,7 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
         .fold(0.0f32, f32::max)
         .max(1e-3)
         * 1.1;
-    canvas(&p, (1000, 500), |root| {
+    canvas(p, (1000, 500), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Error over time", ("sans-serif", 24))
             .margin(10)
@@ -292,11 +305,11 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
                 .legend(legend_line(c));
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
-    })?;
-    written.push(p);
+    })
+}
 
-    // 4. Jitter vs lag.
-    let p = out("tradeoff.png");
+/// Jitter vs lag.
+fn tradeoff_plot(p: &Path, methods: &[Method]) -> Result<()> {
     let pts: Vec<(f32, f32, &str, usize)> = methods
         .iter()
         .enumerate()
@@ -313,7 +326,7 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
         .collect();
     let jmax = pts.iter().map(|p| p.1).fold(1e-3f32, f32::max) * 1.2;
     let lmax = pts.iter().map(|p| p.0).fold(1.0f32, f32::max) + 0.5;
-    canvas(&p, (800, 600), |root| {
+    canvas(p, (800, 600), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Jitter of the error vs lag", ("sans-serif", 24))
             .margin(10)
@@ -335,9 +348,7 @@ pub fn write_all(dir: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
             ))?;
         }
         Ok(())
-    })?;
-    written.push(p);
-    Ok(written)
+    })
 }
 
 #[cfg(test)]
