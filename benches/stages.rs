@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use steadyface::backbone::BackboneSpec;
-use steadyface::convlstm::{ConvLstm, ConvLstmMeta, ConvLstmWeights};
+use steadyface::convlstm::{ConvLstm, ConvLstmBank, ConvLstmMeta, ConvLstmWeights, MapStabilizer, MapWarp};
 use steadyface::decode::Decoder;
 use steadyface::face::FaceMotion;
 use steadyface::frame::{resample_planar, Border, Frame, InputLut, Normalize, Sampling};
@@ -172,6 +172,22 @@ fn stabilizer(c: &mut Criterion) {
             b.iter(|| cell.step(black_box(&mut out), &mut st))
         });
     }
+    // The stage as the pipeline runs it: the shipped shape (hidden 4, 1×1) on the 9×9 squares
+    // around the peaks (PDC's reach plus two), its state carried by a sub-cell warp.
+    let meta = ConvLstmMeta::for_backbone(&spec, 4, 1);
+    let cell = ConvLstm::new(
+        ConvLstmWeights::smoothing(meta, 0.3).expect("hidden 4 fits"),
+        &spec,
+        std::path::Path::new("bench"),
+    )
+    .expect("fits");
+    let mut bank = ConvLstmBank::new(cell, 1).windowed(Some(4));
+    let mut out = lm0_like_output();
+    let warp = MapWarp([1.0, 0.01, 0.3, -0.01, 1.0, -0.2]);
+    c.bench_function(
+        &format!("convlstm_66/windowed_{}", bank.runtime().replace(' ', "_")),
+        |b| b.iter(|| bank.step(black_box(&mut out), 0, &warp).expect("slot 0")),
+    );
 }
 
 /// The face registration behind `stabilizer.motion`: one Lucas–Kanade step plus the next

@@ -652,6 +652,8 @@ pub trait MapStabilizer: Send {
 /// The CPU kernel with `slots` preallocated states.
 pub struct ConvLstmBank {
     cell: ConvLstm,
+    slots: usize,
+    /// Whole-map states, one per slot (empty when the stage runs on squares).
     states: Vec<ConvLstmState>,
     taps: WarpTaps,
     window: Option<Windowed>,
@@ -665,11 +667,31 @@ pub struct ConvLstmBank {
 /// from the frame's own maps (bias-corrected), and the map outside passes through unchanged.
 /// `tune` trains on whole maps; the two differ only at the square's edge, `r − reach` cells from
 /// the peak, which the decoder does not read.
+///
+/// Each landmark keeps only its square's state (and where the square was), not whole maps: the
+/// warp reads the previous square, with zero outside it, which is what whole maps zeroed outside
+/// the square held. Whole-map state cost more to move, zero and write back than the cell's step
+/// itself (seven times, by `perf`); per-square state took the stage, registration included, from
+/// 0.65 to 0.38 ms per face (`bench` on carphone, x86-64), and 171 kB of state per face for lm0.
 struct Windowed {
     radius: usize,
+    /// Square side along x and y, and cells per square.
+    sw: usize,
+    sh: usize,
+    n: usize,
     step: fused::FusedCompact,
-    /// Per slot and landmark, the top-left cell of the last square.
-    prev: Vec<Option<(usize, usize)>>,
+    /// Per slot and landmark, the top-left cell of its square; `None` until its first step.
+    origin: Vec<Option<(usize, usize)>>,
+    /// Per slot and landmark, the state on its square: `hd` planes of `n` values of `h`, then
+    /// of `c`.
+    state: Vec<f32>,
+    /// Per map cell, where it samples the previous maps ([`MapWarp::source`]).
+    taps: Vec<(usize, usize, f32, f32)>,
+    /// Per square cell, the bilinear fractions; and the runs `(first cell, length, first tap)`
+    /// of cells whose taps are inside the previous square and contiguous.
+    fx: Vec<f32>,
+    fy: Vec<f32>,
+    runs: Vec<(usize, usize, usize)>,
     xb: Vec<f32>,
     hb: Vec<f32>,
     cb: Vec<f32>,
@@ -682,6 +704,7 @@ impl ConvLstmBank {
         let taps = WarpTaps::new(m.w, m.h);
         Self {
             cell,
+            slots,
             states,
             taps,
             window: None,
@@ -699,11 +722,21 @@ impl ConvLstmBank {
         let step: Option<fused::FusedCompact> = None;
         self.window = match (radius, step) {
             (Some(r), Some(step)) if 2 * r + 1 < m.w.max(m.h) && m.w >= 2 && m.h >= 2 => {
-                let n = (2 * r + 1).min(m.w) * (2 * r + 1).min(m.h);
+                let (sw, sh) = ((2 * r + 1).min(m.w), (2 * r + 1).min(m.h));
+                let n = sw * sh;
+                let state = self.slots * m.k * n * 2 * m.hidden;
                 Some(Windowed {
                     radius: r,
+                    sw,
+                    sh,
+                    n,
                     step,
-                    prev: vec![None; self.states.len() * m.k],
+                    origin: vec![None; self.slots * m.k],
+                    state: vec![0.0; state],
+                    taps: vec![(0, 0, 0.0, 0.0); m.w * m.h],
+                    fx: vec![0.0; n],
+                    fy: vec![0.0; n],
+                    runs: Vec::with_capacity(n),
                     xb: vec![0.0; m.cin * n],
                     hb: vec![0.0; m.hidden * n],
                     cb: vec![0.0; m.hidden * n],
@@ -711,63 +744,93 @@ impl ConvLstmBank {
             }
             _ => None,
         };
+        if self.window.is_some() {
+            // The squares hold the state; whole maps are never read.
+            self.states = Vec::new();
+        }
         self
     }
 
     /// One step of `slot` on the squares around the peaks.
     fn step_windowed(&mut self, out: &mut [f32], slot: usize, warp: &MapWarp) {
-        let (cell, st, win) = match (self.window.as_mut(), self.states.get_mut(slot)) {
-            (Some(win), Some(st)) => (&self.cell, st, win),
-            _ => return,
+        let Some(win) = self.window.as_mut() else {
+            return;
         };
+        let cell = &self.cell;
         let m = &cell.w.meta;
         let (w, h, hd, cin) = (m.w, m.h, m.hidden, m.cin);
         let plane = w * h;
-        let (sw, sh) = ((2 * win.radius + 1).min(w), (2 * win.radius + 1).min(h));
-        let n = sw * sh;
+        let (sw, sh, n) = (win.sw, win.sh, win.n);
+        // The warp is the same for every landmark: its taps once per map cell, not per square.
+        for (i, tap) in win.taps.iter_mut().enumerate() {
+            *tap = warp.source(i % w, i / w, w, h);
+        }
         for k in 0..m.k {
-            let hm = &out[(cell.src[0] + k) * plane..][..plane];
-            let peak = hm
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
-                .0;
+            let (peak, _, _) = crate::pdc::peak_stats(&out[(cell.src[0] + k) * plane..][..plane]);
             let x0 = (peak % w).saturating_sub(win.radius).min(w - sw);
             let y0 = (peak / w).saturating_sub(win.radius).min(h - sh);
-            let (hs, cs) = (
-                &mut st.h[k * hd * plane..(k + 1) * hd * plane],
-                &mut st.c[k * hd * plane..(k + 1) * hd * plane],
-            );
             for yy in 0..sh {
-                for xx in 0..sw {
-                    let (i, cx, cy) = (yy * sw + xx, x0 + xx, y0 + yy);
-                    for j in 0..cin {
-                        win.xb[j * n + i] = out[(cell.src[j] + k) * plane + cy * w + cx];
-                    }
-                    // Bilinear as `WarpTaps`, the taps once for every state plane. The square
-                    // is smaller than the maps, so they are at least 2 × 2.
-                    let (tx, ty, fx, fy) = warp.source(cx, cy, w, h);
-                    let (dx, dy) = (1, w);
-                    let t = ty * w + tx;
-                    let lerp2 = |p: &[f32]| {
-                        let top = p[t] + fx * (p[t + dx] - p[t]);
-                        let bottom = p[t + dy] + fx * (p[t + dy + dx] - p[t + dy]);
-                        top + fy * (bottom - top)
-                    };
-                    for q in 0..hd {
-                        win.hb[q * n + i] = lerp2(&hs[q * plane..(q + 1) * plane]);
-                        win.cb[q * n + i] = lerp2(&cs[q * plane..(q + 1) * plane]);
-                    }
+                let r = (y0 + yy) * w + x0;
+                for j in 0..cin {
+                    let ch = (cell.src[j] + k) * plane;
+                    win.xb[j * n + yy * sw..][..sw].copy_from_slice(&out[ch + r..][..sw]);
                 }
             }
-            // Cells that leave the square forget their state.
             let pi = slot * m.k + k;
-            if let Some((px, py)) = win.prev[pi] {
-                for q in 0..hd {
-                    for yy in py..py + sh {
-                        let r = q * plane + yy * w + px;
-                        hs[r..r + sw].fill(0.0);
-                        cs[r..r + sw].fill(0.0);
+            // Planar, as the kernel's buffers: `hd` planes of `h`, then `hd` of `c`.
+            let st = &mut win.state[pi * 2 * hd * n..][..2 * hd * n];
+            match win.origin[pi] {
+                None => {
+                    win.hb.fill(0.0);
+                    win.cb.fill(0.0);
+                }
+                Some((px, py)) => {
+                    // Bilinear as `WarpTaps` over maps that are zero outside the previous square:
+                    // runs of cells whose four taps are inside and contiguous, then each plane
+                    // along the runs (vectorisable); a cell with a tap outside, one at a time.
+                    let inside = |x: usize, y: usize| x >= px && x < px + sw && y >= py && y < py + sh;
+                    let at = |x: usize, y: usize| inside(x, y).then(|| (y - py) * sw + x - px);
+                    win.runs.clear();
+                    for i in 0..n {
+                        let (tx, ty, fx, fy) = win.taps[(y0 + i / sw) * w + x0 + i % sw];
+                        (win.fx[i], win.fy[i]) = (fx, fy);
+                        if inside(tx, ty) && inside(tx + 1, ty + 1) {
+                            let t = (ty - py) * sw + tx - px;
+                            match win.runs.last_mut() {
+                                Some((i0, len, t0)) if *i0 + *len == i && *t0 + *len == t => *len += 1,
+                                _ => win.runs.push((i, 1, t)),
+                            }
+                        } else {
+                            let taps = [at(tx, ty), at(tx + 1, ty), at(tx, ty + 1), at(tx + 1, ty + 1)];
+                            for (q, p) in st.chunks_exact(n).enumerate() {
+                                let v = |t: Option<usize>| t.map_or(0.0, |t| p[t]);
+                                let v = lerp(v(taps[0]), v(taps[1]), v(taps[2]), v(taps[3]), fx, fy);
+                                let dst = if q < hd {
+                                    &mut win.hb[q * n..]
+                                } else {
+                                    &mut win.cb[(q - hd) * n..]
+                                };
+                                dst[i] = v;
+                            }
+                        }
+                    }
+                    for (q, p) in st.chunks_exact(n).enumerate() {
+                        let dst = if q < hd {
+                            &mut win.hb[q * n..][..n]
+                        } else {
+                            &mut win.cb[(q - hd) * n..][..n]
+                        };
+                        for &(i0, len, t0) in &win.runs {
+                            let (a, b) = (&p[t0..t0 + len], &p[t0 + 1..t0 + 1 + len]);
+                            let (c, d) = (&p[t0 + sw..][..len], &p[t0 + sw + 1..][..len]);
+                            let (fx, fy) = (&win.fx[i0..i0 + len], &win.fy[i0..i0 + len]);
+                            let taps = a.iter().zip(b).zip(c.iter().zip(d));
+                            for ((o, ((a, b), (c, d))), (fx, fy)) in
+                                dst[i0..i0 + len].iter_mut().zip(taps).zip(fx.iter().zip(fy))
+                            {
+                                *o = lerp(*a, *b, *c, *d, *fx, *fy);
+                            }
+                        }
                     }
                 }
             }
@@ -775,18 +838,15 @@ impl ConvLstmBank {
             // the buffers hold `cin·n` and `hd·n` values.
             unsafe { (win.step)(&cell.w, &mut win.xb, &mut win.hb, &mut win.cb, n) };
             for yy in 0..sh {
-                for xx in 0..sw {
-                    let (i, r) = (yy * sw + xx, (y0 + yy) * w + x0 + xx);
-                    for j in 0..cin {
-                        out[(cell.src[j] + k) * plane + r] = win.xb[j * n + i];
-                    }
-                    for q in 0..hd {
-                        hs[q * plane + r] = win.hb[q * n + i];
-                        cs[q * plane + r] = win.cb[q * n + i];
-                    }
+                let r = (y0 + yy) * w + x0;
+                for j in 0..cin {
+                    let ch = (cell.src[j] + k) * plane;
+                    out[ch + r..][..sw].copy_from_slice(&win.xb[j * n + yy * sw..][..sw]);
                 }
             }
-            win.prev[pi] = Some((x0, y0));
+            st[..hd * n].copy_from_slice(&win.hb);
+            st[hd * n..].copy_from_slice(&win.cb);
+            win.origin[pi] = Some((x0, y0));
         }
     }
 }
@@ -798,13 +858,13 @@ impl MapStabilizer for ConvLstmBank {
         }
         if let Some(win) = self.window.as_mut() {
             let k = self.cell.w.meta.k;
-            if let Some(p) = win.prev.get_mut(slot * k..(slot + 1) * k) {
+            if let Some(p) = win.origin.get_mut(slot * k..(slot + 1) * k) {
                 p.fill(None);
             }
         }
     }
     fn step(&mut self, out: &mut [f32], slot: usize, warp: &MapWarp) -> Result<()> {
-        let n = self.states.len();
+        let n = self.slots;
         if slot >= n {
             return Err(Error::Usage(format!("stabilizer slot {slot} out of {n}")));
         }
@@ -830,6 +890,15 @@ impl MapStabilizer for ConvLstmBank {
             "cpu kernel"
         }
     }
+}
+
+/// Bilinear interpolation between taps `a b` (top row) and `c d` (bottom row) at fractions
+/// `fx`, `fy`.
+#[inline(always)]
+fn lerp(a: f32, b: f32, c: f32, d: f32, fx: f32, fy: f32) -> f32 {
+    let top = a + fx * (b - a);
+    let bottom = c + fx * (d - c);
+    top + fy * (bottom - top)
 }
 
 /// Run `f` with subnormal floats flushed to zero, then restore the previous mode. The state of

@@ -105,15 +105,31 @@ impl Pdc {
 
 /// Index of the maximum, the maximum and the minimum (first maximum on ties).
 pub(crate) fn peak_stats(hm: &[f32]) -> (usize, f32, f32) {
-    let (mut bi, mut max, mut min) = (0, f32::NEG_INFINITY, f32::INFINITY);
-    for (i, &v) in hm.iter().enumerate() {
-        if v > max {
-            max = v;
-            bi = i;
+    // Lane-wise first (it vectorises; a scan that tracks the index is a dependency chain per
+    // value), then the first position of the maximum: the same answer as the plain scan.
+    const L: usize = 16;
+    let (mut max, mut min) = ([f32::NEG_INFINITY; L], [f32::INFINITY; L]);
+    let chunks = hm.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..L {
+            max[l] = if c[l] > max[l] { c[l] } else { max[l] };
+            min[l] = min[l].min(c[l]);
         }
-        min = min.min(v);
     }
-    (bi, max, min)
+    let (mut hi, mut lo) = (
+        max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a }),
+        min.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
+    );
+    for &v in rest {
+        hi = if v > hi { v } else { hi };
+        lo = lo.min(v);
+    }
+    if hi == f32::NEG_INFINITY {
+        return (0, hi, lo);
+    }
+    let bi = hm.iter().position(|&v| v == hi).unwrap_or(0);
+    (bi, hm[bi], lo)
 }
 
 /// Algorithm 1 exactly as printed, returning 0-based `(x, y)` heatmap coordinates.
