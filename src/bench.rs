@@ -36,8 +36,17 @@ pub struct BenchReport {
     pub fps: f64,
     pub rss_mb: f64,
     pub threads: usize,
+    /// The instruction set the engine's kernels run with on this machine.
+    pub isa: String,
     pub stages: BTreeMap<&'static str, StageStat>,
+    /// The temporal stage's budget: `stabilizer` + `decode` medians over the `backbone`
+    /// median (the stabilizer's stage is to cost at most 15% of the backbone); `None` without
+    /// backbone runs.
+    pub stabilizer_share: Option<f64>,
 }
+
+/// What the temporal stage may cost, as a share of the backbone: `stabilizer` + `decode`.
+pub const STABILIZER_BUDGET: f64 = 0.15;
 
 /// Frames run before timing starts (model warm-up, first detection).
 const WARMUP: usize = 5;
@@ -143,12 +152,15 @@ pub fn bench(cfg: &Config, input: &Path, frames: usize, threads: usize) -> Resul
         }
     }
     let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let stages: BTreeMap<_, _> = names.iter().copied().zip(series.into_iter().map(stat)).collect();
     Ok(BenchReport {
         frames,
         fps: frames as f64 / secs.max(1e-9),
         rss_mb: peak_rss_mb(),
         threads,
-        stages: names.iter().copied().zip(series.into_iter().map(stat)).collect(),
+        isa: isa_name(),
+        stabilizer_share: share(&stages),
+        stages,
     })
 }
 
@@ -361,6 +373,24 @@ fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<StageStat
     Ok(stat(times))
 }
 
+/// The machine's architecture and the kernels' instruction set, e.g. `x86_64 AVX-512`.
+pub fn isa_name() -> String {
+    use crate::nn::kernels::Isa;
+    let isa = match (std::env::consts::ARCH, Isa::detect()) {
+        (_, Isa::Avx512) => "AVX-512",
+        (_, Isa::Avx2) => "AVX2",
+        // NEON is part of aarch64's baseline: the baseline kernels are NEON code there.
+        ("aarch64", Isa::Baseline) => "NEON",
+        (_, Isa::Baseline) => "baseline",
+    };
+    format!("{} {isa}", std::env::consts::ARCH)
+}
+
+fn share(stages: &BTreeMap<&'static str, StageStat>) -> Option<f64> {
+    let median = |k: &str| stages.get(k).map_or(0.0, |s| s.median_ms);
+    (median("backbone") > 0.0).then(|| (median("stabilizer") + median("decode")) / median("backbone"))
+}
+
 /// Human-readable table.
 pub fn format(r: &BenchReport) -> String {
     let mut s = format!(
@@ -370,9 +400,16 @@ pub fn format(r: &BenchReport) -> String {
     for (k, v) in &r.stages {
         s += &format!("{k:<10} {:>10.3} {:>10.3} {:>10.3}\n", v.median_ms, v.p90_ms, v.mean_ms);
     }
+    if let Some(share) = r.stabilizer_share {
+        s += &format!(
+            "stabilizer + decode: {:.0}% of the backbone (budget {:.0}%)\n",
+            100.0 * share,
+            100.0 * STABILIZER_BUDGET
+        );
+    }
     s += &format!(
-        "{} frames, {:.1} fps, peak RSS {:.1} MB, {} thread(s)\n",
-        r.frames, r.fps, r.rss_mb, r.threads
+        "{} frames, {:.1} fps, peak RSS {:.1} MB, {} thread(s), {}\n",
+        r.frames, r.fps, r.rss_mb, r.threads, r.isa
     );
     s
 }
