@@ -174,6 +174,7 @@ fn run(cfg: &Config, args: &TuneArgs) -> Result<()> {
         lr: args.lr,
         jitter: args.jitter.into(),
         mu: args.mu,
+        nu: args.nu,
         val_fraction: args.val_fraction,
         seed: args.seed,
         window,

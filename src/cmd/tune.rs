@@ -43,6 +43,11 @@ pub struct Args {
     /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
     #[arg(long, default_value_t = 1.0)]
     mu: f64,
+    /// Weight of a term on the error's jitter itself, `ν·ρ(e_t − e_{t−1})` in cells: what
+    /// `eval` scores as jitter, which Eq. 2 only reweights (0: none, as the shipped weights
+    /// were trained).
+    #[arg(long, default_value_t = 0.0)]
+    nu: f64,
     /// Eq. 8's λ: the weight of the plain pixel loss beside the jitter modulation Ψ.
     #[arg(long, default_value_t = 1.0)]
     lambda: f32,
@@ -110,6 +115,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         from: a.from,
         trainable: a.trainable,
         mu: a.mu,
+        nu: a.nu,
         jitter: steadyface::jitter_loss::JitterParams {
             lambda: a.lambda,
             theta,

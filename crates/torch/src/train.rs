@@ -8,11 +8,14 @@
 //!   decoder's window of the peak, at the offset-refined cell positions (what the runtime
 //!   decoder computes), peak and window held constant for the gradient;
 //! - Eq. 3, `Ψ_t = min(‖e_t − e_{t−1}‖ / (‖û_t − û_{t−1}‖ + ξ), Θ)` with `e = u − û`;
-//! - Eq. 2 with Eq. 8's floor: `L = (λ + Ψ_t) · (L_pixel + μ·ρ(e_t))`.
+//! - Eq. 2 with Eq. 8's floor: `L = (λ + Ψ_t) · (L_pixel + μ·ρ(e_t)) + ν·ρ(e_t − e_{t−1})`.
 //!
 //! `ρ(e_t)` (Charbonnier, in cells) is ours: lm0 keeps its sub-cell precision in its offset
 //! maps, where a pixel loss of a few 1e-3 barely sees a 0.1-cell shift; the point term is what
-//! the metrics measure. `μ = 0` gives the paper's loss.
+//! the metrics measure. So is `ν·ρ(e_t − e_{t−1})`, the error's jitter as `eval` scores it, with
+//! its gradient into both frames: Eq. 2 only reweights the per-frame loss by Ψ, which does not
+//! reward a steadier output where the frame-wise error is already small. `μ = ν = 0` gives the
+//! paper's loss.
 
 use crate::{torch_err, TchCell};
 use std::path::{Path, PathBuf};
@@ -32,6 +35,8 @@ pub struct TuneParams {
     pub jitter: JitterParamsSer,
     /// Weight of the point term ρ(e) (0: the paper's loss exactly).
     pub mu: f64,
+    /// Weight of the error-jitter term `ν·ρ(e_t − e_{t−1})` (0: none).
+    pub nu: f64,
     /// Share of the groups (faces, clip minutes) held out for validation.
     pub val_fraction: f64,
     pub seed: u64,
@@ -186,6 +191,8 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
     let (theta, xi, lambda) = (p.jitter.theta, p.jitter.xi, p.jitter.lambda);
     let mut loss = Tensor::zeros([], (Kind::Float, dev));
     let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
+    // The previous error with its graph, for the ν term's gradient into both frames.
+    let mut prev_eg: Option<Tensor> = None;
     let mut stats = [0f64; 4];
     let warm = WARMUP.min(t as usize - 1) as i64;
     for ti in 0..t {
@@ -225,6 +232,10 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
         let scored = ti >= warm;
         if scored {
             loss += ((psi + lambda) * (pix + &en * p.mu)).mean(Kind::Float);
+            if let (Some(pe), true) = (&prev_eg, p.nu > 0.0) {
+                let dj = ((&e - pe).square().sum_dim_intlist(1i64, false, Kind::Float) + 1e-4).sqrt();
+                loss += dj.mean(Kind::Float) * p.nu;
+            }
         }
         tch::no_grad(|| {
             if !scored {
@@ -262,6 +273,7 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
             }
         });
         prev_e = Some(e.detach());
+        prev_eg = (p.nu > 0.0).then_some(e);
         prev_uh = Some(uh);
     }
     // Means over the scored frames, and over the steps between them.
@@ -555,6 +567,7 @@ mod tests {
             }
             .into(),
             mu: 1.0,
+            nu: 0.0,
             val_fraction: 0.25,
             seed: 3,
             window: 12,

@@ -767,6 +767,8 @@ pub struct TuneArgs {
     /// Which parameters train.
     pub trainable: crate::convlstm::Trainable,
     pub mu: f64,
+    /// Weight of the error-jitter term `ν·ρ(e_t − e_{t−1})` (0: none).
+    pub nu: f64,
     pub jitter: crate::jitter_loss::JitterParams,
     pub val_fraction: f64,
     pub seed: u64,
