@@ -258,7 +258,18 @@ fn torch_field_fine_tuning_runs_end_to_end() {
             .arg(&out)
             .arg("--cache")
             .arg(tmp.path().join("cache"))
-            .args(["--device", "cpu", "--threads", "1", "--epochs", "1", "--lr", "1e-4"]),
+            .args([
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--epochs",
+                "1",
+                "--lr",
+                "1e-4",
+                "--nu",
+                "1",
+            ]),
     );
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("starting from") && e.contains("epoch 1/1"), "{e}");

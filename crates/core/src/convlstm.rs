@@ -1089,7 +1089,7 @@ mod tests {
             win.step(&mut b, 0, &warp).unwrap();
             let pdc = crate::config::Config::default().decoder();
             for k in 0..2 {
-                let (p, q) = (pdc.decode_one(&spec, &a, k), pdc.decode_one(&spec, &b, k));
+                let (p, q) = (pdc.decode_one(spec, &a, k), pdc.decode_one(spec, &b, k));
                 moved = moved.max((p.0 - q.0).hypot(p.1 - q.1));
             }
             for k in 0..2 {
