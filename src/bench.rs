@@ -375,15 +375,11 @@ fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<StageStat
 
 /// The machine's architecture and the kernels' instruction set, e.g. `x86_64 AVX-512`.
 pub fn isa_name() -> String {
-    use crate::nn::kernels::Isa;
-    let isa = match (std::env::consts::ARCH, Isa::detect()) {
-        (_, Isa::Avx512) => "AVX-512",
-        (_, Isa::Avx2) => "AVX2",
-        // NEON is part of aarch64's baseline: the baseline kernels are NEON code there.
-        ("aarch64", Isa::Baseline) => "NEON",
-        (_, Isa::Baseline) => "baseline",
-    };
-    format!("{} {isa}", std::env::consts::ARCH)
+    format!(
+        "{} {}",
+        std::env::consts::ARCH,
+        crate::nn::kernels::Isa::detect().name()
+    )
 }
 
 fn share(stages: &BTreeMap<&'static str, StageStat>) -> Option<f64> {

@@ -106,7 +106,8 @@ fn time(runs: usize, threads: Option<usize>, profile: bool, config: ConfigArgs) 
         for (name, steps) in models {
             let total: f64 = steps.iter().map(|s| s.1).sum();
             eprintln!(
-                "{name} on the native engine ({isa:?} kernels), {} steps, {total:.3} ms in all:",
+                "{name} on the native engine ({} kernels), {} steps, {total:.3} ms in all:",
+                isa.name(),
                 steps.len()
             );
             for (label, ms) in steps {

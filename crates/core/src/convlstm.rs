@@ -695,8 +695,8 @@ struct Windowed {
     fy: Vec<f32>,
     runs: Vec<(usize, usize, usize)>,
     xb: Vec<f32>,
-    hb: Vec<f32>,
-    cb: Vec<f32>,
+    /// The kernel's `h` and `c` for one square, planar as the state: `hd` planes of each.
+    hc: Vec<f32>,
 }
 
 impl ConvLstmBank {
@@ -740,8 +740,7 @@ impl ConvLstmBank {
                     fy: vec![0.0; n],
                     runs: Vec::with_capacity(n),
                     xb: vec![0.0; m.cin * n],
-                    hb: vec![0.0; m.hidden * n],
-                    cb: vec![0.0; m.hidden * n],
+                    hc: vec![0.0; 2 * m.hidden * n],
                 })
             }
             _ => None,
@@ -782,10 +781,7 @@ impl ConvLstmBank {
             // Planar, as the kernel's buffers: `hd` planes of `h`, then `hd` of `c`.
             let st = &mut win.state[pi * 2 * hd * n..][..2 * hd * n];
             match win.origin[pi] {
-                None => {
-                    win.hb.fill(0.0);
-                    win.cb.fill(0.0);
-                }
+                None => win.hc.fill(0.0),
                 Some((px, py)) => {
                     // Bilinear as `WarpTaps`, border-padded at the previous square's edge: runs of
                     // cells whose four taps are inside and contiguous, then each plane along the
@@ -804,23 +800,12 @@ impl ConvLstmBank {
                             }
                         } else {
                             let taps = [at(tx, ty), at(tx + 1, ty), at(tx, ty + 1), at(tx + 1, ty + 1)];
-                            for (q, p) in st.chunks_exact(n).enumerate() {
-                                let v = lerp(p[taps[0]], p[taps[1]], p[taps[2]], p[taps[3]], fx, fy);
-                                let dst = if q < hd {
-                                    &mut win.hb[q * n..]
-                                } else {
-                                    &mut win.cb[(q - hd) * n..]
-                                };
-                                dst[i] = v;
+                            for (p, dst) in st.chunks_exact(n).zip(win.hc.chunks_exact_mut(n)) {
+                                dst[i] = lerp(p[taps[0]], p[taps[1]], p[taps[2]], p[taps[3]], fx, fy);
                             }
                         }
                     }
-                    for (q, p) in st.chunks_exact(n).enumerate() {
-                        let dst = if q < hd {
-                            &mut win.hb[q * n..][..n]
-                        } else {
-                            &mut win.cb[(q - hd) * n..][..n]
-                        };
+                    for (p, dst) in st.chunks_exact(n).zip(win.hc.chunks_exact_mut(n)) {
                         for &(i0, len, t0) in &win.runs {
                             let (a, b) = (&p[t0..t0 + len], &p[t0 + 1..t0 + 1 + len]);
                             let (c, d) = (&p[t0 + sw..][..len], &p[t0 + sw + 1..][..len]);
@@ -835,9 +820,10 @@ impl ConvLstmBank {
                     }
                 }
             }
+            let (hb, cb) = win.hc.split_at_mut(hd * n);
             // SAFETY: `select_compact` returned this kernel for this CPU and cell shape, and
             // the buffers hold `cin·n` and `hd·n` values.
-            unsafe { (win.step)(&cell.w, &mut win.xb, &mut win.hb, &mut win.cb, n) };
+            unsafe { (win.step)(&cell.w, &mut win.xb, hb, cb, n) };
             for yy in 0..sh {
                 let r = (y0 + yy) * w + x0;
                 for j in 0..cin {
@@ -855,8 +841,7 @@ impl ConvLstmBank {
                 hm[y * w + x0 + sw..(y + 1) * w].fill(0.0);
             }
             hm[(y0 + sh) * w..].fill(0.0);
-            st[..hd * n].copy_from_slice(&win.hb);
-            st[hd * n..].copy_from_slice(&win.cb);
+            st.copy_from_slice(&win.hc);
             win.origin[pi] = Some((x0, y0));
         }
     }

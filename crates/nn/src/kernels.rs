@@ -117,6 +117,18 @@ impl Isa {
         Isa::Baseline
     }
 
+    /// The instruction set by name, for reports: `AVX-512`, `AVX2`, or on the baseline `NEON`
+    /// on aarch64 (part of its baseline, which the portable kernels autovectorise to) and
+    /// `baseline` elsewhere.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2",
+            Isa::Baseline if cfg!(target_arch = "aarch64") => "NEON",
+            Isa::Baseline => "baseline",
+        }
+    }
+
     /// GEMM tile: rows of output channels × columns of pixels. MR·NR/lanes accumulators fill
     /// most of the register file and leave room for the loads.
     pub fn tile(self) -> (usize, usize) {
