@@ -63,7 +63,9 @@ pub fn save(path: &Path, seqs: &[CachedSeq]) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    let tmp = path.with_extension("tmp");
+    // Per process: two runs on the same data (a sweep) build the same cache at once, and a
+    // shared temporary name let one rename the other's file away mid-write.
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
