@@ -191,8 +191,6 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
     let (theta, xi, lambda) = (p.jitter.theta, p.jitter.xi, p.jitter.lambda);
     let mut loss = Tensor::zeros([], (Kind::Float, dev));
     let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
-    // The previous error with its graph, for the ν term's gradient into both frames.
-    let mut prev_eg: Option<Tensor> = None;
     let mut stats = [0f64; 4];
     let warm = WARMUP.min(t as usize - 1) as i64;
     for ti in 0..t {
@@ -219,7 +217,7 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
         let en = (e.square().sum_dim_intlist(1i64, false, Kind::Float) + 1e-4).sqrt();
         let psi = match (&prev_e, &prev_uh) {
             (Some(pe), Some(pu)) => {
-                let de = (&e - pe)
+                let de = (&e - pe.detach())
                     .square()
                     .sum_dim_intlist(1i64, false, Kind::Float)
                     .clamp_min(1e-12)
@@ -232,7 +230,7 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
         let scored = ti >= warm;
         if scored {
             loss += ((psi + lambda) * (pix + &en * p.mu)).mean(Kind::Float);
-            if let (Some(pe), true) = (&prev_eg, p.nu > 0.0) {
+            if let (Some(pe), true) = (&prev_e, p.nu > 0.0) {
                 let dj = ((&e - pe).square().sum_dim_intlist(1i64, false, Kind::Float) + 1e-4).sqrt();
                 loss += dj.mean(Kind::Float) * p.nu;
             }
@@ -272,8 +270,8 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
                 prev_er = Some(er);
             }
         });
-        prev_e = Some(e.detach());
-        prev_eg = (p.nu > 0.0).then_some(e);
+        // With its graph: the ν term's gradient reaches both frames (Ψ detaches it).
+        prev_e = Some(e);
         prev_uh = Some(uh);
     }
     // Means over the scored frames, and over the steps between them.
