@@ -350,9 +350,9 @@ fn one_euro_steadies_a_still_face() {
 /// motion) must meet the stability bar on a still face, under vibration and in low light: error
 /// jitter ≤ 50% of the raw backbone's and ≤ 80% of the best plain One Euro (per point, or on
 /// the shape, at the settings tuned for them), with NME no higher than raw. The ConvLSTM alone
-/// (its state carried by the same registration) must halve the raw jitter on the still and
-/// low-light faces at no cost in NME; under vibration it gets to 55% at +1% NME, and the test
-/// holds it there.
+/// (its state carried by the same registration, the refined lids by their own filter) must
+/// keep at most 35% of the raw jitter on the still and low-light faces at no cost in NME;
+/// under vibration it gets to 54% at +1% NME, and the test holds it there.
 #[test]
 fn default_stabilizer_meets_the_stability_bar() {
     let tmp = tempfile::tempdir().unwrap();
@@ -389,16 +389,18 @@ fn default_stabilizer_meets_the_stability_bar() {
         }
         let (none, ours, cell) = (r["none"], r["default"], r["convlstm"]);
         let best_plain = r["one-euro"].1.min(r["shape-one-euro"].1);
-        // Measured (jitter): still 0.00131 raw, 0.00026 best plain, 0.00057 convlstm,
-        // 0.00017 ours; vibration 0.00953, 0.00723, 0.00521, 0.00414; low light
-        // 0.01159, 0.00512, 0.00461, 0.00271.
+        // Measured (jitter): still 0.00131 raw, 0.00026 best plain, 0.00036 convlstm,
+        // 0.00017 ours; vibration 0.00953, 0.00723, 0.00516, 0.00414; low light
+        // 0.01159, 0.00512, 0.00370, 0.00271. Without the lid filter the convlstm alone kept
+        // 44% and 40% of raw on the still and low-light faces: the refined eye points come
+        // after the map stage, so it cannot steady them.
         assert!(ours.1 <= 0.5 * none.1, "{kind}: jitter {} vs none {}", ours.1, none.1);
         assert!(
             ours.1 <= 0.8 * best_plain,
             "{kind}: jitter {} vs best plain One Euro {best_plain} ({r:?})",
             ours.1
         );
-        let (jitter_bar, nme_bar) = if kind == "vibration" { (0.6, 1.015) } else { (0.5, 1.0) };
+        let (jitter_bar, nme_bar) = if kind == "vibration" { (0.6, 1.015) } else { (0.35, 1.0) };
         assert!(ours.0 <= nme_bar * none.0, "{kind}: NME {} vs none {}", ours.0, none.0);
         assert!(
             cell.1 <= jitter_bar * none.1,

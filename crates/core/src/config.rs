@@ -727,6 +727,9 @@ impl Config {
             stabilizer,
             // Registration serves whichever stabilizer runs; with none it would be wasted.
             motion: self.stabilizer.motion && (stabilizer.is_some() || self.uses_convlstm()),
+            // Whichever stabilizer runs, the refined lids come after it: steadied landmarks
+            // include the eyes'.
+            smooth_lids: stabilizer.is_some() || self.uses_convlstm(),
         }
     }
 

@@ -33,6 +33,9 @@ pub struct TrackerParams {
     /// Register each face between frames ([`super::motion`]) so the stabilizers carry their
     /// state along with its image motion.
     pub motion: bool,
+    /// Smooth the eye refiner's lids and iris ([`crate::eyes::LID_FILTER`]). They replace the
+    /// backbone's eye points after every other stage, so no stabilizer before them can.
+    pub smooth_lids: bool,
 }
 
 impl Default for TrackerParams {
@@ -45,6 +48,7 @@ impl Default for TrackerParams {
             crop_deadband: 0.02,
             stabilizer: None,
             motion: false,
+            smooth_lids: false,
         }
     }
 }
@@ -160,8 +164,7 @@ impl Tracker {
                 registered: None,
                 lids: self
                     .params
-                    .stabilizer
-                    .is_some()
+                    .smooth_lids
                     .then(|| Box::new(crate::eyes::LidFilters::new())),
             })
             .ok()?;
