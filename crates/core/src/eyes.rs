@@ -26,7 +26,8 @@
 //! The refiner reads the frame as it is, after the point filter: the crop follows the
 //! filtered corners (a steady crop). Openness is read from the model's lids as they come, so
 //! no filter can delay or flatten a blink in the signals; the output lids get a light filter of
-//! their own ([`LID_FILTER`]) that opens within a frame when the lids move fast.
+//! their own ([`LID_FILTER`], whenever any stabilizer runs) that opens within a frame when the
+//! lids move fast.
 
 use crate::error::{Error, Result};
 use crate::exposure::Levels;
