@@ -717,6 +717,7 @@ impl Config {
     pub fn tracker_params(&self, conf: &crate::models::ConfidenceSpec) -> TrackerParams {
         let accept = self.tracker.accept_confidence.unwrap_or(conf.accept_confidence);
         let stabilizer = StabilizerKind::of(self.stabilizer.method.point, self.stabilizer.one_euro);
+        let steadied = stabilizer.is_some() || self.uses_convlstm();
         TrackerParams {
             detect_interval: self.detector.interval,
             max_faces: self.tracker.max_faces,
@@ -726,10 +727,10 @@ impl Config {
             crop_deadband: self.tracker.crop_deadband,
             stabilizer,
             // Registration serves whichever stabilizer runs; with none it would be wasted.
-            motion: self.stabilizer.motion && (stabilizer.is_some() || self.uses_convlstm()),
+            motion: self.stabilizer.motion && steadied,
             // Whichever stabilizer runs, the refined lids come after it: steadied landmarks
             // include the eyes'.
-            smooth_lids: stabilizer.is_some() || self.uses_convlstm(),
+            smooth_lids: steadied,
         }
     }
 
