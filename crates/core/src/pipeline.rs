@@ -397,8 +397,8 @@ impl Pipeline {
                 o.bbox = BBox::around(&o.points).unwrap_or(o.bbox);
             }
             self.times.stabilizer += ts.elapsed();
-            // After the filter: the crops follow the steadied corners, and nothing smooths
-            // the lids, so a blink keeps its depth and onset.
+            // After the filter: the crops follow the steadied corners, and openness is read
+            // before the lids' own filter, so a blink keeps its depth and onset in the signals.
             if let Some(r) = self.eyes.as_mut() {
                 let te = Instant::now();
                 let mut eyes = crate::eyes::Eyes::default();

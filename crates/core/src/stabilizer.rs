@@ -116,7 +116,7 @@ impl Default for OneEuroParams {
 }
 
 /// Smoothing factor of a first-order low-pass with cutoff `fc` at time step `dt`.
-fn alpha(fc: f32, dt: f32) -> f32 {
+pub(crate) fn alpha(fc: f32, dt: f32) -> f32 {
     let tau = 1.0 / (2.0 * std::f32::consts::PI * fc);
     1.0 / (1.0 + tau / dt)
 }

@@ -33,7 +33,7 @@ pub struct TrackerParams {
     /// Register each face between frames ([`super::motion`]) so the stabilizers carry their
     /// state along with its image motion.
     pub motion: bool,
-    /// Smooth the eye refiner's lids and iris ([`crate::eyes::LID_FILTER`]). They replace the
+    /// Smooth the eye refiner's lids and iris ([`crate::eyes::LidFilter`]). They replace the
     /// backbone's eye points after every other stage, so no stabilizer before them can.
     pub smooth_lids: bool,
 }
