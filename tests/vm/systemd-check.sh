@@ -30,6 +30,9 @@ pid=$(prop MainPID)
 t=$(date '+%Y-%m-%d %H:%M:%S')
 systemctl reload steadyface; say "reload rc $?"
 wait_for 120 sh -c "journalctl -u steadyface --since '$t' | grep -q 'configuration reloaded'"
+# The daemon logs the reload, then rebuilds its pipeline and only then sends READY=1, which ends
+# systemd's `reloading` state: under TCG that takes seconds, so wait for the state too.
+wait_for 240 sh -c "[ \"\$(systemctl show -p ActiveState --value steadyface)\" = active ]"
 say "after reload $(prop ActiveState) same-pid=$([ "$pid" = "$(prop MainPID)" ] && echo yes || echo no) reloaded=$(journalctl -u steadyface --since "$t" | grep -c 'configuration reloaded')"
 systemctl stop steadyface
 say "stop result=$(prop Result) $(journalctl -u steadyface -o cat --no-pager | grep 'stopped after' | tail -n 1)"
