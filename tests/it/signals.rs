@@ -56,6 +56,12 @@ fn carphone_speech_is_no_yawn_and_nothing_alarms() {
     }
 }
 
+/// The clips with per-frame eye-state labels, and their label files.
+const LABELLED_CLIPS: [(&str, &str); 2] = [
+    ("video2-512.mp4", "video2-512.blinks.json"),
+    ("carphone_pristine.mp4", "carphone_pristine.blinks.json"),
+];
+
 /// Per-frame eye-state labels made by eye (`*.blinks.json`): the complete blinks, and the
 /// partial ones (neither required nor counted as false).
 struct Labels {
@@ -118,10 +124,7 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 #[test]
 fn labelled_blinks_are_found_on_time_and_nothing_else() {
     let tmp = tempfile::tempdir().unwrap();
-    for (clip, label) in [
-        ("video2-512.mp4", "video2-512.blinks.json"),
-        ("carphone_pristine.mp4", "carphone_pristine.blinks.json"),
-    ] {
+    for (clip, label) in LABELLED_CLIPS {
         let l = labels(label);
         let out = tmp.path().join("b.jsonl");
         let recs = track(&data(clip), &out, &["--signals"]);
@@ -206,10 +209,7 @@ fn output_lid_openness(recs: &[FrameRecord]) -> Vec<f32> {
 #[test]
 fn published_lids_keep_labelled_blinks_and_hold_still_between_them() {
     let tmp = tempfile::tempdir().unwrap();
-    for (clip, label) in [
-        ("video2-512.mp4", "video2-512.blinks.json"),
-        ("carphone_pristine.mp4", "carphone_pristine.blinks.json"),
-    ] {
+    for (clip, label) in LABELLED_CLIPS {
         let l = labels(label);
         let out = tmp.path().join("l.jsonl");
         let ours = output_lid_openness(&track(&data(clip), &out, &[]));
