@@ -41,6 +41,7 @@
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod fused;
+pub mod gate;
 pub mod onnx;
 pub mod warp;
 

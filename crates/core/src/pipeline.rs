@@ -5,7 +5,7 @@
 //! caller-owned, fixed-capacity result list.
 
 use crate::backbone::{Backbone, BackboneSpec};
-use crate::convlstm::{MapStabilizer, MapWarp};
+use crate::convlstm::{gate::DeformGate, MapStabilizer, MapWarp};
 use crate::decode::Decoder;
 use crate::error::Result;
 use crate::exposure::Levels;
@@ -58,6 +58,9 @@ pub struct PipelineStats {
     /// refused frame is filtered without compensation.
     pub registrations: u64,
     pub registrations_refused: u64,
+    /// Landmarks the map stage's deformation gate moved toward the raw frame
+    /// ([`crate::convlstm::gate`]), summed over faces and frames.
+    pub deform_gate_opened: u64,
     /// Eye-refiner runs (two per face and frame when `models.eye_refiner` is set).
     pub eye_refiner_runs: u64,
 }
@@ -80,6 +83,8 @@ pub struct Pipeline {
     /// Which track id owns each of `maps`' slots, and the crop its state was last on.
     slot_owner: [Option<u32>; MAX_FACES],
     slot_crop: [Option<CropTransform>; MAX_FACES],
+    /// Per slot, where the stage's output trails a deforming face ([`DeformGate`]).
+    gates: Box<[DeformGate; MAX_FACES]>,
     detector: YuNet,
     spec: BackboneSpec,
     params: PipelineParams,
@@ -136,6 +141,7 @@ impl Pipeline {
             maps,
             slot_owner: [None; MAX_FACES],
             slot_crop: [None; MAX_FACES],
+            gates: Box::default(),
             detector,
             spec,
             tracker: Tracker::new(params.tracker),
@@ -211,6 +217,7 @@ impl Pipeline {
             .iter()
             .position(|o| o.is_none_or(|owner| !tracks.iter().any(|t| t.id == owner)))?;
         maps.reset(free);
+        self.gates[free].reset();
         self.slot_owner[free] = Some(id);
         self.slot_crop[free] = None;
         Some(free)
@@ -266,6 +273,8 @@ impl Pipeline {
         RAW_DECODER.decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
         let mut raw_conf = [0f32; MAX_POINTS];
         raw_conf[..k].copy_from_slice(&obs.conf);
+        let mut raw = [Point::default(); MAX_POINTS];
+        raw[..k].copy_from_slice(&obs.points);
         let t = Instant::now();
         self.times.decode += t - t3;
         if let Some(fm) = motion {
@@ -282,10 +291,18 @@ impl Pipeline {
         m.step(&mut self.heat, slot, &warp)?;
         let t4 = Instant::now();
         self.times.stabilizer += t4 - t;
+        // The stage's maps through the raw decoder too: the deformation gate compares like with
+        // like.
+        let mut stepped = [Point::default(); MAX_POINTS];
+        let mut scratch = [0f32; MAX_POINTS];
+        RAW_DECODER.decode_all(&self.spec, &self.heat, &ct, &mut stepped[..k], &mut scratch[..k]);
         self.params
             .decoder
             .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
         obs.conf.copy_from_slice(&raw_conf[..k]);
+        let px = (ct.sx * ct.sy).sqrt();
+        let opened = self.gates[slot].apply(&raw[..k], &stepped[..k], &mut obs.points, px);
+        self.stats.deform_gate_opened += opened as u64;
         self.times.decode += t4.elapsed();
         obs.bbox = BBox::around(&obs.points).unwrap_or_default();
         obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
