@@ -273,8 +273,13 @@ impl Pipeline {
         RAW_DECODER.decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
         let mut raw_conf = [0f32; MAX_POINTS];
         raw_conf[..k].copy_from_slice(&obs.conf);
+        // The final decoder's raw points too, for the deformation gate, before the stage
+        // rewrites the maps.
         let mut raw = [Point::default(); MAX_POINTS];
-        raw[..k].copy_from_slice(&obs.points);
+        let mut scratch = [0f32; MAX_POINTS];
+        self.params
+            .decoder
+            .decode_all(&self.spec, &self.heat, &ct, &mut raw[..k], &mut scratch[..k]);
         let t = Instant::now();
         self.times.decode += t - t3;
         if let Some(fm) = motion {
@@ -291,17 +296,12 @@ impl Pipeline {
         m.step(&mut self.heat, slot, &warp)?;
         let t4 = Instant::now();
         self.times.stabilizer += t4 - t;
-        // The stage's maps through the raw decoder too: the deformation gate compares like with
-        // like.
-        let mut stepped = [Point::default(); MAX_POINTS];
-        let mut scratch = [0f32; MAX_POINTS];
-        RAW_DECODER.decode_all(&self.spec, &self.heat, &ct, &mut stepped[..k], &mut scratch[..k]);
         self.params
             .decoder
             .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
         obs.conf.copy_from_slice(&raw_conf[..k]);
         let px = (ct.sx * ct.sy).sqrt();
-        let opened = self.gates[slot].apply(&raw[..k], &stepped[..k], &mut obs.points, px);
+        let opened = self.gates[slot].apply(&raw[..k], &mut obs.points, px);
         self.stats.deform_gate_opened += opened as u64;
         self.times.decode += t4.elapsed();
         obs.bbox = BBox::around(&obs.points).unwrap_or_default();

@@ -20,8 +20,10 @@
 //!   of it `ramp` levels further. The state is left as it is and catches up at its own rate, so
 //!   the gate closes again as the lag shrinks.
 //!
-//! Both positions come from one decoder (the raw one, [`crate::pipeline::RAW_DECODER`]), so that
-//! a decoder's own bias does not read as lag; the final decoder's points are shifted by it.
+//! Both positions come from the final decoder (the raw maps are decoded before the stage
+//! rewrites them), so the gate fully open gives the raw frame's point exactly. The quick raw
+//! decoder ([`crate::pipeline::RAW_DECODER`]) was tried first: its argmax flips between nearly
+//! equal cells, which the gate passed on as 0.1 px jumps that differed between runtimes.
 
 use crate::geometry::{Point, MAX_POINTS};
 
@@ -84,17 +86,16 @@ impl DeformGate {
         *self = Self::new(self.params);
     }
 
-    /// `raw` and `stepped` are one decoder's points on the backbone's maps and on the stage's
-    /// (image px; `px` image px per crop px); `out`, the final decoder's points on the stage's
-    /// maps, is moved toward the raw frame where the stage trails a deforming face. Returns how
-    /// many landmarks it moved.
-    pub fn apply(&mut self, raw: &[Point], stepped: &[Point], out: &mut [Point], px: f32) -> usize {
+    /// `raw` and `out` are the final decoder's points on the backbone's maps and on the stage's
+    /// (image px; `px` image px per crop px); `out` is moved toward the raw frame where the stage
+    /// trails a deforming face. Returns how many landmarks it moved.
+    pub fn apply(&mut self, raw: &[Point], out: &mut [Point], px: f32) -> usize {
         let p = self.params;
         let scale = if px.is_finite() && px > 0.0 { px } else { 1.0 };
         let finite = |q: Point| q.x.is_finite() && q.y.is_finite();
         // The face's common lag.
         let (mut common, mut n) = (Point::default(), 0.0f32);
-        for (r, s) in raw.iter().zip(stepped) {
+        for (r, s) in raw.iter().zip(out.iter()) {
             let d = Point::new(r.x - s.x, r.y - s.y);
             if finite(d) {
                 common = Point::new(common.x + d.x, common.y + d.y);
@@ -116,8 +117,8 @@ impl DeformGate {
         self.frames = self.frames.saturating_add(1);
         let mut moved = 0;
         let state = self.level.iter_mut().zip(self.lag.iter_mut()).zip(self.prev.iter_mut());
-        for ((r, s), (o, ((level, lag), prev))) in raw.iter().zip(stepped).zip(out.iter_mut().zip(state)) {
-            let now = Point::new(r.x - s.x - common.x, r.y - s.y - common.y);
+        for (r, (o, ((level, lag), prev))) in raw.iter().zip(out.iter_mut().zip(state)) {
+            let now = Point::new(r.x - o.x - common.x, r.y - o.y - common.y);
             // A non-finite point (the model's) leaves the output and the state as they are.
             if !finite(now) {
                 continue;
@@ -189,7 +190,7 @@ mod tests {
                 *s = Point::new(s.x + 0.3 * (r.x - s.x), s.y + 0.3 * (r.y - s.y));
             }
             let mut out = state.clone();
-            moved_at_rest += gate.apply(&raw, &state, &mut out, 1.0);
+            moved_at_rest += gate.apply(&raw, &mut out, 1.0);
         }
         assert!(
             moved_at_rest <= 200 * k / 100,
@@ -210,7 +211,7 @@ mod tests {
                 *s = Point::new(s.x + 0.3 * (r.x - s.x), s.y + 0.3 * (r.y - s.y));
             }
             let mut out = state.clone();
-            gate.apply(&raw, &state, &mut out, 1.0);
+            gate.apply(&raw, &mut out, 1.0);
             if t == 9 {
                 err = ((out[5].x - raw[5].x).abs(), (state[5].x - raw[5].x).abs());
             }
@@ -233,7 +234,7 @@ mod tests {
             raw[3] = Point::new(f32::NAN, 0.0);
             raw[4].x += t as f32 * 3.0;
             let mut out = base.clone();
-            gate.apply(&raw, &base, &mut out, 1.0);
+            gate.apply(&raw, &mut out, 1.0);
             assert!(out[3] == base[3], "{:?}", out[3]);
             assert!(out
                 .iter()
