@@ -61,7 +61,7 @@ fn shipped_stabilizer_onnx_matches_the_kernel() {
 /// confidence is the backbone's own (the tracker's thresholds depend on it), and the points
 /// stay within a few pixels of the unstabilized ones. The clip is talking, and its jaw and nose
 /// move against the registered face: without the deformation gate the stage's lag cost 5% NME
-/// against the dlib pseudo-labels (0.0481 against 0.0457); with it, 1.5% (0.0464).
+/// against the dlib pseudo-labels (0.0481 against 0.0457); with it, 1.3% (0.0463).
 #[test]
 fn convlstm_tracks_the_carphone_clip() {
     let tmp = tempfile::tempdir().unwrap();

@@ -390,7 +390,7 @@ fn default_stabilizer_meets_the_stability_bar() {
         let (none, ours, cell) = (r["none"], r["default"], r["convlstm"]);
         let best_plain = r["one-euro"].1.min(r["shape-one-euro"].1);
         // Measured (jitter): still 0.00131 raw, 0.00024 best plain, 0.00034 convlstm,
-        // 0.00014 ours; vibration 0.00953, 0.00734, 0.00517, 0.00413; low light
+        // 0.00014 ours; vibration 0.00953, 0.00734, 0.00520, 0.00413; low light
         // 0.01159, 0.00449, 0.00291, 0.00187. Without the lid filter the convlstm alone kept
         // 44% and 40% of raw on the still and low-light faces: the refined eye points come
         // after the map stage, so it cannot steady them.
