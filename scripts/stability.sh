@@ -8,19 +8,9 @@ stabs=("${@:-none one-euro shape-one-euro}")
 read -r -a stabs <<<"${stabs[*]}"
 out=out/stability
 mkdir -p "$out"
-# takeo (150x225) as it is; einstein halved (408x512), its .pts scaled to match.
-ffmpeg -loglevel error -y -i data/einstein.jpg -vf scale=408:512 "$out/einstein.png"
-python3 - "$out/einstein.pts" <<'PY'
-import re, sys
-body = open("data/einstein.pts").read().split("{")[1].split("}")[0]
-pts = re.findall(r"([-0-9.eE]+)\s+([-0-9.eE]+)", body)
-# .pts is 1-based: scale the 0-based pixel centres, then back to 1-based.
-rows = ["%f %f" % ((float(x) - 1) * 0.5 + 1, (float(y) - 1) * 0.5 + 1) for x, y in pts]
-open(sys.argv[1], "w").write("version: 1\nn_points: %d\n{\n%s\n}\n" % (len(rows), "\n".join(rows)))
-PY
 printf "%-9s %-10s" image condition; for s in "${stabs[@]}"; do printf " | %-28s" "$s NME / jitter / lag"; done; echo
 for img in takeo einstein; do
-  if [ "$img" = takeo ]; then src=(data/takeo.ppm --pts data/takeo.pts); else src=("$out/einstein.png" --pts "$out/einstein.pts"); fi
+  bench_face "$img" "$out"
   for kind in still slow vibration lowlight; do
     clip="$out/$img-$kind"
     "$bin" --log error synth "${src[@]}" --kind "$kind" -o "$clip.y4m" --truth "$clip.json" >/dev/null

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::convlstm::ConvLstmMeta;
 use crate::error::{Error, Result};
-use crate::train::{cache, open_dataset, CachedSeq, DataSource, Featurizer, Rng, TuneArgs, SEQ_LEN};
+use crate::train::{cache, open_dataset, CachedSeq, DataSource, Featurizer, Rng, TuneArgs};
 use std::path::{Path, PathBuf};
 
 /// Build (or load) the backbone-output cache for `args.data`.
@@ -17,12 +17,12 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
         .manifest
         .model(&cfg.models.backbone)
         .ok_or_else(|| Error::Usage(format!("no backbone {:?}", cfg.models.backbone)))?;
-    let key = cache::key(&entry.sha256, &args.data, args.seed);
+    let key = cache::key(&entry.sha256, &args.data, args.seed, args.seq_len, args.label_sigma);
     let cpath = cache::path(&args.cache_dir, &key);
     let meta = ConvLstmMeta::for_backbone(&spec, args.hidden, args.kernel);
     if cpath.is_file() {
         let seqs = cache::load(&cpath)?;
-        let want = SEQ_LEN * meta.k * meta.cin * meta.h * meta.w;
+        let want = args.seq_len * meta.k * meta.cin * meta.h * meta.w;
         if seqs.iter().all(|s| s.x.len() == want && s.target.len() == want) {
             eprintln!("tune: {} cached sequences from {}", seqs.len(), cpath.display());
             return Ok((seqs, meta, cpath));
@@ -52,6 +52,7 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
         .collect::<Result<Vec<_>>>()?;
     let mut backbone = models.load_backbone(cfg)?;
     let mut feat = Featurizer::new(backbone.as_mut(), cfg.decoder(), cfg.detector.low_light);
+    feat.label_sigma = args.label_sigma;
     let mut rng = Rng::new(args.seed);
     let mut seqs = Vec::new();
     let started = std::time::Instant::now();
@@ -59,7 +60,7 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
         let before = seqs.len();
         let pseudo = ds.needs_pseudo_labels();
         let mut dropped = 0usize;
-        ds.sequences(args.seed ^ (i as u64 + 1), &mut |seq| {
+        ds.sequences(args.seed ^ (i as u64 + 1), args.seq_len, &mut |seq| {
             match feat.featurize(&seq, pseudo, &mut rng)? {
                 Some(c) => seqs.push(c),
                 None => dropped += 1,
@@ -175,6 +176,7 @@ fn run(cfg: &Config, args: &TuneArgs) -> Result<()> {
         jitter: args.jitter.into(),
         mu: args.mu,
         nu: args.nu,
+        warmup: args.warmup,
         val_fraction: args.val_fraction,
         seed: args.seed,
         window,

@@ -23,6 +23,19 @@ pub struct Args {
     /// Adam learning rate (the paper: 1e-4).
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
+    /// Frames per training sequence. A cell that keeps most of its state from frame to frame
+    /// needs longer sequences than the default to show what that memory is worth.
+    #[arg(long, default_value_t = steadyface::train::SEQ_LEN)]
+    seq_len: usize,
+    /// Frames at the start of each sequence left out of the loss (the state starts from
+    /// zero there, which the pipeline sees once per track).
+    #[arg(long, default_value_t = 4)]
+    warmup: usize,
+    /// σ in frames of the field pseudo-labels' smoothing in the face's frame (0: none): the
+    /// backbone's point on the clean frame shares that frame's noise with the input's, so
+    /// an unsmoothed target rewards following it.
+    #[arg(long, default_value_t = 0.0)]
+    label_sigma: f32,
     /// Hidden channels per landmark (the convlstm module explains the default).
     #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_HIDDEN)]
     hidden: usize,
@@ -37,7 +50,8 @@ pub struct Args {
     #[arg(long, value_name = "WEIGHTS")]
     from: Option<PathBuf>,
     /// Which parameters train: gates (the input, forget and output gates: how much to smooth,
-    /// where; the read-out stays a running mean) or all.
+    /// where; the read-out stays a running mean), memory (the input and forget gates only) or
+    /// all.
     #[arg(long, default_value = "gates")]
     trainable: Trainable,
     /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
@@ -91,14 +105,18 @@ pub fn run(a: Args) -> Result<(), Error> {
         || lr <= 0.0
         || theta <= 0.0
         || xi <= 0.0
+        || a.seq_len < 2
+        || a.warmup >= a.seq_len
+        || !(0.0..=16.0).contains(&a.label_sigma)
     {
         return Err(Error::Usage(format!(
-            "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0)"
+            "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0), --seq-len {} (≥ 2), --warmup {} (< --seq-len), --label-sigma {} (0..=16)",
+            a.seq_len, a.warmup, a.label_sigma
         )));
     }
-    if a.init == CellInit::Identity && a.trainable == Trainable::Gates && a.from.is_none() {
+    if a.init == CellInit::Identity && a.trainable != Trainable::All && a.from.is_none() {
         return Err(Error::Usage(
-            "--init identity with --trainable gates has nothing to learn (the identity's read-out is zero): \
+            "--init identity with --trainable gates or memory has nothing to learn (the identity's read-out is zero): \
              use --trainable all"
                 .into(),
         ));
@@ -109,6 +127,9 @@ pub fn run(a: Args) -> Result<(), Error> {
         epochs: a.epochs,
         batch,
         lr,
+        seq_len: a.seq_len,
+        warmup: a.warmup,
+        label_sigma: a.label_sigma,
         hidden,
         kernel,
         init: a.init,

@@ -165,6 +165,27 @@ fn tune_without_libtorch_says_how_to_build_it() {
     );
 }
 
+/// Sequences must outlast their warm-up, and the refusal names both flags (before any work,
+/// on every build).
+#[test]
+fn tune_refuses_a_warmup_as_long_as_its_sequences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = run_err(
+        bin()
+            .arg("tune")
+            .arg("--data")
+            .arg(format!("images:{}", data("breakingbad.pts").display()))
+            .args(["--seq-len", "8", "--warmup", "8"])
+            .arg("-o")
+            .arg(tmp.path().join("out")),
+        2,
+    );
+    assert!(
+        err.contains("--seq-len 8") && err.contains("--warmup 8 (< --seq-len)"),
+        "{err}"
+    );
+}
+
 /// `tune` end to end on real data (one face, one epoch), then `--resume`, then a checkpoint
 /// from another backbone refused.
 #[cfg(feature = "torch")]
@@ -213,15 +234,31 @@ fn torch_tune_trains_resumes_and_refuses_a_foreign_checkpoint() {
 }
 
 /// A recorded field clip in the daemon's format (`frames.y4m` + `landmarks.jsonl`) is training
-/// data as it is: pseudo-labels made here, one epoch run.
+/// data as it is: pseudo-labels made here, one epoch run. The records only place a window's
+/// first crop, so a frame where the tracker lost the face (as in the dark) costs only the
+/// window it starts, and that window is counted.
 #[cfg(feature = "torch")]
 #[test]
 fn torch_tune_runs_on_a_recorded_field_clip() {
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("clip-0001");
     std::fs::create_dir_all(&clip).unwrap();
-    synth_takeo("slow", 32, &clip.join("frames.y4m"), &tmp.path().join("truth.json"));
-    track(&clip.join("frames.y4m"), &clip.join("landmarks.jsonl"), &[]);
+    synth_takeo("slow", 48, &clip.join("frames.y4m"), &tmp.path().join("truth.json"));
+    let records = clip.join("landmarks.jsonl");
+    track(&clip.join("frames.y4m"), &records, &[]);
+    // No face on frame 20 (inside the second window) or 32 (the third window's first).
+    let lines: Vec<String> = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+            if matches!(r["frame"].as_u64(), Some(20 | 32)) {
+                r["faces"] = serde_json::json!([]);
+            }
+            r.to_string()
+        })
+        .collect();
+    std::fs::write(&records, lines.join("\n") + "\n").unwrap();
     let out = tmp.path().join("out");
     let o = run_ok(
         bin()
@@ -235,8 +272,8 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
             .args(["--device", "cpu", "--threads", "1", "--epochs", "1"]),
     );
     let e = String::from_utf8_lossy(&o.stderr);
-    // 32 frames: two 16-frame sequences, all with the face.
-    assert!(e.contains("field:") && e.contains(": 2 sequences"), "{e}");
+    // 48 frames: three 16-frame windows, the third without a face to start from.
+    assert!(e.contains("field:") && e.contains(": 2 sequences, 1 left out"), "{e}");
     assert!(out.join("stabilizer.safetensors").is_file());
 }
 

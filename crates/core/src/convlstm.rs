@@ -78,6 +78,10 @@ crate::choice::choice! {
         /// gate, `Wₒ`, `bₒ`, skip) stays where the start put it, so the state stays a running
         /// mean.
         Gates = "gates",
+        /// The input and forget gates only: how much of each frame enters the state and how
+        /// much of the state stays. The output gate, which training can also use to reshape
+        /// each map and so fit where a face's points sit, stays where the start put it.
+        Memory = "memory",
     }
 }
 

@@ -37,6 +37,9 @@ pub struct TuneParams {
     pub mu: f64,
     /// Weight of the error-jitter term `ν·ρ(e_t − e_{t−1})` (0: none).
     pub nu: f64,
+    /// Leading frames of each sequence left out of the loss and the statistics: the state
+    /// starts from zero there, which the pipeline sees once per track, not once per window.
+    pub warmup: usize,
     /// Share of the groups (faces, clip minutes) held out for validation.
     pub val_fraction: f64,
     pub seed: u64,
@@ -105,10 +108,6 @@ struct Batch {
     /// `[B, T, 2, 3]`: each step's state warp as `grid_sample`'s theta.
     theta: Tensor,
 }
-
-/// Leading frames of each sequence left out of the loss and the statistics: the state starts
-/// from zero there, which the pipeline sees once per track, not once per window.
-pub const WARMUP: usize = 4;
 
 /// Stack sequences `idx` into `[B, T, K·Cin... ]` tensors on `device`.
 fn batch(seqs: &[CachedSeq], idx: &[usize], meta: &ConvLstmMeta, t: usize, device: Device) -> Batch {
@@ -192,7 +191,7 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
     let mut loss = Tensor::zeros([], (Kind::Float, dev));
     let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
     let mut stats = [0f64; 4];
-    let warm = WARMUP.min(t as usize - 1) as i64;
+    let warm = p.warmup.min(t as usize - 1) as i64;
     for ti in 0..t {
         let x = b.x.select(1, ti).reshape([n, c, h, w]);
         let tgt = b.target.select(1, ti).reshape([n, c, h, w]);
@@ -361,7 +360,10 @@ pub fn tune(
     }
     tch::manual_seed(p.seed as i64);
     let meta = init.meta.clone();
-    let t = steadyface_core::train::SEQ_LEN;
+    let t = seqs.first().map_or(0, CachedSeq::frames);
+    if seqs.iter().any(|s| s.frames() != t) {
+        return Err(Error::Usage("tune: the cached sequences differ in length".into()));
+    }
     let (tr, va) = split(seqs, p.val_fraction, p.seed);
     if tr.is_empty() {
         return Err(Error::Usage("tune: no training sequences (check --data)".into()));
@@ -386,11 +388,15 @@ pub fn tune(
         out_b: var("out", "bias", &start.out_b, all),
         skip: var("skip", "weight", &start.skip, all),
     };
-    // With `Trainable::Gates`, the g gate's rows (the third quarter) get no gradient.
+    // The g gate's rows (the third quarter) train only with `Trainable::All`, the output
+    // gate's (the fourth) not with `Trainable::Memory`.
     let hd = meta.hidden as i64;
     let gate_mask = Tensor::ones([4 * hd], (Kind::Float, dev));
     if !all {
         let _ = gate_mask.narrow(0, 2 * hd, hd).fill_(0.0);
+    }
+    if p.trainable == Trainable::Memory {
+        let _ = gate_mask.narrow(0, 3 * hd, hd).fill_(0.0);
     }
     let mask_w = gate_mask.reshape([4 * hd, 1, 1, 1]);
     let mut opt = nn::Adam::default().build(&vs, p.lr).map_err(|e| torch_err("Adam", e))?;
@@ -566,6 +572,7 @@ mod tests {
             .into(),
             mu: 1.0,
             nu: 0.0,
+            warmup: 4,
             val_fraction: 0.25,
             seed: 3,
             window: 12,

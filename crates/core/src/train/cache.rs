@@ -2,7 +2,7 @@
 //! once and reused by every epoch and every later `tune` run with the same data.
 //!
 //! Key: sha256 over the backbone file's hash, each `--data` argument with its files' sizes and
-//! modification times, the sequence length, the seed and the format version. Stored as safetensors (maps in f16).
+//! modification times, the sequence length, the seed, the pseudo-labels' smoothing and the format version. Stored as safetensors (maps in f16).
 
 use super::CachedSeq;
 use crate::error::{Error, Result};
@@ -13,10 +13,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The cache key for these inputs.
-pub fn key(backbone_sha: &str, data: &[super::DataSource], seed: u64) -> String {
+pub fn key(backbone_sha: &str, data: &[super::DataSource], seed: u64, seq_len: usize, label_sigma: f32) -> String {
     let mut h = Sha256::new();
     h.update(backbone_sha.as_bytes());
-    h.update(format!("seq{}:seed{seed}:v4", super::SEQ_LEN).as_bytes());
+    h.update(format!("seq{seq_len}:seed{seed}:v5").as_bytes());
+    // Unsmoothed labels keep the key they had before smoothing existed.
+    if label_sigma > 0.0 {
+        h.update(format!("label-sigma{label_sigma}").as_bytes());
+    }
     for d in data {
         let d = d.to_string();
         h.update(d.as_bytes());

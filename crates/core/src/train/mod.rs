@@ -29,12 +29,13 @@ use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::exposure::Levels;
 use crate::frame::{resample_planar, Border, Frame, Sampling};
-use crate::geometry::{BBox, CropTransform, Point};
+use crate::geometry::{BBox, CropTransform, Point, Similarity};
 use crate::models::SchemeSpec;
 use std::path::{Path, PathBuf};
 
-/// Frames per training sequence. §4.2 uses 5–8; a recurrent filter needs longer to learn to
-/// hold its state (the first `tune::WARMUP` frames are left out of the loss).
+/// Frames per training sequence by default (`tune --seq-len`). §4.2 uses 5–8; a recurrent
+/// filter needs longer to learn to hold its state (the first `tune --warmup` frames are left
+/// out of the loss).
 pub const SEQ_LEN: usize = 16;
 
 /// A frame before the backbone: what the stabilizer's input sees and the clean view.
@@ -57,9 +58,9 @@ pub struct RawSequence {
 pub trait Dataset {
     /// For logs and the training record.
     fn describe(&self) -> String;
-    /// Every sequence this source makes, handed to `out` one at a time; `seed` fixes the
-    /// augmentation.
-    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()>;
+    /// Every sequence of `len` frames this source makes, handed to `out` one at a time;
+    /// `seed` fixes the augmentation.
+    fn sequences(&self, seed: u64, len: usize, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()>;
     /// Whether its `truth` is pseudo-labels to be made from the backbone.
     fn needs_pseudo_labels(&self) -> bool {
         false
@@ -171,7 +172,7 @@ impl Dataset for ImageSet {
             self.items.len()
         )
     }
-    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
+    fn sequences(&self, seed: u64, len: usize, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
         let mut rng = Rng::new(seed);
         for (img_path, faces) in &self.items {
             let frame = crate::capture::read_image(img_path)?;
@@ -186,8 +187,8 @@ impl Dataset for ImageSet {
                     for r in 0..self.per_face {
                         let s = seed ^ ((fi as u64) << 20) ^ ((r as u64) << 8) ^ rng.0;
                         let t0 = rng.range(0.0, 8.0);
-                        let input = crate::synth::make_from(&sub, &local, kind, SEQ_LEN, 30.0, s, t0, false)?;
-                        let clean = crate::synth::make_from(&sub, &local, kind, SEQ_LEN, 30.0, s, t0, true)?;
+                        let input = crate::synth::make_from(&sub, &local, kind, len, 30.0, s, t0, false)?;
+                        let clean = crate::synth::make_from(&sub, &local, kind, len, 30.0, s, t0, true)?;
                         let frames = input
                             .frames
                             .into_iter()
@@ -227,7 +228,7 @@ fn sub_image(frame: &Frame, region: BBox) -> (Frame, Point) {
 }
 
 /// Read all frames of a video (training clips are short: the daemon saves ~10 s).
-fn read_frames(path: &Path, limit: usize) -> Result<Vec<Frame>> {
+fn read_frames(path: &Path, limit: usize, len: usize) -> Result<Vec<Frame>> {
     let mut src = capture::open(path)?;
     let mut frames = Vec::new();
     loop {
@@ -237,10 +238,13 @@ fn read_frames(path: &Path, limit: usize) -> Result<Vec<Frame>> {
         }
         frames.push(f);
     }
-    if frames.len() < SEQ_LEN {
+    if frames.len() < len {
         return Err(Error::input(
             path,
-            format!("{} frames; a training clip needs at least {SEQ_LEN}", frames.len()),
+            format!(
+                "{} frames; a training clip needs at least {len} (--seq-len)",
+                frames.len()
+            ),
         ));
     }
     Ok(frames)
@@ -295,7 +299,7 @@ fn read_labels(path: &Path, scheme: &SchemeSpec, k: usize) -> Result<Vec<Option<
     Ok(out)
 }
 
-/// Windows of [`SEQ_LEN`] frames with the labels given, and mild sensor noise on the input.
+/// Windows of `tune --seq-len` frames with the labels given, and mild sensor noise on the input.
 pub struct LabelledClip {
     pub video: PathBuf,
     pub labels_path: PathBuf,
@@ -322,11 +326,25 @@ fn degrade(f: &Frame, gain: f32, sigma: f32, rng: &mut Rng) -> Frame {
     o
 }
 
+/// The mean level (0–255) the low-light degradation leaves a frame at, at least: darker, and
+/// the backbone loses the face.
+const LOW_LIGHT_FLOOR: f32 = 20.0;
+
 /// One of the field degradations: sensor noise, low light, or a box blur (defocus, motion).
+/// Low light takes a frame to 0.3 of its level, but not below [`LOW_LIGHT_FLOOR`]: a night
+/// clip is already dark, and darkened again every window of it was lost.
 fn field_degrade(f: &Frame, which: usize, rng: &mut Rng) -> Frame {
     match which % 3 {
         0 => degrade(f, 1.0, 4.0, rng),
-        1 => degrade(f, 0.3, 5.0, rng),
+        1 => {
+            let mean = f.data.iter().map(|&v| v as f32).sum::<f32>() / f.data.len().max(1) as f32;
+            let gain = if 0.3 * mean < LOW_LIGHT_FLOOR {
+                (LOW_LIGHT_FLOOR / mean.max(1.0)).min(1.0)
+            } else {
+                0.3
+            };
+            degrade(f, gain, 5.0, rng)
+        }
         _ => {
             let mut o = f.clone();
             let (w, h) = (f.width, f.height);
@@ -347,25 +365,21 @@ fn field_degrade(f: &Frame, which: usize, rng: &mut Rng) -> Frame {
     }
 }
 
-/// Consecutive [`SEQ_LEN`]-frame windows of a clip where `label(i)` has the face on every
-/// frame. The input is a degraded copy (one degradation per window), beside the clean frame;
-/// the group is the clip and its 60-frame stretch.
+/// Consecutive `len`-frame windows of a clip, with `label(i)` per frame. The input is
+/// a degraded copy (one degradation per window), beside the clean frame; the group is the
+/// clip and its 60-frame stretch.
 fn clip_windows(
     frames: &[Frame],
     label: &dyn Fn(usize) -> Option<Vec<Point>>,
     name: &Path,
     seed: u64,
+    len: usize,
     out: &mut dyn FnMut(RawSequence) -> Result<()>,
 ) -> Result<()> {
     let mut rng = Rng::new(seed);
-    for (si, start) in (0..frames.len().saturating_sub(SEQ_LEN - 1))
-        .step_by(SEQ_LEN)
-        .enumerate()
-    {
-        let labels: Vec<Option<Vec<Point>>> = (start..start + SEQ_LEN).map(label).collect();
-        if labels.iter().any(Option::is_none) {
-            continue;
-        }
+    for (si, start) in (0..frames.len().saturating_sub(len - 1)).step_by(len).enumerate() {
+        // A window missing labels still goes out: the featurizer leaves it out and counts it.
+        let labels: Vec<Option<Vec<Point>>> = (start..start + len).map(label).collect();
         let which = rng.0 as usize % 3;
         let frames = labels
             .into_iter()
@@ -388,13 +402,14 @@ impl Dataset for LabelledClip {
     fn describe(&self) -> String {
         format!("clip:{}={}", self.video.display(), self.labels_path.display())
     }
-    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
-        let frames = read_frames(&self.video, 100_000)?;
+    fn sequences(&self, seed: u64, len: usize, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
+        let frames = read_frames(&self.video, 100_000, len)?;
         clip_windows(
             &frames,
             &|i| self.labels.get(i).cloned().flatten(),
             &self.video,
             seed,
+            len,
             out,
         )
     }
@@ -453,13 +468,14 @@ impl Dataset for FieldClip {
     fn needs_pseudo_labels(&self) -> bool {
         true
     }
-    fn sequences(&self, seed: u64, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
-        let frames = read_frames(&self.video, 100_000)?;
+    fn sequences(&self, seed: u64, len: usize, out: &mut dyn FnMut(RawSequence) -> Result<()>) -> Result<()> {
+        let frames = read_frames(&self.video, 100_000, len)?;
         clip_windows(
             &frames,
             &|i| self.hints.get(i).cloned().flatten(),
             &self.path,
             seed,
+            len,
             out,
         )
     }
@@ -549,6 +565,13 @@ pub struct CachedSeq {
     pub warp: Vec<f32>,
 }
 
+impl CachedSeq {
+    /// Its length in frames.
+    pub fn frames(&self) -> usize {
+        self.warp.len() / 6
+    }
+}
+
 /// Runs the frozen backbone over raw sequences.
 pub struct Featurizer<'a> {
     pub backbone: &'a mut dyn Backbone,
@@ -557,6 +580,9 @@ pub struct Featurizer<'a> {
     pub low_light: bool,
     /// The tracker's crop deadband (`tracker.crop_deadband`).
     pub crop_deadband: f32,
+    /// σ in frames of the pseudo-labels' smoothing in the face's frame (0: none; see
+    /// [`smooth_in_face_frame`]).
+    pub label_sigma: f32,
     out: Vec<f32>,
     pts: Vec<Point>,
     conf: Vec<f32>,
@@ -574,6 +600,7 @@ impl<'a> Featurizer<'a> {
             decoder,
             low_light,
             crop_deadband: crate::face::TrackerParams::default().crop_deadband,
+            label_sigma: 0.0,
         }
     }
 
@@ -639,7 +666,9 @@ impl<'a> Featurizer<'a> {
         for f in &seq.frames {
             match (&f.truth, pseudo) {
                 (Some(t), false) => labels.push(t.clone()),
-                _ => {
+                // A labelled clip's frame without a label: the window is left out.
+                (None, false) => return Ok(None),
+                (_, true) => {
                     // Follow the face from the previous frame's pseudo-label, as the tracker
                     // does; the first frame's crop comes from the clip's landmark records.
                     let Some(bb) = track.or_else(|| f.truth.as_ref().and_then(|t| BBox::around(t))) else {
@@ -663,6 +692,9 @@ impl<'a> Featurizer<'a> {
                     labels.push(acc);
                 }
             }
+        }
+        if pseudo && self.label_sigma > 0.0 {
+            smooth_in_face_frame(&mut labels, self.label_sigma);
         }
         let first = BBox::around(&labels[0]).ok_or_else(|| Error::Usage("empty labels".into()))?;
         // The first crop carries a random error of a few percent; later crops follow the raw
@@ -739,6 +771,54 @@ impl<'a> Featurizer<'a> {
     }
 }
 
+/// Pseudo-labels smoothed in time in the face's own frame: each frame's points are carried
+/// onto the first frame's by a fitted similarity, averaged over neighbouring frames with a
+/// Gaussian of `sigma` frames, and carried back.
+///
+/// Why: the backbone's point on the clean frame shares that frame's noise with its point on
+/// the degraded copy the stabilizer sees, so a target made from it rewards following the
+/// input's jitter. The head's motion (the similarity) stays frame-exact; only the deformation
+/// is averaged.
+pub fn smooth_in_face_frame(labels: &mut [Vec<Point>], sigma: f32) {
+    let Some(reference) = labels.first().cloned() else {
+        return;
+    };
+    let sims: Vec<Option<Similarity>> = labels.iter().map(|l| Similarity::fit(l, &reference)).collect();
+    let registered: Vec<Option<Vec<Point>>> = labels
+        .iter()
+        .zip(&sims)
+        .map(|(l, s)| s.map(|s| l.iter().map(|p| s.apply(*p)).collect()))
+        .collect();
+    let radius = (3.0 * sigma).ceil() as usize;
+    for (t, l) in labels.iter_mut().enumerate() {
+        let Some(back) = sims[t].and_then(|s| s.inverse()) else {
+            continue;
+        };
+        let mut acc = vec![(0f64, 0f64); l.len()];
+        let mut total = 0f64;
+        for (u, r) in registered
+            .iter()
+            .enumerate()
+            .take(t + radius + 1)
+            .skip(t.saturating_sub(radius))
+        {
+            let Some(r) = r.as_ref().filter(|r| r.len() == l.len()) else {
+                continue;
+            };
+            let d = (u as f64 - t as f64) / sigma as f64;
+            let w = (-0.5 * d * d).exp();
+            for (a, p) in acc.iter_mut().zip(r) {
+                a.0 += w * p.x as f64;
+                a.1 += w * p.y as f64;
+            }
+            total += w;
+        }
+        for (p, a) in l.iter_mut().zip(&acc) {
+            *p = back.apply(Point::new((a.0 / total) as f32, (a.1 / total) as f32));
+        }
+    }
+}
+
 /// `b` moved by a fraction of its size and scaled about its centre.
 fn shift_scale(b: BBox, dx: f32, dy: f32, scale: f32) -> BBox {
     let (w, h) = (b.width(), b.height());
@@ -758,6 +838,11 @@ pub struct TuneArgs {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
+    /// Frames per sequence, and how many of them start the state outside the loss.
+    pub seq_len: usize,
+    pub warmup: usize,
+    /// σ in frames of the field pseudo-labels' smoothing (0: none).
+    pub label_sigma: f32,
     pub hidden: usize,
     pub kernel: usize,
     /// Where the cell starts (unless `from` or `resume`).
@@ -778,4 +863,70 @@ pub struct TuneArgs {
     pub cache_dir: PathBuf,
     /// The command line, recorded in the weights' metadata.
     pub command_line: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A face-like ring of points carried by a rotating, zooming, drifting similarity.
+    fn moving_face(frames: usize) -> Vec<Vec<Point>> {
+        (0..frames)
+            .map(|t| {
+                let (ang, sc) = (0.02 * t as f32, 1.0 + 0.01 * t as f32);
+                let s = Similarity {
+                    a: sc * ang.cos(),
+                    b: sc * ang.sin(),
+                    tx: 100.0 + 3.0 * t as f32,
+                    ty: 80.0 - 2.0 * t as f32,
+                };
+                (0..20)
+                    .map(|i| {
+                        let a = i as f32 * std::f32::consts::TAU / 20.0;
+                        s.apply(Point::new(30.0 * a.cos(), 40.0 * a.sin()))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn face_frame_smoothing_keeps_the_head_motion_and_removes_per_frame_noise() {
+        let truth = moving_face(SEQ_LEN);
+        let err = |a: &[Vec<Point>]| {
+            let n = (a.len() * a[0].len()) as f32;
+            a.iter()
+                .zip(&truth)
+                .flat_map(|(f, g)| f.iter().zip(g).map(|(p, q)| (p.x - q.x).hypot(p.y - q.y)))
+                .sum::<f32>()
+                / n
+        };
+        // Without noise only the similarity moves the points: nothing to smooth.
+        let mut clean = truth.clone();
+        smooth_in_face_frame(&mut clean, 2.0);
+        assert!(err(&clean) < 1e-3, "moved a rigidly moving face by {}", err(&clean));
+        let mut rng = Rng::new(3);
+        let mut noisy = truth.clone();
+        for p in noisy.iter_mut().flatten() {
+            p.x += rng.range(-1.0, 1.0);
+            p.y += rng.range(-1.0, 1.0);
+        }
+        let before = err(&noisy);
+        smooth_in_face_frame(&mut noisy, 2.0);
+        assert!(err(&noisy) < 0.6 * before, "noise {before} px → {} px", err(&noisy));
+    }
+
+    /// Low light darkens a lit frame to 0.3 of its level, and a dark one only to the floor.
+    #[test]
+    fn low_light_degradation_keeps_a_dark_frame_above_the_floor() {
+        let level = |v: u8| {
+            let mut f = Frame::new(32, 32);
+            f.data.fill(v);
+            let o = field_degrade(&f, 1, &mut Rng::new(1));
+            o.data.iter().map(|&v| v as f32).sum::<f32>() / o.data.len() as f32
+        };
+        assert!((level(200) - 60.0).abs() < 1.0, "{}", level(200));
+        assert!((level(30) - LOW_LIGHT_FLOOR).abs() < 1.0, "{}", level(30));
+        assert!((level(15) - 15.0).abs() < 1.0, "{}", level(15));
+    }
 }
