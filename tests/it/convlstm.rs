@@ -146,19 +146,23 @@ fn tune_names_a_dataset_with_the_wrong_landmark_count() {
     );
 }
 
+/// `tune` on one face's image into `out`, with `extra` flags: the refusals below need no more.
+fn tune_one_face(out: &std::path::Path, extra: &[&str]) -> std::process::Command {
+    let mut c = bin();
+    c.arg("tune")
+        .arg("--data")
+        .arg(format!("images:{}", data("breakingbad.pts").display()))
+        .args(extra)
+        .arg("-o")
+        .arg(out);
+    c
+}
+
 #[cfg(not(feature = "torch"))]
 #[test]
 fn tune_without_libtorch_says_how_to_build_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = run_err(
-        bin()
-            .arg("tune")
-            .arg("--data")
-            .arg(format!("images:{}", data("breakingbad.pts").display()))
-            .arg("-o")
-            .arg(tmp.path().join("out")),
-        2,
-    );
+    let err = run_err(&mut tune_one_face(&tmp.path().join("out"), &[]), 2);
     assert!(
         err.contains("--features torch") && err.contains("libtorch-cpu.sh"),
         "{err}"
@@ -171,13 +175,7 @@ fn tune_without_libtorch_says_how_to_build_it() {
 fn tune_refuses_a_warmup_as_long_as_its_sequences() {
     let tmp = tempfile::tempdir().unwrap();
     let err = run_err(
-        bin()
-            .arg("tune")
-            .arg("--data")
-            .arg(format!("images:{}", data("breakingbad.pts").display()))
-            .args(["--seq-len", "8", "--warmup", "8"])
-            .arg("-o")
-            .arg(tmp.path().join("out")),
+        &mut tune_one_face(&tmp.path().join("out"), &["--seq-len", "8", "--warmup", "8"]),
         2,
     );
     assert!(
