@@ -29,7 +29,7 @@ pub struct Args {
     seq_len: usize,
     /// Frames at the start of each sequence left out of the loss (the state starts from
     /// zero there, which the pipeline sees once per track).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = steadyface::train::WARMUP)]
     warmup: usize,
     /// σ in frames of the field pseudo-labels' smoothing in the face's frame (0: none): the
     /// backbone's point on the clean frame shares that frame's noise with the input's, so

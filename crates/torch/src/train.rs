@@ -37,8 +37,8 @@ pub struct TuneParams {
     pub mu: f64,
     /// Weight of the error-jitter term `ν·ρ(e_t − e_{t−1})` (0: none).
     pub nu: f64,
-    /// Leading frames of each sequence left out of the loss and the statistics: the state
-    /// starts from zero there, which the pipeline sees once per track, not once per window.
+    /// Leading frames of each sequence left out of the loss and the statistics
+    /// (`steadyface_core::train::WARMUP` by default).
     pub warmup: usize,
     /// Share of the groups (faces, clip minutes) held out for validation.
     pub val_fraction: f64,
@@ -572,7 +572,7 @@ mod tests {
             .into(),
             mu: 1.0,
             nu: 0.0,
-            warmup: 4,
+            warmup: steadyface_core::train::WARMUP,
             val_fraction: 0.25,
             seed: 3,
             window: 12,

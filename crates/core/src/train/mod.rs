@@ -37,6 +37,9 @@ use std::path::{Path, PathBuf};
 /// filter needs longer to learn to hold its state (the first `tune --warmup` frames are left
 /// out of the loss).
 pub const SEQ_LEN: usize = 16;
+/// Leading frames of each sequence left out of the loss by default (`tune --warmup`): the
+/// state starts from zero there, which the pipeline sees once per track, not once per window.
+pub const WARMUP: usize = 4;
 
 /// A frame before the backbone: what the stabilizer's input sees and the clean view.
 pub struct RawFrame {
