@@ -20,7 +20,7 @@ for kind in still slow vibration lowlight; do
   # A daemon-style clip directory: frames and the tracker's records, no truth.
   clip="$out/field-$kind"
   mkdir -p "$clip"
-  "$bin" --log error synth "${src[@]}" --kind "$kind" --frames 192 --seed 7 -o "$clip/frames.y4m" --truth "$out/field-$kind-truth.json" >/dev/null
+  "$bin" --log error synth "${src[@]}" --kind "$kind" --frames 384 --seed 7 -o "$clip/frames.y4m" --truth "$out/field-$kind-truth.json" >/dev/null
   "$bin" --log error track "$clip/frames.y4m" -o "$clip/landmarks.jsonl" >/dev/null
   data+=(--data "field:$clip")
 done
