@@ -116,6 +116,15 @@ fn bilinear(src: &Frame, p: Point) -> [f32; 3] {
     out
 }
 
+/// The times of a frame's `sub` sub-frames: the middle of each of `sub` equal slices of an
+/// exposure of half the frame interval, centred on the frame's time `t`, so that the truth
+/// (the pose at `t`) is the mid-exposure position. Their mean is `t` exactly; sampling each
+/// slice's start instead would put the exposure 1/16 of it early, a lag that reads as error
+/// jitter on the shake.
+fn exposure_times(t: f32, sub: usize, fps: f64) -> impl Iterator<Item = f32> {
+    (0..sub).map(move |j| t + ((j as f32 + 0.5) / sub as f32 - 0.5) * 0.5 / fps as f32)
+}
+
 /// One synthetic clip: frames and the truth of every frame.
 pub struct Clip {
     pub frames: Vec<Frame>,
@@ -157,8 +166,7 @@ pub fn make_from(
     for k in 0..n {
         let t = t0 + k as f32 / fps as f32;
         let mut acc = vec![0.0f32; image.data.len()];
-        for j in 0..sub {
-            let ts = t + (j as f32 / sub as f32 - 0.5) * 0.5 / fps as f32;
+        for ts in exposure_times(t, sub, fps) {
             let ps = pose(kind, ts, size);
             for y in 0..image.height {
                 for x in 0..image.width {
@@ -231,5 +239,17 @@ mod tests {
         .unwrap();
         assert!(clip.truth.iter().all(|t| t[0] == Point::new(60.0, 30.0)));
         assert!("earthquake".parse::<SynthKind>().is_err());
+    }
+
+    #[test]
+    fn the_exposure_is_centred_on_the_truth() {
+        for sub in [1, 8] {
+            let times: Vec<f32> = exposure_times(2.0, sub, 30.0).collect();
+            let mean = times.iter().sum::<f32>() / sub as f32;
+            assert!((mean - 2.0).abs() < 1e-6, "{sub} sub-frames: mean time {mean}");
+            // Half a frame interval, as a shutter at 1/60 s for 30 fps.
+            let span = times[sub - 1] - times[0] + 0.5 / 30.0 / sub as f32;
+            assert!((span - 0.5 / 30.0).abs() < 1e-6, "{sub} sub-frames: span {span}");
+        }
     }
 }

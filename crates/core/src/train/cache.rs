@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub fn key(backbone_sha: &str, data: &[super::DataSource], seed: u64, seq_len: usize, label_sigma: f32) -> String {
     let mut h = Sha256::new();
     h.update(backbone_sha.as_bytes());
-    h.update(format!("seq{seq_len}:seed{seed}:label-sigma{label_sigma}:v5").as_bytes());
+    h.update(format!("seq{seq_len}:seed{seed}:label-sigma{label_sigma}:v6").as_bytes());
     for d in data {
         let d = d.to_string();
         h.update(d.as_bytes());
