@@ -390,17 +390,25 @@ fn default_stabilizer_meets_the_stability_bar() {
         let (none, ours, cell) = (r["none"], r["default"], r["convlstm"]);
         let best_plain = r["one-euro"].1.min(r["shape-one-euro"].1);
         // Measured (jitter): still 0.00131 raw, 0.00024 best plain, 0.00034 convlstm,
-        // 0.00014 ours; vibration 0.00953, 0.00734, 0.00520, 0.00413; low light
-        // 0.01159, 0.00449, 0.00291, 0.00187. Without the lid filter the convlstm alone kept
+        // 0.00014 ours; vibration 0.00877, 0.00638, 0.00379, 0.00265; low light
+        // 0.01145, 0.00438, 0.00300, 0.00188. Without the lid filter the convlstm alone kept
         // 44% and 40% of raw on the still and low-light faces: the refined eye points come
-        // after the map stage, so it cannot steady them.
+        // after the map stage, so it cannot steady them. NME against raw: still +0.24%
+        // (convlstm) and +0.09% (ours), vibration +1.4% and +1.2%, low light −1.3% and −2.0%.
+        // On the still face a retrain from the same command moves NME by that much (the
+        // weights trained on the clips as `synth` made them before its exposure was centred:
+        // −0.2% and −0.4%), so the still and low-light rows allow half a percent.
         assert!(ours.1 <= 0.5 * none.1, "{kind}: jitter {} vs none {}", ours.1, none.1);
         assert!(
             ours.1 <= 0.8 * best_plain,
             "{kind}: jitter {} vs best plain One Euro {best_plain} ({r:?})",
             ours.1
         );
-        let (jitter_bar, nme_bar) = if kind == "vibration" { (0.6, 1.015) } else { (0.35, 1.0) };
+        let (jitter_bar, nme_bar) = if kind == "vibration" {
+            (0.5, 1.015)
+        } else {
+            (0.35, 1.005)
+        };
         assert!(ours.0 <= nme_bar * none.0, "{kind}: NME {} vs none {}", ours.0, none.0);
         assert!(
             cell.1 <= jitter_bar * none.1,
@@ -461,13 +469,14 @@ fn registration_recovers_the_face_motion_up_to_the_exposure_blur() {
     };
     let (slow_err, slow_gain) = measure(SynthKind::Slow);
     let (shake_err, shake_gain) = measure(SynthKind::Vibration);
-    // Measured: slow 0.0004 IOD per frame, gain 0.987; shake 0.0041, gain 0.948.
+    // Measured: slow 0.00035 IOD per frame, gain 0.985; shake 0.0026, gain 0.950 (0.0041 and
+    // 0.948 while `synth` rendered the exposure 1/16 of its length early).
     assert!(
         slow_err < 0.001 && (0.97..1.03).contains(&slow_gain),
         "slow: {slow_err} {slow_gain}"
     );
     assert!(
-        shake_err < 0.006 && (0.92..0.97).contains(&shake_gain),
+        shake_err < 0.0035 && (0.92..0.97).contains(&shake_gain),
         "shake: {shake_err} {shake_gain}"
     );
 }
