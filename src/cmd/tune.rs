@@ -49,10 +49,12 @@ pub struct Args {
     /// Start from these weights instead (e.g. the shipped ones, to fine-tune on field clips).
     #[arg(long, value_name = "WEIGHTS")]
     from: Option<PathBuf>,
-    /// Which parameters train: gates (the input, forget and output gates: how much to smooth,
-    /// where; the read-out stays a running mean), memory (the input and forget gates only) or
-    /// all.
-    #[arg(long, default_value = "gates")]
+    /// Which parameters train: rates (the input and forget gates' biases only: how slowly to
+    /// average, the same in every cell; what carries over to faces and conditions training did
+    /// not see), gates (the input, forget and output gates, weights too: how much to smooth,
+    /// where, from what the maps show; the read-out stays a running mean), memory (the input
+    /// and forget gates only) or all.
+    #[arg(long, default_value = "rates")]
     trainable: Trainable,
     /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
     #[arg(long, default_value_t = 1.0)]
@@ -116,7 +118,7 @@ pub fn run(a: Args) -> Result<(), Error> {
     }
     if a.init == CellInit::Identity && a.trainable != Trainable::All && a.from.is_none() {
         return Err(Error::Usage(
-            "--init identity with --trainable gates or memory has nothing to learn (the identity's read-out is zero): \
+            "--init identity with --trainable gates, memory or rates has nothing to learn (the identity's read-out is zero): \
              use --trainable all"
                 .into(),
         ));

@@ -349,10 +349,12 @@ fn one_euro_steadies_a_still_face() {
 /// exact truth. The default stabilizer (ConvLSTM, then One Euro carried by the registered face
 /// motion) must meet the stability bar on a still face, under vibration and in low light: error
 /// jitter ≤ 50% of the raw backbone's and ≤ 80% of the best plain One Euro (per point, or on
-/// the shape, at the settings tuned for them), with NME no higher than raw. The ConvLSTM alone
-/// (its state carried by the same registration, the refined lids by their own filter) must
-/// keep at most 35% of the raw jitter on the still and low-light faces at no cost in NME;
-/// under vibration it gets to 54% at +1% NME, and the test holds it there.
+/// the shape, at the settings tuned for them), with NME no higher than raw; on the still and
+/// low-light faces also ≤ 85% of One Euro carried by the same motion, at NME no higher than
+/// its. The ConvLSTM alone (its state carried by the same registration, the refined lids by
+/// their own filter) must keep at most 35% of the raw jitter on the still and low-light faces
+/// at no cost in NME; under vibration 50%, and NME within 1.5% of raw (it is 1% above: the
+/// shake's blur, see the bar's note below).
 #[test]
 fn default_stabilizer_meets_the_stability_bar() {
     let tmp = tempfile::tempdir().unwrap();
@@ -379,6 +381,7 @@ fn default_stabilizer_meets_the_stability_bar() {
                 "shape-one-euro",
                 [&["--stabilizer", "shape-one-euro"][..], &plain].concat(),
             ),
+            ("one-euro+motion", vec!["--stabilizer", "one-euro"]),
             ("convlstm", vec!["--stabilizer", "convlstm"]),
             ("default", vec![]),
         ] {
@@ -389,15 +392,14 @@ fn default_stabilizer_meets_the_stability_bar() {
         }
         let (none, ours, cell) = (r["none"], r["default"], r["convlstm"]);
         let best_plain = r["one-euro"].1.min(r["shape-one-euro"].1);
-        // Measured (jitter): still 0.00131 raw, 0.00024 best plain, 0.00034 convlstm,
-        // 0.00014 ours; vibration 0.00877, 0.00638, 0.00379, 0.00265; low light
-        // 0.01145, 0.00438, 0.00300, 0.00188. Without the lid filter the convlstm alone kept
-        // 44% and 40% of raw on the still and low-light faces: the refined eye points come
-        // after the map stage, so it cannot steady them. NME against raw: still +0.24%
-        // (convlstm) and +0.09% (ours), vibration +1.4% and +1.2%, low light −1.3% and −2.0%.
-        // On the still face a retrain from the same command moves NME by that much (the
-        // weights trained on the clips as `synth` made them before its exposure was centred:
-        // −0.2% and −0.4%), so the still and low-light rows allow half a percent.
+        // Measured (jitter): still 0.00131 raw, 0.00024 best plain, 0.000163 One Euro with
+        // motion, 0.00033 convlstm, 0.000137 ours; vibration 0.00877, 0.00638, 0.00271, 0.00382,
+        // 0.00264; low light 0.01145, 0.00438, 0.00291, 0.00297, 0.00185. NME against raw: still
+        // −0.5% (convlstm) and −0.6% (ours), low light −2.0% and −2.5%, vibration +1.0% and +0.9%
+        // (+1.6% against One Euro with motion: under the shake's blur every chain sits near the
+        // floor the exposure sets, and the cell's bilinear state resampling widens the peaks).
+        // Ours against One Euro with motion: 84% and 64% of its jitter on the still and dark
+        // faces, 97.5% on the shake, which the test does not hold to 85%.
         assert!(ours.1 <= 0.5 * none.1, "{kind}: jitter {} vs none {}", ours.1, none.1);
         assert!(
             ours.1 <= 0.8 * best_plain,
@@ -407,7 +409,14 @@ fn default_stabilizer_meets_the_stability_bar() {
         let (jitter_bar, nme_bar) = if kind == "vibration" {
             (0.5, 1.015)
         } else {
-            (0.35, 1.005)
+            let oe = r["one-euro+motion"];
+            assert!(
+                ours.1 <= 0.85 * oe.1,
+                "{kind}: jitter {} vs One Euro with motion {oe:?}",
+                ours.1
+            );
+            assert!(ours.0 <= oe.0, "{kind}: NME {} vs One Euro with motion {oe:?}", ours.0);
+            (0.35, 1.0)
         };
         assert!(ours.0 <= nme_bar * none.0, "{kind}: NME {} vs none {}", ours.0, none.0);
         assert!(

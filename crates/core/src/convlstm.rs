@@ -82,6 +82,10 @@ crate::choice::choice! {
         /// much of the state stays. The output gate, which training can also use to reshape
         /// each map and so fit where a face's points sit, stays where the start put it.
         Memory = "memory",
+        /// The input and forget gates' biases only: one rate per hidden channel, the same in
+        /// every cell and for every map, so the cell can only learn how slowly to average, not
+        /// to gate by what a map shows (which fits the degradations it was trained on).
+        Rates = "rates",
     }
 }
 

@@ -395,10 +395,16 @@ pub fn tune(
     if !all {
         let _ = gate_mask.narrow(0, 2 * hd, hd).fill_(0.0);
     }
-    if p.trainable == Trainable::Memory {
+    if matches!(p.trainable, Trainable::Memory | Trainable::Rates) {
         let _ = gate_mask.narrow(0, 3 * hd, hd).fill_(0.0);
     }
     let mask_w = gate_mask.reshape([4 * hd, 1, 1, 1]);
+    // Rates: the biases above, and no weight.
+    let mask_w = if p.trainable == Trainable::Rates {
+        mask_w.zeros_like()
+    } else {
+        mask_w
+    };
     let mut opt = nn::Adam::default().build(&vs, p.lr).map_err(|e| torch_err("Adam", e))?;
     let started = std::time::Instant::now();
     let mut best = validate(&cell, seqs, &va, p, t, dev);
@@ -621,6 +627,24 @@ mod tests {
         let g_rows = 2 * hd * row..3 * hd * row;
         assert_eq!(w.gates_w[g_rows.clone()], init.gates_w[g_rows]);
         assert_eq!(w.gates_b[2 * hd..3 * hd], init.gates_b[2 * hd..3 * hd]);
+        assert_ne!(w.gates_b[..2 * hd], init.gates_b[..2 * hd], "{report:?}");
+    }
+
+    /// `--trainable rates` moves the input and forget gates' biases and nothing else: every
+    /// weight, and the g and output gates' biases, stay the start's.
+    #[test]
+    fn rates_training_moves_only_the_memory_biases() {
+        let spec = steadyface_core::backbone::BackboneSpec::synthetic(2, 12, 12, false);
+        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+        let init = ConvLstmWeights::smoothing(meta, 0.5).unwrap();
+        let p = toy_params(steadyface_core::convlstm::Trainable::Rates, 2e-2, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let (_, report) = tune(&jittering_peaks(&spec), init.clone(), 0, &p, Device::Cpu, dir.path()).unwrap();
+        let w = ConvLstmWeights::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+        assert_eq!((&w.out_w, &w.out_b, &w.skip), (&init.out_w, &init.out_b, &init.skip));
+        assert_eq!(w.gates_w, init.gates_w);
+        let hd = 2;
+        assert_eq!(w.gates_b[2 * hd..], init.gates_b[2 * hd..]);
         assert_ne!(w.gates_b[..2 * hd], init.gates_b[..2 * hd], "{report:?}");
     }
 
