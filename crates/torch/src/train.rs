@@ -398,12 +398,11 @@ pub fn tune(
     if matches!(p.trainable, Trainable::Memory | Trainable::Rates) {
         let _ = gate_mask.narrow(0, 3 * hd, hd).fill_(0.0);
     }
-    let mask_w = gate_mask.reshape([4 * hd, 1, 1, 1]);
-    // Rates: the biases above, and no weight.
+    // Rates train the biases above and no weight.
     let mask_w = if p.trainable == Trainable::Rates {
-        mask_w.zeros_like()
+        Tensor::zeros([4 * hd, 1, 1, 1], (Kind::Float, dev))
     } else {
-        mask_w
+        gate_mask.reshape([4 * hd, 1, 1, 1])
     };
     let mut opt = nn::Adam::default().build(&vs, p.lr).map_err(|e| torch_err("Adam", e))?;
     let started = std::time::Instant::now();
@@ -610,18 +609,24 @@ mod tests {
         assert!(dir.path().join("checkpoint.safetensors").is_file());
     }
 
+    /// Three epochs on the jittering peaks from a smoothing start, training `trainable`: the
+    /// start, the last epoch's weights (whether or not it was the best) and the report.
+    fn train_from_smoothing(trainable: Trainable) -> (ConvLstmWeights, ConvLstmWeights, TuneReport) {
+        let spec = steadyface_core::backbone::BackboneSpec::synthetic(2, 12, 12, false);
+        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+        let init = ConvLstmWeights::smoothing(meta, 0.5).unwrap();
+        let p = toy_params(trainable, 2e-2, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let (_, report) = tune(&jittering_peaks(&spec), init.clone(), 0, &p, Device::Cpu, dir.path()).unwrap();
+        let w = ConvLstmWeights::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+        (init, w, report)
+    }
+
     /// `--trainable gates` moves the input, forget and output gates and nothing else: the
     /// read-out (the g gate, Wₒ, bₒ, skip) stays the running mean's.
     #[test]
     fn gates_only_training_keeps_the_read_out() {
-        let spec = steadyface_core::backbone::BackboneSpec::synthetic(2, 12, 12, false);
-        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
-        let init = ConvLstmWeights::smoothing(meta, 0.5).unwrap();
-        let p = toy_params(steadyface_core::convlstm::Trainable::Gates, 2e-2, 3);
-        let dir = tempfile::tempdir().unwrap();
-        let (_, report) = tune(&jittering_peaks(&spec), init.clone(), 0, &p, Device::Cpu, dir.path()).unwrap();
-        // The last epoch's weights, whether or not it was the best.
-        let w = ConvLstmWeights::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+        let (init, w, report) = train_from_smoothing(Trainable::Gates);
         assert_eq!((&w.out_w, &w.out_b, &w.skip), (&init.out_w, &init.out_b, &init.skip));
         let (hd, row) = (2, 1 + 2);
         let g_rows = 2 * hd * row..3 * hd * row;
@@ -634,13 +639,7 @@ mod tests {
     /// weight, and the g and output gates' biases, stay the start's.
     #[test]
     fn rates_training_moves_only_the_memory_biases() {
-        let spec = steadyface_core::backbone::BackboneSpec::synthetic(2, 12, 12, false);
-        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
-        let init = ConvLstmWeights::smoothing(meta, 0.5).unwrap();
-        let p = toy_params(steadyface_core::convlstm::Trainable::Rates, 2e-2, 3);
-        let dir = tempfile::tempdir().unwrap();
-        let (_, report) = tune(&jittering_peaks(&spec), init.clone(), 0, &p, Device::Cpu, dir.path()).unwrap();
-        let w = ConvLstmWeights::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+        let (init, w, report) = train_from_smoothing(Trainable::Rates);
         assert_eq!((&w.out_w, &w.out_b, &w.skip), (&init.out_w, &init.out_b, &init.skip));
         assert_eq!(w.gates_w, init.gates_w);
         let hd = 2;
