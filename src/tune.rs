@@ -173,6 +173,7 @@ fn run(cfg: &Config, args: &TuneArgs) -> Result<()> {
         epochs: args.epochs,
         batch: args.batch,
         lr: args.lr,
+        lr_schedule: args.lr_schedule,
         jitter: args.jitter.into(),
         mu: args.mu,
         nu: args.nu,

@@ -2,7 +2,7 @@ use super::ConfigArgs;
 use std::path::PathBuf;
 use steadyface::backend::Backend;
 use steadyface::convlstm::{CellInit, Trainable};
-use steadyface::train::{DataSource, TuneArgs};
+use steadyface::train::{DataSource, LrSchedule, TuneArgs};
 use steadyface::Error;
 
 #[derive(clap::Args)]
@@ -23,6 +23,10 @@ pub struct Args {
     /// Adam learning rate (the paper: 1e-4).
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
+    /// How the rate changes over the epochs: constant, or cosine (down from --lr towards zero
+    /// at the last epoch).
+    #[arg(long, default_value = "constant")]
+    lr_schedule: LrSchedule,
     /// Frames per training sequence. A cell that keeps most of its state from frame to frame
     /// needs longer sequences than the default to show what that memory is worth.
     #[arg(long, default_value_t = steadyface::train::SEQ_LEN)]
@@ -129,6 +133,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         epochs: a.epochs,
         batch,
         lr,
+        lr_schedule: a.lr_schedule,
         seq_len: a.seq_len,
         warmup: a.warmup,
         label_sigma: a.label_sigma,

@@ -315,10 +315,15 @@ fn torch_field_fine_tuning_runs_end_to_end() {
                 "1e-4",
                 "--nu",
                 "1",
+                "--lr-schedule",
+                "cosine",
             ]),
     );
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("starting from") && e.contains("epoch 1/1"), "{e}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(record["params"]["lr_schedule"], "cosine", "{record}");
     let (test, truth) = (tmp.path().join("still.y4m"), tmp.path().join("still.json"));
     synth_takeo("still", 40, &test, &truth);
     let score = |args: &[&str]| {

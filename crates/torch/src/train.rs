@@ -32,6 +32,7 @@ pub struct TuneParams {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
+    pub lr_schedule: steadyface_core::train::LrSchedule,
     pub jitter: JitterParamsSer,
     /// Weight of the point term ρ(e) (0: the paper's loss exactly).
     pub mu: f64,
@@ -433,6 +434,7 @@ pub fn tune(
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message(format!("{epoch}/{}", p.epochs));
+        opt.set_lr(p.lr_schedule.lr(p.lr, epoch - 1, p.epochs));
         let mut train_loss = 0.0;
         for chunk in order.chunks(p.batch.max(1)) {
             let b = batch(seqs, chunk, &meta, t, dev);
@@ -570,6 +572,7 @@ mod tests {
             epochs,
             batch: 4,
             lr,
+            lr_schedule: steadyface_core::train::LrSchedule::Constant,
             jitter: JitterParams {
                 theta: 5.0,
                 ..JitterParams::default()

@@ -832,6 +832,31 @@ fn shift_scale(b: BBox, dx: f32, dy: f32, scale: f32) -> BBox {
 
 pub mod cache;
 
+crate::choice::choice! {
+    /// How `tune`'s learning rate changes over the epochs.
+    pub enum LrSchedule {
+        /// The same rate throughout.
+        Constant = "constant",
+        /// Half a cosine from the rate down towards zero at the last epoch: the large early
+        /// steps cross the loss, the small late ones settle instead of hopping between the
+        /// validation's ups and downs, so the best epoch is less a matter of luck.
+        Cosine = "cosine",
+    }
+}
+
+impl LrSchedule {
+    /// The rate for `epoch` (0-based) of `epochs`, from the base rate `lr`.
+    pub fn lr(self, lr: f64, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            Self::Constant => lr,
+            Self::Cosine => {
+                let f = epoch.min(epochs) as f64 / epochs.max(1) as f64;
+                0.5 * lr * (1.0 + (std::f64::consts::PI * f).cos())
+            }
+        }
+    }
+}
+
 /// `steadyface tune`'s arguments.
 #[derive(Debug, Clone)]
 pub struct TuneArgs {
@@ -841,6 +866,7 @@ pub struct TuneArgs {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
+    pub lr_schedule: LrSchedule,
     /// Frames per sequence, and how many of them start the state outside the loss.
     pub seq_len: usize,
     pub warmup: usize,
@@ -871,6 +897,18 @@ pub struct TuneArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cosine schedule starts at the rate, halves it midway and ends near zero; the
+    /// constant one never moves.
+    #[test]
+    fn cosine_schedule_decays_from_the_rate_towards_zero() {
+        let c = |e| LrSchedule::Cosine.lr(0.1, e, 10);
+        assert_eq!(c(0), 0.1);
+        assert!((c(5) - 0.05).abs() < 1e-12, "{}", c(5));
+        assert!(c(9) > 0.0 && c(9) < 0.003, "{}", c(9));
+        assert!((1..10).all(|e| c(e) < c(e - 1)));
+        assert!((0..10).all(|e| LrSchedule::Constant.lr(0.1, e, 10) == 0.1));
+    }
 
     /// A face-like ring of points carried by a rotating, zooming, drifting similarity.
     fn moving_face(frames: usize) -> Vec<Vec<Point>> {
