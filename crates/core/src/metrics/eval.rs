@@ -26,6 +26,9 @@ pub struct EvalReport {
     pub jitter: f32,
     /// Frames the prediction follows the truth late (`metrics::lag`); NaN (null) on still clips.
     pub lag_frames: f32,
+    /// NME of each landmark's error averaged over the clip (`metrics::bias_nme`): the floor
+    /// a stabilizer's NME can reach on it. NaN (null) without a single-face clip.
+    pub nme_bias: f32,
     /// Points compared per face (after scheme mapping).
     pub points: usize,
 }
@@ -129,6 +132,7 @@ pub fn eval_series(pred_path: &Path, gt_path: &Path, manifest: &Manifest) -> Res
     report.mav = metrics::avar(&track);
     report.jitter = metrics::jitter(&track);
     report.lag_frames = metrics::lag(&track);
+    report.nme_bias = metrics::bias_nme(&track);
     let series = EvalSeries {
         nme: errors,
         pred: seq_pred,
@@ -234,7 +238,8 @@ pub fn format_report(r: &EvalReport) -> String {
          MCV (%)       {}\n\
          MAV           {}\n\
          jitter        {}\n\
-         lag (frames)  {}\n",
+         lag (frames)  {}\n\
+         NME bias      {}\n",
         r.samples,
         r.missed,
         f(r.nme_iod),
@@ -245,6 +250,7 @@ pub fn format_report(r: &EvalReport) -> String {
         f(r.mcv_pct),
         f(r.mav),
         f(r.jitter),
-        f(r.lag_frames)
+        f(r.lag_frames),
+        f(r.nme_bias)
     )
 }

@@ -28,6 +28,11 @@
 //!   are the predicted and true face centroids and ~ removes each track's mean (a constant
 //!   offset is error, not lag); g is interpolated linearly, s is searched over ±3 frames in
 //!   quarter frames. Positive: the prediction follows the truth s frames late.
+//! - **Bias NME** = (1/K) Σₖ ‖(1/T) Σₜ eₜ,ₖ / dₜ‖: the NME of each landmark's error averaged
+//!   over the clip. By the triangle inequality no output whose errors keep those means has a
+//!   lower NME, and a stabilizer that averages each point over time, carried along with the
+//!   face, keeps them: so it is the NME floor of stabilizing that clip, and only a stage that
+//!   corrects the backbone's own error goes below it.
 
 pub mod eval;
 
@@ -187,6 +192,29 @@ pub fn jitter(track: &Track) -> f32 {
     }
 }
 
+/// Bias NME (module docs): the NME of each landmark's clip-mean error. NaN without truth or
+/// frames.
+pub fn bias_nme(track: &Track) -> f32 {
+    let k = track.k();
+    let Some(truth) = track.truth else { return f32::NAN };
+    let mut sum = vec![Point::default(); k];
+    let mut frames = 0usize;
+    for (pred, truth) in track.pred.iter().zip(truth) {
+        let d = iod(truth, track.eye_corners);
+        if d <= 0.0 {
+            continue;
+        }
+        for ((acc, u), g) in sum.iter_mut().zip(pred).zip(truth) {
+            *acc = Point::new(acc.x + (u.x - g.x) / d, acc.y + (u.y - g.y) / d);
+        }
+        frames += 1;
+    }
+    if frames == 0 || k == 0 {
+        return f32::NAN;
+    }
+    sum.iter().map(|e| e.x.hypot(e.y)).sum::<f32>() / (k * frames) as f32
+}
+
 /// Lag of the prediction behind the truth, in frames (module docs). NaN without truth, on
 /// clips shorter than 12 frames, or when the true centroid moves less than 1% of the IOD
 /// (there is no motion to lag behind).
@@ -260,6 +288,36 @@ mod tests {
         assert!((nrmse(&pred, &truth, 10.0) - 12.5f32.sqrt() / 10.0).abs() < 1e-6);
         assert!((iod(&truth, [0, 1]) - 10.0).abs() < 1e-6);
         assert!((box_size(&[p(0.0, 0.0), p(4.0, 9.0)]) - 6.0).abs() < 1e-6);
+    }
+
+    /// A constant error plus a fluctuation that averages out: the bias NME is the constant's,
+    /// below the NME, and without the fluctuation the two agree.
+    #[test]
+    fn bias_nme_keeps_the_mean_error_and_drops_the_fluctuation() {
+        let truth: Vec<Vec<Point>> = (0..4).map(|_| vec![p(0.0, 0.0), p(10.0, 0.0)]).collect();
+        let pred: Vec<Vec<Point>> = (0..4)
+            .map(|t| {
+                let wobble = if t % 2 == 0 { 2.0 } else { -2.0 };
+                vec![p(1.0, wobble), p(11.0, -wobble)]
+            })
+            .collect();
+        let track = Track {
+            pred: &pred,
+            truth: Some(&truth),
+            eye_corners: [0, 1],
+        };
+        // Each point's mean error is (1, 0), a tenth of the IOD; every frame's is √5 px.
+        assert!((bias_nme(&track) - 0.1).abs() < 1e-6, "{}", bias_nme(&track));
+        let nme_mean = pred.iter().zip(&truth).map(|(u, g)| nme(u, g, 10.0)).sum::<f32>() / 4.0;
+        assert!((nme_mean - 5f32.sqrt() / 10.0).abs() < 1e-6);
+        let still: Vec<Vec<Point>> = (0..4).map(|_| vec![p(1.0, 0.0), p(11.0, 0.0)]).collect();
+        let track = Track {
+            pred: &still,
+            truth: Some(&truth),
+            eye_corners: [0, 1],
+        };
+        assert!((bias_nme(&track) - 0.1).abs() < 1e-6);
+        assert!(bias_nme(&Track { truth: None, ..track }).is_nan());
     }
 
     #[test]
