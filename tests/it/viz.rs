@@ -137,6 +137,11 @@ fn eval_plots_are_written_for_each_method() {
         v["none"]["nme_iod"].as_f64().unwrap() > 0.0 && v["one-euro"]["jitter"].is_number(),
         "{v}"
     );
+    // Real speech: each point's clip-mean error is part of its error, never more.
+    for m in ["none", "one-euro"] {
+        let (nme, bias) = (f64_of(&v[m], "nme_iod"), f64_of(&v[m], "nme_bias"));
+        assert!(bias > 0.0 && bias < nme, "{m}: bias NME {bias}, NME {nme}");
+    }
     for (name, w, h) in [
         ("ellipses", 900, 900),
         ("ced", 800, 600),
