@@ -129,7 +129,7 @@ fn run(cfg: &Config, args: &TuneArgs) -> Result<()> {
     let spec = &models.backbone_spec;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let [weights_path, onnx_path, record_path, ckpt] = train::outputs(&args.out);
-    use crate::convlstm::{CellInit, ConvLstmWeights, SMOOTHING_ALPHA};
+    use crate::convlstm::{CellInit, ConvLstmMeta, ConvLstmWeights, Transport, SMOOTHING_ALPHA};
     use crate::torch::train;
     let (init, start) = if args.resume && ckpt.is_file() {
         let w = ConvLstmWeights::load(&ckpt)?;
@@ -148,10 +148,18 @@ fn run(cfg: &Config, args: &TuneArgs) -> Result<()> {
                 ),
             ));
         }
+        // The file's transport carries over unless --transport says otherwise.
+        let transport = args.transport.unwrap_or(w.meta.transport);
         w.meta = meta.clone();
+        w.meta.transport = transport;
+        w.check(spec, from)?;
         eprintln!("tune: starting from {}", from.display());
         (w, 0)
     } else {
+        let meta = ConvLstmMeta {
+            transport: args.transport.unwrap_or(Transport::Bilinear),
+            ..meta.clone()
+        };
         let w = match args.init {
             CellInit::Identity => Some(ConvLstmWeights::identity(meta.clone())),
             CellInit::Smoothing => ConvLstmWeights::smoothing(meta.clone(), SMOOTHING_ALPHA),

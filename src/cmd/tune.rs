@@ -1,7 +1,7 @@
 use super::ConfigArgs;
 use std::path::PathBuf;
 use steadyface::backend::Backend;
-use steadyface::convlstm::{CellInit, Trainable};
+use steadyface::convlstm::{CellInit, Trainable, Transport};
 use steadyface::train::{DataSource, LrSchedule, TuneArgs};
 use steadyface::Error;
 
@@ -60,6 +60,11 @@ pub struct Args {
     /// and forget gates only) or all.
     #[arg(long, default_value = "rates")]
     trainable: Trainable,
+    /// How the state follows the face between frames: bilinear (every state plane resampled),
+    /// or cells (whole cells, the rest of each move carried by the offset maps: no blur; needs
+    /// offset maps, and --trainable rates or memory). Default: as the --from file, else bilinear.
+    #[arg(long)]
+    transport: Option<Transport>,
     /// Weight of the point-error term beside Eq. 7's pixel loss (0: the paper's loss).
     #[arg(long, default_value_t = 1.0)]
     mu: f64,
@@ -142,6 +147,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         init: a.init,
         from: a.from,
         trainable: a.trainable,
+        transport: a.transport,
         mu: a.mu,
         nu: a.nu,
         jitter: steadyface::jitter_loss::JitterParams {

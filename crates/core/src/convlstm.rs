@@ -45,7 +45,7 @@ pub mod gate;
 pub mod onnx;
 pub mod warp;
 
-pub use warp::{MapWarp, WarpTaps};
+pub use warp::{CellTaps, MapWarp, OffsetRest, Transport, WarpTaps};
 
 use crate::backbone::BackboneSpec;
 use crate::error::{Error, Result};
@@ -109,6 +109,8 @@ pub struct ConvLstmMeta {
     /// Map size.
     pub h: usize,
     pub w: usize,
+    /// How the state follows the face between frames (files without it: bilinear).
+    pub transport: Transport,
     /// The command that produced the file.
     pub command: String,
 }
@@ -124,6 +126,7 @@ impl ConvLstmMeta {
             kernel,
             h: spec.out_h,
             w: spec.out_w,
+            transport: Transport::Bilinear,
             command: String::new(),
         }
     }
@@ -277,6 +280,10 @@ impl ConvLstmWeights {
             kernel: num("kernel")?,
             h: num("h")?,
             w: num("w")?,
+            transport: match md.get("transport") {
+                None => Transport::Bilinear,
+                Some(t) => t.parse().map_err(|e| bad(format!("metadata \"transport\": {e}")))?,
+            },
             command: md.get("command").cloned().unwrap_or_default(),
         };
         if !(meta.cin == 1 || meta.cin == 3)
@@ -347,6 +354,7 @@ impl ConvLstmWeights {
             ("kernel".to_string(), m.kernel.to_string()),
             ("h".to_string(), m.h.to_string()),
             ("w".to_string(), m.w.to_string()),
+            ("transport".to_string(), m.transport.to_string()),
             ("command".to_string(), m.command.clone()),
         ])
     }
@@ -398,6 +406,11 @@ impl ConvLstmWeights {
                 m.w, m.h, want.w, want.h
             ));
         }
+        if m.transport == Transport::Cells && m.cin == want.cin {
+            if let Err(e) = OffsetRest::new(self, crate::decode::offset_scale_cells(spec)) {
+                problems.push(e);
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -414,6 +427,8 @@ impl ConvLstmWeights {
 pub struct ConvLstmState {
     pub h: Vec<f32>,
     pub c: Vec<f32>,
+    /// With the cells transport: how far the heatmap's state sits off the grid ([`CellTaps`]).
+    pub rho: [f32; 2],
 }
 
 impl ConvLstmState {
@@ -422,12 +437,14 @@ impl ConvLstmState {
         Self {
             h: vec![0.0; n],
             c: vec![0.0; n],
+            rho: [0.0; 2],
         }
     }
     /// Back to the start of a track.
     pub fn reset(&mut self) {
         self.h.fill(0.0);
         self.c.fill(0.0);
+        self.rho = [0.0; 2];
     }
 }
 
@@ -477,6 +494,8 @@ pub struct ConvLstm {
     src: Vec<usize>,
     /// The instruction set the step is compiled for on this machine.
     isa: Isa,
+    /// With the cells transport, how the offset maps' state takes the rest of a move.
+    rest: Option<OffsetRest>,
     /// With 1×1 gates: their weights packed for the engine's GEMM ([`crate::nn::kernels`]),
     /// which computes all 4·Ch gate planes of a landmark at once, and its panel scratch.
     gemm: Option<(ConvGeom, Vec<f32>, Vec<f32>)>,
@@ -513,7 +532,13 @@ impl ConvLstm {
             let (wp, bp) = kernels::pack_pointwise(&geom, &w.gates_w, &w.gates_b, mr);
             (geom, wp, bp)
         });
+        let rest = match m.transport {
+            Transport::Bilinear => None,
+            // `check` above refused weights it does not fit.
+            Transport::Cells => OffsetRest::new(&w, crate::decode::offset_scale_cells(spec)).ok(),
+        };
         Ok(Self {
+            rest,
             padded: vec![0.0; (m.cin + m.hidden) * (m.h + m.kernel - 1) * (m.w + m.kernel - 1)],
             z: vec![0.0; 4 * m.hidden * m.h * m.w],
             src,
@@ -665,6 +690,7 @@ pub struct ConvLstmBank {
     /// Whole-map states, one per slot (empty when the stage runs on squares).
     states: Vec<ConvLstmState>,
     taps: WarpTaps,
+    cell_taps: CellTaps,
     window: Option<Windowed>,
 }
 
@@ -706,6 +732,12 @@ struct Windowed {
     xb: Vec<f32>,
     /// The kernel's `h` and `c` for one square, planar as the state: `hd` planes of each.
     hc: Vec<f32>,
+    /// With the cells transport: the map's whole-cell taps, the rest's terms per square cell,
+    /// and per slot how far the heatmap's state sits off the grid.
+    cells: CellTaps,
+    rho: Vec<[f32; 2]>,
+    tx: Vec<f32>,
+    ty: Vec<f32>,
 }
 
 impl ConvLstmBank {
@@ -713,11 +745,13 @@ impl ConvLstmBank {
         let states = (0..slots).map(|_| cell.new_state()).collect();
         let m = &cell.weights().meta;
         let taps = WarpTaps::new(m.w, m.h);
+        let cell_taps = CellTaps::new(m.w * m.h);
         Self {
             cell,
             slots,
             states,
             taps,
+            cell_taps,
             window: None,
         }
     }
@@ -750,6 +784,10 @@ impl ConvLstmBank {
                     runs: Vec::with_capacity(n),
                     xb: vec![0.0; m.cin * n],
                     hc: vec![0.0; 2 * m.hidden * n],
+                    cells: CellTaps::new(m.w * m.h),
+                    rho: vec![[0.0; 2]; self.slots],
+                    tx: vec![0.0; n],
+                    ty: vec![0.0; n],
                 })
             }
             _ => None,
@@ -772,8 +810,17 @@ impl ConvLstmBank {
         let plane = w * h;
         let (sw, sh, n) = (win.sw, win.sh, win.n);
         // The warp is the same for every landmark: its taps once per map cell, not per square.
-        for (i, tap) in win.taps.iter_mut().enumerate() {
-            *tap = warp.source(i % w, i / w, w, h);
+        let rho = win.rho[slot];
+        match cell.rest {
+            Some(rest) => {
+                win.cells.set(warp, w, h, rho, &rest);
+                win.rho[slot] = warp.carried_rho(w, h, rho);
+            }
+            None => {
+                for (i, tap) in win.taps.iter_mut().enumerate() {
+                    *tap = warp.source(i % w, i / w, w, h);
+                }
+            }
         }
         for k in 0..m.k {
             let (peak, _, _) = crate::pdc::peak_stats(&out[(cell.src[0] + k) * plane..][..plane]);
@@ -789,9 +836,24 @@ impl ConvLstmBank {
             let pi = slot * m.k + k;
             // Planar, as the kernel's buffers: `hd` planes of `h`, then `hd` of `c`.
             let st = &mut win.state[pi * 2 * hd * n..][..2 * hd * n];
-            match win.origin[pi] {
-                None => win.hc.fill(0.0),
-                Some((px, py)) => {
+            match (win.origin[pi], cell.rest) {
+                (None, _) => win.hc.fill(0.0),
+                (Some((px, py)), Some(rest)) => {
+                    // Whole cells, border-padded at the previous square's edge as below.
+                    let (src, tx, ty) = win.cells.taps();
+                    for i in 0..n {
+                        let at = (y0 + i / sw) * w + x0 + i % sw;
+                        let (xs, ys) = (src[at] as usize % w, src[at] as usize / w);
+                        let t = (ys.clamp(py, py + sh - 1) - py) * sw + xs.clamp(px, px + sw - 1) - px;
+                        for (p, dst) in st.chunks_exact(n).zip(win.hc.chunks_exact_mut(n)) {
+                            dst[i] = p[t];
+                        }
+                        (win.tx[i], win.ty[i]) = (tx[at], ty[at]);
+                    }
+                    let (hb, cb) = win.hc.split_at_mut(hd * n);
+                    rest.apply(hb, cb, n, &win.tx, &win.ty);
+                }
+                (Some((px, py)), None) => {
                     // Bilinear as `WarpTaps`, border-padded at the previous square's edge: runs of
                     // cells whose four taps are inside and contiguous, then each plane along the
                     // runs (vectorisable); a cell with a tap outside, one at a time.
@@ -866,6 +928,9 @@ impl MapStabilizer for ConvLstmBank {
             if let Some(p) = win.origin.get_mut(slot * k..(slot + 1) * k) {
                 p.fill(None);
             }
+            if let Some(r) = win.rho.get_mut(slot) {
+                *r = [0.0; 2];
+            }
         }
     }
     fn step(&mut self, out: &mut [f32], slot: usize, warp: &MapWarp) -> Result<()> {
@@ -877,12 +942,23 @@ impl MapStabilizer for ConvLstmBank {
             flush_denormals(|| self.step_windowed(out, slot, warp));
             return Ok(());
         }
-        let (cell, taps, st) = (&mut self.cell, &mut self.taps, &mut self.states[slot]);
+        let (cell, st) = (&mut self.cell, &mut self.states[slot]);
+        let (taps, cell_taps) = (&mut self.taps, &mut self.cell_taps);
         flush_denormals(|| {
             if !warp.is_identity() {
-                taps.set(warp);
-                taps.apply(&mut st.h);
-                taps.apply(&mut st.c);
+                match cell.rest {
+                    Some(rest) => {
+                        let m = &cell.w.meta;
+                        cell_taps.set(warp, m.w, m.h, st.rho, &rest);
+                        cell_taps.apply(&mut st.h, &mut st.c, m.hidden, &rest);
+                        st.rho = warp.carried_rho(m.w, m.h, st.rho);
+                    }
+                    None => {
+                        taps.set(warp);
+                        taps.apply(&mut st.h);
+                        taps.apply(&mut st.c);
+                    }
+                }
             }
             cell.step(out, st);
         });
@@ -983,6 +1059,7 @@ mod tests {
             kernel: 3,
             h,
             w,
+            transport: Transport::Bilinear,
             command: String::new(),
         }
     }
@@ -1042,9 +1119,82 @@ mod tests {
             tuned.gates_b[j] += 0.4 * (j as f32 - 1.0);
             tuned.gates_b[hd + j] -= 0.3 * (j as f32 - 1.0);
         }
-        for (name, w) in [("smoothing", smooth), ("tuned", tuned)] {
+        let cells = |w: &ConvLstmWeights| ConvLstmWeights {
+            meta: ConvLstmMeta {
+                transport: Transport::Cells,
+                ..w.meta.clone()
+            },
+            ..w.clone()
+        };
+        let (smooth_cells, tuned_cells) = (cells(&smooth), cells(&tuned));
+        for (name, w) in [
+            ("smoothing", smooth),
+            ("tuned", tuned),
+            ("smoothing, cells", smooth_cells),
+            ("tuned, cells", tuned_cells),
+        ] {
             windowed_matches_whole_maps(&spec, &w, name);
         }
+    }
+
+    /// A shaking face: the cells transport keeps the point where the warp puts it and the
+    /// blob as sharp as the input's, where bilinear's blur compounds from frame to frame.
+    #[test]
+    fn cells_transport_moves_the_point_exactly_without_blur() {
+        let spec = crate::backbone::BackboneSpec::synthetic(1, 28, 28, true);
+        let mut m = ConvLstmMeta::for_backbone(&spec, 4, 1);
+        m.kernel = 1;
+        let bilinear = ConvLstmWeights::smoothing(m, 0.1).unwrap();
+        let cells = ConvLstmWeights {
+            meta: ConvLstmMeta {
+                transport: Transport::Cells,
+                ..bilinear.meta.clone()
+            },
+            ..bilinear.clone()
+        };
+        let ((sx, sy), _) = crate::decode::offset_scale_cells(&spec);
+        let plane = 28 * 28;
+        let pdc = crate::config::Config::default().decoder();
+        let run = |w: &ConvLstmWeights| {
+            let mut bank = ConvLstmBank::new(ConvLstm::new(w.clone(), &spec, Path::new("t")).unwrap(), 1);
+            let (mut err, mut peak) = (0f32, 0f32);
+            let mut prev = (0f32, 0f32);
+            for t in 0..40 {
+                // The face shakes by 0.6 and 0.35 cells, every frame.
+                let (cx, cy) = (14.2 + 0.6 * (t % 2) as f32, 13.7 + 0.35 * (t % 2) as f32);
+                let mut x = vec![0f32; spec.output_len()];
+                for i in 0..plane {
+                    let (u, v) = ((i % 28) as f32, (i / 28) as f32);
+                    x[i] = (-((u - cx).powi(2) + (v - cy).powi(2)) / 2.0).exp();
+                    // Every cell's offset points at the centre (logit-encoded).
+                    let sig = |o: f32| 1.0 / (1.0 + (-o).exp());
+                    x[plane + i] = sig((cy - v).clamp(-3.0, 3.0) / sy);
+                    x[2 * plane + i] = sig((cx - u).clamp(-3.0, 3.0) / sx);
+                }
+                let warp = if t == 0 {
+                    MapWarp::IDENTITY
+                } else {
+                    MapWarp([1.0, 0.0, prev.0 - cx, 0.0, 1.0, prev.1 - cy])
+                };
+                prev = (cx, cy);
+                bank.step(&mut x, 0, &warp).unwrap();
+                if t >= 20 {
+                    let (px, py, _) = pdc.decode_one(&spec, &x, 0);
+                    err = err.max((px - cx).hypot(py - cy));
+                    peak += x[..plane].iter().fold(0f32, |a, b| a.max(*b)) / 20.0;
+                }
+            }
+            (err, peak)
+        };
+        let ((e_cells, p_cells), (e_bilinear, p_bilinear)) = (run(&cells), run(&bilinear));
+        assert!(
+            e_cells < 0.03,
+            "cells: decoded {e_cells} cells from the centre (bilinear: {e_bilinear})"
+        );
+        assert!(
+            p_cells > 1.1 * p_bilinear,
+            "peak height: cells {p_cells}, bilinear {p_bilinear}"
+        );
     }
 
     fn windowed_matches_whole_maps(spec: &crate::backbone::BackboneSpec, w: &ConvLstmWeights, name: &str) {
@@ -1235,6 +1385,17 @@ mod tests {
             e.contains("K = 4 landmarks, the backbone has 5") && e.contains("s.safetensors"),
             "{e}"
         );
+        // The transport is part of the file; the cells transport needs the smoothing start's
+        // read-out on the offset maps, which this cell (hidden 2) has not.
+        let mut m = ConvLstmMeta::for_backbone(&spec, 4, 1);
+        m.transport = Transport::Cells;
+        let cells = ConvLstmWeights::smoothing(m, 0.3).unwrap();
+        cells.save(&p).unwrap();
+        assert_eq!(ConvLstmWeights::load(&p).unwrap().meta.transport, Transport::Cells);
+        ConvLstm::new(cells, &spec, &p).unwrap();
+        w.meta.transport = Transport::Cells;
+        let e = ConvLstm::new(w, &spec, &p).unwrap_err().to_string();
+        assert!(e.contains("cells transport") && e.contains("s.safetensors"), "{e}");
         std::fs::write(&p, b"nonsense").unwrap();
         let e = ConvLstmWeights::load(&p).unwrap_err().to_string();
         assert!(e.contains("not a safetensors file"), "{e}");

@@ -16,7 +16,9 @@ pub use tch;
 
 use std::path::Path;
 use steadyface_core::backbone::{Backbone, BackboneSpec};
-use steadyface_core::convlstm::{gather, scatter, ConvLstmMeta, ConvLstmWeights, MapStabilizer, MapWarp};
+use steadyface_core::convlstm::{
+    gather, scatter, ConvLstmMeta, ConvLstmWeights, MapStabilizer, MapWarp, OffsetRest, Transport,
+};
 use steadyface_core::error::{Error, Result};
 use steadyface_core::runtime::Device as Dev;
 use tch::{Device, Kind, Tensor};
@@ -42,6 +44,9 @@ pub struct TchCell {
     pub out_b: Tensor,
     /// `[1, Cin, 1, 1]`.
     pub skip: Tensor,
+    /// With the cells transport, how the offset maps' state takes the rest of a move
+    /// ([`TchCell::with_rest`]).
+    pub rest: Option<OffsetRest>,
 }
 
 impl TchCell {
@@ -60,6 +65,32 @@ impl TchCell {
             out_w: t(&w.out_w, &ow),
             out_b: t(&w.out_b, &ob),
             skip: t(&w.skip, &[1, w.meta.cin, 1, 1]),
+            rest: None,
+        }
+    }
+
+    /// With the weights' transport set up for offsets scaled by `scale`
+    /// ([`steadyface_core::decode::offset_scale_cells`]); fails where the cells transport does
+    /// not fit the read-out.
+    pub fn with_rest(mut self, scale: ((f32, f32), bool)) -> Result<Self> {
+        self.rest = match self.meta.transport {
+            Transport::Bilinear => None,
+            Transport::Cells => {
+                let w = self.to_weights()?;
+                Some(OffsetRest::new(&w, scale).map_err(Error::Usage)?)
+            }
+        };
+        Ok(self)
+    }
+
+    /// Carry `h` and `c` (`[N, Ch, H, W]`) onto this frame's maps by `theta [N, 2, 3]`
+    /// ([`MapWarp::to_theta`]) with the weights' transport, as the CPU kernel does; `rho [N, 2]`
+    /// is how far each heatmap's state sits off the grid (the cells transport's; zeros at the
+    /// start of a track), returned updated.
+    pub fn move_state(&self, h: &Tensor, c: &Tensor, rho: &Tensor, theta: &Tensor) -> (Tensor, Tensor, Tensor) {
+        match &self.rest {
+            None => (Self::warp(h, theta), Self::warp(c, theta), rho.shallow_clone()),
+            Some(rest) => move_cells(h, c, rho, theta, rest),
         }
     }
 
@@ -98,12 +129,59 @@ impl TchCell {
     }
 }
 
+/// The cells transport ([`steadyface_core::convlstm::CellTaps`]): each cell takes the state of
+/// the source cell nearest to its warped position minus `rho` (`floor(q + ½)`, border-clamped),
+/// the offset maps' state takes the rest ([`OffsetRest::apply`]), and `rho` becomes the
+/// rounding's rest at the centre cell ([`MapWarp::carried_rho`]).
+fn move_cells(h: &Tensor, c: &Tensor, rho: &Tensor, theta: &Tensor, rest: &OffsetRest) -> (Tensor, Tensor, Tensor) {
+    let s = h.size();
+    let (n, ch, hh, ww) = (s[0], s[1], s[2], s[3]);
+    let grid = Tensor::affine_grid_generator(theta, [n, 1, hh, ww], true);
+    // Normalised → cells, clamped as border padding clamps; then rounded from rho.
+    let axis = |i: i64, size: i64| {
+        let last = (size - 1).max(0) as f64;
+        let s = ((grid.select(3, i) + 1.0) * (0.5 * last)).clamp(0.0, last);
+        let q = &s - rho.select(1, i).reshape([n, 1, 1]);
+        let cell = (q + 0.5).floor().clamp(0.0, last);
+        let o = s - &cell;
+        (cell, o)
+    };
+    let ((xs, ox), (ys, oy)) = (axis(0, ww), axis(1, hh));
+    let idx = (&ys * ww as f64 + &xs)
+        .to_kind(Kind::Int64)
+        .reshape([n, 1, hh * ww])
+        .expand([n, ch, hh * ww], false);
+    let take = |t: &Tensor| {
+        t.reshape([n, ch, hh * ww])
+            .gather(2, &idx, false)
+            .reshape([n, ch, hh, ww])
+    };
+    let (mut hs, mut cs) = (take(h).unbind(1), take(c).unbind(1));
+    let centre = |o: &Tensor| o.select(1, hh / 2).select(1, ww / 2);
+    let rho2 = (rho - Tensor::stack(&[centre(&ox), centre(&oy)], 1)).clamp(-0.5, 0.5);
+    for (a, r) in [ox, oy].into_iter().enumerate() {
+        let (u, ow, g) = (rest.unit[a], rest.out_w[a] as f64, rest.gate[a] as f64);
+        let q = r * rest.inv_scale[a] as f64;
+        if rest.logit {
+            let v = (&hs[u] * ow).clamp(0.0, 1.0);
+            let f = (&v + (-&v + 1.0) * q.exp()).reciprocal();
+            hs[u] = &hs[u] * &f;
+            cs[u] = &cs[u] * &f;
+        } else {
+            hs[u] = &hs[u] - &q / ow;
+            cs[u] = &cs[u] - &q / (ow * g);
+        }
+    }
+    (Tensor::stack(&hs, 1), Tensor::stack(&cs, 1), rho2)
+}
+
 /// The ConvLSTM on a libtorch device (CUDA in the daemon), one state per slot.
 pub struct TchConvLstm {
     cell: TchCell,
     spec: BackboneSpec,
     device: Device,
-    states: Vec<Option<(Tensor, Tensor)>>,
+    /// Per slot: `h`, `c` and `rho` ([`TchCell::move_state`]).
+    states: Vec<Option<(Tensor, Tensor, Tensor)>>,
     x: Vec<f32>,
 }
 
@@ -111,7 +189,7 @@ impl TchConvLstm {
     pub fn new(w: &ConvLstmWeights, spec: &BackboneSpec, slots: usize, device: Device) -> Result<Self> {
         let m = &w.meta;
         Ok(Self {
-            cell: TchCell::from_weights(w, device),
+            cell: TchCell::from_weights(w, device).with_rest(steadyface_core::decode::offset_scale_cells(spec))?,
             spec: spec.clone(),
             device,
             states: (0..slots).map(|_| None).collect(),
@@ -137,19 +215,23 @@ impl MapStabilizer for TchConvLstm {
             .states
             .get_mut(slot)
             .ok_or_else(|| Error::Usage(format!("stabilizer slot {slot} out of {n}")))?;
-        let (mut h, mut c) = st.take().unwrap_or_else(|| {
+        let (mut h, mut c, mut rho) = st.take().unwrap_or_else(|| {
             let z = Tensor::zeros(hs, (Kind::Float, self.device));
-            (z.shallow_clone(), z)
+            (
+                z.shallow_clone(),
+                z,
+                Tensor::zeros([m.k as i64, 2], (Kind::Float, self.device)),
+            )
         });
         if !warp.is_identity() {
             let theta = Tensor::from_slice(&warp.to_theta(m.w, m.h))
                 .reshape([1, 2, 3])
                 .expand([m.k as i64, 2, 3], false)
                 .to_device(self.device);
-            (h, c) = tch::no_grad(|| (TchCell::warp(&h, &theta), TchCell::warp(&c, &theta)));
+            (h, c, rho) = tch::no_grad(|| self.cell.move_state(&h, &c, &rho, &theta));
         }
         let (s, h2, c2) = tch::no_grad(|| self.cell.step(&x, &h, &c));
-        *st = Some((h2, c2));
+        *st = Some((h2, c2, rho));
         let s = Vec::<f32>::try_from(s.to_device(Device::Cpu).flatten(0, -1)).map_err(|e| torch_err("copy", e))?;
         scatter(&self.spec, m.cin, &s, out);
         Ok(())
@@ -237,12 +319,22 @@ mod tests {
     }
 
     /// libtorch and the CPU kernel give the same `s_t` over a sequence (the state carried, and
-    /// warped between steps: the CPU's resampling is `grid_sample`'s).
+    /// moved between steps by either transport: the CPU's bilinear is `grid_sample`'s, its
+    /// whole cells the same rounding and rest).
     #[test]
     fn torch_cell_matches_the_cpu_kernel() {
         let spec = steadyface_core::backbone::BackboneSpec::synthetic(6, 9, 8, true);
-        for kernel in [1, 3] {
-            let w = weights(&spec, kernel);
+        let cells = |kernel: usize| {
+            let mut m = ConvLstmMeta::for_backbone(&spec, 4, kernel);
+            m.transport = Transport::Cells;
+            let mut w = ConvLstmWeights::smoothing(m, 0.3).unwrap();
+            // A trained cell's rates, not the start's.
+            w.gates_b[1] += 0.7;
+            w.gates_b[4 + 2] -= 0.5;
+            w
+        };
+        for w in [weights(&spec, 1), weights(&spec, 3), cells(1), cells(3)] {
+            let (kernel, transport) = (w.meta.kernel, w.meta.transport);
             let mut cpu = ConvLstmBank::new(ConvLstm::new(w.clone(), &spec, Path::new("t")).unwrap(), 2);
             let mut tch = TchConvLstm::new(&w, &spec, 2, Device::Cpu).unwrap();
             let mut worst = 0f32;
@@ -266,7 +358,10 @@ mod tests {
                 tch.step(&mut b, 1, &warp).unwrap();
                 worst = a.iter().zip(&b).fold(worst, |m, (x, y)| m.max((x - y).abs()));
             }
-            assert!(worst < 1e-4, "kernel {kernel}: max |tch − cpu kernel| = {worst}");
+            assert!(
+                worst < 1e-4,
+                "kernel {kernel}, {transport}: max |tch − cpu kernel| = {worst}"
+            );
             // Weights survive the round trip through tensors.
             assert_eq!(TchCell::from_weights(&w, Device::Cpu).to_weights().unwrap(), w);
         }

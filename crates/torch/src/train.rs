@@ -188,6 +188,7 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
     let dev = b.x.device();
     let mut hs = Tensor::zeros([n, hd, h, w], (Kind::Float, dev));
     let mut cs = Tensor::zeros([n, hd, h, w], (Kind::Float, dev));
+    let mut rho = Tensor::zeros([n, 2], (Kind::Float, dev));
     let (theta, xi, lambda) = (p.jitter.theta, p.jitter.xi, p.jitter.lambda);
     let mut loss = Tensor::zeros([], (Kind::Float, dev));
     let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
@@ -204,8 +205,7 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
                 .unsqueeze(1)
                 .expand([bs, k, 2, 3], false)
                 .reshape([n, 2, 3]);
-            hs = TchCell::warp(&hs, &theta);
-            cs = TchCell::warp(&cs, &theta);
+            (hs, cs, rho) = cell.move_state(&hs, &cs, &rho, &theta);
         }
         let (s, h2, c2) = cell.step(&x, &hs, &cs);
         hs = h2;
@@ -365,6 +365,15 @@ pub fn tune(
     if seqs.iter().any(|s| s.frames() != t) {
         return Err(Error::Usage("tune: the cached sequences differ in length".into()));
     }
+    if meta.transport == steadyface_core::convlstm::Transport::Cells
+        && matches!(p.trainable, Trainable::All | Trainable::Gates)
+    {
+        return Err(Error::Usage(format!(
+            "the cells transport moves the offset maps' state through the smoothing start's read-out and \
+             constant output gate, which --trainable {} would train: use rates or memory",
+            p.trainable
+        )));
+    }
     let (tr, va) = split(seqs, p.val_fraction, p.seed);
     if tr.is_empty() {
         return Err(Error::Usage("tune: no training sequences (check --data)".into()));
@@ -388,7 +397,9 @@ pub fn tune(
         out_w: var("out", "weight", &start.out_w, all),
         out_b: var("out", "bias", &start.out_b, all),
         skip: var("skip", "weight", &start.skip, all),
-    };
+        rest: None,
+    }
+    .with_rest(((p.offset_scale[0] as f32, p.offset_scale[1] as f32), p.offset_logit))?;
     // The g gate's rows (the third quarter) train only with `Trainable::All`, the output
     // gate's (the fourth) not with `Trainable::Memory`.
     let hd = meta.hidden as i64;
@@ -610,6 +621,29 @@ mod tests {
         .unwrap();
         assert!(report.best.jitter < 0.7 * report.best.jitter_raw, "{:?}", report.best);
         assert!(dir.path().join("checkpoint.safetensors").is_file());
+    }
+
+    /// The cells transport moves the offset maps' state through the read-out and the output
+    /// gate, so training either is refused, by name.
+    #[test]
+    fn cells_transport_refuses_training_the_read_out() {
+        let spec = steadyface_core::backbone::BackboneSpec::synthetic(2, 12, 12, false);
+        let mut meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+        meta.transport = steadyface_core::convlstm::Transport::Cells;
+        let dir = tempfile::tempdir().unwrap();
+        for trainable in [Trainable::All, Trainable::Gates] {
+            let e = tune(
+                &jittering_peaks(&spec),
+                ConvLstmWeights::identity(meta.clone()),
+                0,
+                &toy_params(trainable, 1e-2, 1),
+                Device::Cpu,
+                dir.path(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("cells transport") && e.contains(trainable.as_str()), "{e}");
+        }
     }
 
     /// Three epochs on the jittering peaks from a smoothing start, training `trainable`: the

@@ -10,20 +10,39 @@
 //!
 //! The alignment composes what is known exactly (the two crops) with what the face's pixels
 //! tell ([`crate::face::motion`]: the registered similarity, already shrunk to zero on a still
-//! face, so registration noise does not move the state). Bilinear, with border padding: a cell
-//! that comes into view takes the state of the nearest edge, exactly as libtorch's
+//! face, so registration noise does not move the state). Border padding: a cell that comes into
+//! view takes the state of the nearest edge, exactly as libtorch's
 //! `grid_sample(align_corners = true, padding_mode = border)`, which `tune` uses. Zero padding
 //! was tried first and is wrong for this state: the offset maps' running mean sits near 0.5,
 //! not 0, so a half-zero edge cell decoded a landmark near the crop's edge (the jaw) several
 //! cells away, and the jump moved the next crop, which moved the jaw again.
 //!
-//! Warping the state, rather than placing the next crop by the registered motion so that the
+//! Two transports ([`Transport`], recorded in the weights, which were trained with one):
+//! bilinear ([`WarpTaps`]), and whole cells with the rest carried by the offset maps
+//! ([`CellTaps`], [`OffsetRest`]). The state moves every frame, so bilinear's blur compounds:
+//! up to a quarter cell² of variance per frame on a shake, against a heatmap blob of about one
+//! cell², and the widened blob lets PDC's window take in its flank. A whole-cell move does not
+//! blur; the rounding's rest moves each offset map's state instead, and the decoder, which adds
+//! every cell's offset to its position, moves the point by the exact warp.
+//!
+//! Moving the state, rather than placing the next crop by the registered motion so that the
 //! face holds still in it, leaves the crop and so the backbone's input exactly as without the
-//! stage, and costs one bilinear pass over `h` and `c` (taps computed once per frame for all
-//! landmarks).
+//! stage, and costs one pass over `h` and `c` (taps computed once per frame for all landmarks).
 
 use crate::backbone::BackboneSpec;
 use crate::geometry::{CropTransform, Point, Similarity};
+
+crate::choice::choice! {
+    /// How the cell's state follows the face from one frame's maps to the next.
+    pub enum Transport {
+        /// Every state plane resampled bilinearly (border padding).
+        Bilinear = "bilinear",
+        /// Every cell takes the state of the nearest source cell, and the rounding's rest moves
+        /// the offset maps' state ([`OffsetRest`]): no blur. Needs offset maps and the
+        /// smoothing start's read-out on them.
+        Cells = "cells",
+    }
+}
 
 /// Where this frame's map cell `(x, y)` was in the previous frame's maps:
 /// `(m[0]·x + m[1]·y + m[2], m[3]·x + m[4]·y + m[5])`, in map cells.
@@ -122,6 +141,196 @@ impl MapWarp {
         };
         let (x0, y0) = ((sx as usize).min(w - 2), (sy as usize).min(h - 2));
         (x0, y0, sx - x0 as f32, sy - y0 as f32)
+    }
+}
+
+impl MapWarp {
+    /// Where cell `(x, y)` of a `w × h` map samples the previous maps with whole cells, for a
+    /// state whose heatmap sits `rho` cells off the grid ([`CellTaps`]): the source cell
+    /// `(xs, ys)`, the nearest to the warped position minus `rho` (`floor(q + ½)`, as the trainer
+    /// rounds; libtorch's round goes half to even), and what the offset maps must take, the
+    /// warped position minus that cell. Border padding and NaN as [`MapWarp::source`].
+    #[inline]
+    pub fn nearest(&self, x: usize, y: usize, w: usize, h: usize, rho: [f32; 2]) -> (usize, usize, f32, f32) {
+        let [a, b, c, d, e, f] = self.0;
+        let (lx, ly) = (w.saturating_sub(1) as f32, h.saturating_sub(1) as f32);
+        let sx = (a * x as f32 + b * y as f32 + c).clamp(0.0, lx);
+        let sy = (d * x as f32 + e * y as f32 + f).clamp(0.0, ly);
+        let (sx, sy) = if sx.is_finite() && sy.is_finite() {
+            (sx, sy)
+        } else {
+            (x as f32, y as f32)
+        };
+        let xs = (sx - rho[0] + 0.5).floor().clamp(0.0, lx);
+        let ys = (sy - rho[1] + 0.5).floor().clamp(0.0, ly);
+        (xs as usize, ys as usize, sx - xs, sy - ys)
+    }
+
+    /// The heatmap's offset from the grid after a whole-cell move from `rho`: the rounding's
+    /// rest at the maps' centre cell (one value for the whole state, so that every landmark and
+    /// the windowed kernel agree), within (−½, ½].
+    pub fn carried_rho(&self, w: usize, h: usize, rho: [f32; 2]) -> [f32; 2] {
+        let (_, _, ox, oy) = self.nearest(w / 2, h / 2, w, h, rho);
+        // With q = s − ρ rounded to xs and o = s − xs, the heatmap now sits at xs − q = ρ − o
+        // (clamped: past the maps' edge the rounding is not free).
+        [(rho[0] - ox).clamp(-0.5, 0.5), (rho[1] - oy).clamp(-0.5, 0.5)]
+    }
+}
+
+/// The rest of a whole-cell move, carried by the offset maps' state.
+///
+/// With the smoothing start's read-out on an offset map (one hidden unit, `s = w·h`, the output
+/// gate a constant `σ(b)`, no skip), the unit's output is `v = w·h`, the running mean of the
+/// map's values. An offset `logit(v)·scale` cells (lm0, snv2) moves by `−r` cells when
+/// `v ← σ(logit(v) − r/scale) = v / (v + (1 − v)·e^{r/scale})`; plain offsets (`v·scale`) by
+/// `v ← v − r/scale`. `h = σ(b)·tanh(c)` and `c` is small (the start keeps `tanh` linear over
+/// the state's range), so `h` and `c` scale together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OffsetRest {
+    /// The hidden units of the x and y offset maps, and their read-out weights `w`.
+    pub unit: [usize; 2],
+    pub out_w: [f32; 2],
+    /// Their output gates' constant `σ(b)`: `h = σ(b)·tanh(c)`.
+    pub gate: [f32; 2],
+    /// 1 / (cells per stored offset unit), per axis.
+    pub inv_scale: [f32; 2],
+    pub logit: bool,
+}
+
+impl OffsetRest {
+    /// For weights `w` on maps with offsets scaled by `scale` (cells per unit, and whether
+    /// logit-encoded: [`crate::decode::offset_scale_cells`]); why not, when the read-out is not
+    /// the smoothing start's on the offset maps.
+    pub fn new(w: &super::ConvLstmWeights, scale: ((f32, f32), bool)) -> Result<Self, String> {
+        let m = &w.meta;
+        let (hd, cin, kk) = (m.hidden, m.cin, m.kernel * m.kernel);
+        if cin != 3 {
+            return Err("the cells transport needs offset maps (3 input channels per landmark)".into());
+        }
+        if hd < cin {
+            return Err(format!(
+                "the cells transport needs a hidden unit per input map ({hd} < {cin})"
+            ));
+        }
+        let row = (cin + hd) * kk;
+        let mut out_w = [0f32; 2];
+        let mut gate = [0f32; 2];
+        for (a, j) in [1usize, 2].into_iter().enumerate() {
+            let ow = &w.out_w[j * hd..(j + 1) * hd];
+            let o_gate = &w.gates_w[(3 * hd + j) * row..(3 * hd + j + 1) * row];
+            if ow.iter().enumerate().any(|(q, v)| q != j && *v != 0.0)
+                || !ow[j].is_finite()
+                || ow[j] <= 0.0
+                || w.skip[j] != 0.0
+                || w.out_b[j] != 0.0
+                || o_gate.iter().any(|v| *v != 0.0)
+            {
+                return Err(format!(
+                    "the cells transport needs the smoothing start's read-out on offset map {j} \
+                     (its own hidden unit only, no skip or bias, a constant output gate)"
+                ));
+            }
+            out_w[a] = ow[j];
+            gate[a] = super::sigmoid(w.gates_b[3 * hd + j]);
+        }
+        let ((sx, sy), logit) = scale;
+        if !(sx > 0.0 && sy > 0.0) {
+            return Err(format!("offset scale ({sx}, {sy}) is not positive"));
+        }
+        Ok(Self {
+            unit: [1, 2],
+            out_w,
+            gate,
+            inv_scale: [1.0 / sx, 1.0 / sy],
+            logit,
+        })
+    }
+
+    /// The per-cell term for a rest of `r` cells along `axis` (0: x): `e^{r/scale}`, or
+    /// `r/scale` for plain offsets.
+    #[inline]
+    pub fn term(&self, axis: usize, r: f32) -> f32 {
+        let q = r * self.inv_scale[axis];
+        if self.logit {
+            q.exp()
+        } else {
+            q
+        }
+    }
+
+    /// Move the offset maps' state of one landmark: `h` and `c` are its `hd` planes of `n`
+    /// cells each, `tx`/`ty` the per-cell terms ([`OffsetRest::term`]) of the same cells.
+    pub fn apply(&self, h: &mut [f32], c: &mut [f32], n: usize, tx: &[f32], ty: &[f32]) {
+        for (a, t) in [tx, ty].into_iter().enumerate() {
+            let (u, ow, g) = (self.unit[a], self.out_w[a], self.gate[a]);
+            let (h, c) = (&mut h[u * n..(u + 1) * n], &mut c[u * n..(u + 1) * n]);
+            for ((h, c), t) in h.iter_mut().zip(c.iter_mut()).zip(&t[..n]) {
+                if self.logit {
+                    let v = (ow * *h).clamp(0.0, 1.0);
+                    let f = 1.0 / (v + (1.0 - v) * t);
+                    *h *= f;
+                    *c *= f;
+                } else {
+                    *h -= t / ow;
+                    *c -= t / (ow * g);
+                }
+            }
+        }
+    }
+}
+
+/// The whole-cell taps of one warp over a `w × h` map: per cell, its source cell and the
+/// rest's terms for [`OffsetRest::apply`]. Allocated once per stage.
+///
+/// Rounding every frame on its own would leave the heatmap behind a steady motion (at half a
+/// cell per frame, every frame rounds to no move, and the offsets alone would follow): so the
+/// state keeps `rho`, how far its heatmap sits off the grid, and each move rounds the warped
+/// position minus `rho` (error diffusion). The heatmap then stays within half a cell of the
+/// face, and the offset maps, corrected by the whole rest, stay exact.
+#[derive(Debug, Clone)]
+pub struct CellTaps {
+    src: Vec<u32>,
+    tx: Vec<f32>,
+    ty: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+impl CellTaps {
+    pub fn new(n: usize) -> Self {
+        Self {
+            src: vec![0; n],
+            tx: vec![0.0; n],
+            ty: vec![0.0; n],
+            tmp: vec![0.0; n],
+        }
+    }
+
+    /// Compute the taps of `warp` over a `w × h` map for a heatmap `rho` off the grid.
+    pub fn set(&mut self, warp: &MapWarp, w: usize, h: usize, rho: [f32; 2], rest: &OffsetRest) {
+        for i in 0..w * h {
+            let (xs, ys, rx, ry) = warp.nearest(i % w, i / w, w, h, rho);
+            self.src[i] = (ys * w + xs) as u32;
+            (self.tx[i], self.ty[i]) = (rest.term(0, rx), rest.term(1, ry));
+        }
+    }
+
+    /// Per cell, its source cell (row-major) and the rest's terms along x and y.
+    pub fn taps(&self) -> (&[u32], &[f32], &[f32]) {
+        (&self.src, &self.tx, &self.ty)
+    }
+
+    /// Move a whole-map state (`k` landmarks of `hd` planes of `h` and of `c`) by the taps.
+    pub fn apply(&mut self, h: &mut [f32], c: &mut [f32], hd: usize, rest: &OffsetRest) {
+        let n = self.src.len();
+        for p in h.chunks_exact_mut(n).chain(c.chunks_exact_mut(n)) {
+            for (o, &s) in self.tmp.iter_mut().zip(&self.src) {
+                *o = p[s as usize];
+            }
+            p.copy_from_slice(&self.tmp);
+        }
+        for (h, c) in h.chunks_exact_mut(hd * n).zip(c.chunks_exact_mut(hd * n)) {
+            rest.apply(h, c, n, &self.tx, &self.ty);
+        }
     }
 }
 
@@ -246,6 +455,79 @@ mod tests {
         let mut plane = vec![1.0, 2.0, 3.0, 4.0, 5.0];
         taps.apply(&mut plane);
         assert_eq!(plane, [1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn nearest_rounds_half_up_and_keeps_the_rest() {
+        let close = |a: (usize, usize, f32, f32), b: (usize, usize, f32, f32)| {
+            a.0 == b.0 && a.1 == b.1 && (a.2 - b.2).abs() < 1e-6 && (a.3 - b.3).abs() < 1e-6
+        };
+        let wp = MapWarp([1.0, 0.0, 0.5, 0.0, 1.0, -0.3]);
+        let got = wp.nearest(2, 2, 8, 8, [0.0; 2]);
+        assert!(close(got, (3, 2, -0.5, -0.3)), "{got:?}");
+        // Beyond the maps: the edge, and no rest past it.
+        let got = wp.nearest(7, 0, 8, 8, [0.0; 2]);
+        assert!(close(got, (7, 0, 0.0, 0.0)), "{got:?}");
+        // A heatmap already half a cell behind: this move rounds the other way.
+        let got = wp.nearest(2, 2, 8, 8, [0.4, 0.0]);
+        assert!(close(got, (2, 2, 0.5, -0.3)), "{got:?}");
+    }
+
+    /// A steady drift of half a cell per frame: rounding each frame alone would never move the
+    /// heatmap; carrying its offset from the grid moves it every other frame, never more than
+    /// half a cell behind.
+    #[test]
+    fn a_steady_drift_moves_the_heatmap_within_half_a_cell() {
+        let wp = MapWarp([1.0, 0.0, -0.5, 0.0, 1.0, 0.0]);
+        let (mut rho, mut moved) = ([0f32; 2], 0usize);
+        for t in 1..=10 {
+            let (xs, _, _, _) = wp.nearest(10, 10, 28, 28, rho);
+            moved += 10 - xs;
+            rho = wp.carried_rho(28, 28, rho);
+            // The face moved 0.5·t cells; the heatmap moved `moved` and sits rho off the grid.
+            let behind = 0.5 * t as f32 - moved as f32;
+            assert!(
+                (behind - rho[0]).abs() < 1e-5 && rho[0].abs() <= 0.5,
+                "t {t}: moved {moved}, rho {rho:?}"
+            );
+        }
+        assert_eq!(moved, 5);
+    }
+
+    /// The rest moves a logit-encoded offset by exactly −r cells, and `h` and `c` together.
+    #[test]
+    fn offset_rest_moves_a_logit_offset_by_the_rest() {
+        let spec = crate::backbone::BackboneSpec::synthetic(1, 8, 8, true);
+        let mut m = super::super::ConvLstmMeta::for_backbone(&spec, 4, 1);
+        m.kernel = 1;
+        let w = super::super::ConvLstmWeights::smoothing(m, 0.3).unwrap();
+        let scale = crate::decode::offset_scale_cells(&spec);
+        let rest = OffsetRest::new(&w, scale).unwrap();
+        let ((sx, _), _) = scale;
+        let logit = |v: f32| (v / (1.0 - v)).ln();
+        // Unit 1 (x offsets) at v = 0.6: offset logit(0.6)·sx cells.
+        let (n, hd) = (1, 4);
+        let v0 = 0.6f32;
+        let mut h = vec![0f32; hd * n];
+        let mut c = vec![0f32; hd * n];
+        h[n] = v0 / rest.out_w[0];
+        c[n] = (h[n] / rest.gate[0]).atanh();
+        let r = 0.37;
+        rest.apply(&mut h, &mut c, n, &[rest.term(0, r)], &[rest.term(1, 0.0)]);
+        let v1 = rest.out_w[0] * h[n];
+        let moved = logit(v1) * sx - logit(v0) * sx;
+        assert!((moved + r).abs() < 1e-4, "offset moved by {moved}, not {}", -r);
+        // c follows h through the output gate, to tanh's linearity at this scale.
+        assert!(
+            (rest.gate[0] * c[n].tanh() - h[n]).abs() < 1e-3 * h[n],
+            "{} {}",
+            c[n],
+            h[n]
+        );
+        // A read-out that is not the smoothing start's is refused, by name.
+        let mut all = w.clone();
+        all.out_w[hd + 2] = 0.1;
+        assert!(OffsetRest::new(&all, scale).unwrap_err().contains("offset map 1"));
     }
 
     #[test]

@@ -880,6 +880,8 @@ pub struct TuneArgs {
     pub from: Option<PathBuf>,
     /// Which parameters train.
     pub trainable: crate::convlstm::Trainable,
+    /// How the state follows the face (`None`: as `from`'s file, else bilinear).
+    pub transport: Option<crate::convlstm::Transport>,
     pub mu: f64,
     /// Weight of the error-jitter term `ν·ρ(e_t − e_{t−1})` (0: none).
     pub nu: f64,
