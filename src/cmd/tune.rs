@@ -125,6 +125,13 @@ pub fn run(a: Args) -> Result<(), Error> {
             a.seq_len, a.warmup, a.label_sigma
         )));
     }
+    if a.transport == Some(Transport::Cells) && matches!(a.trainable, Trainable::All | Trainable::Gates) {
+        return Err(Error::Usage(format!(
+            "--transport cells moves the offset maps' state through the read-out and output gate that --trainable {} \
+             would train: use --trainable rates or memory",
+            a.trainable
+        )));
+    }
     if a.init == CellInit::Identity && a.trainable != Trainable::All && a.from.is_none() {
         return Err(Error::Usage(
             "--init identity with --trainable gates, memory or rates has nothing to learn (the identity's read-out is zero): \

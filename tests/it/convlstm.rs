@@ -184,6 +184,26 @@ fn tune_refuses_a_warmup_as_long_as_its_sequences() {
     );
 }
 
+/// The cells transport needs the read-out and output gate left as they start: training them
+/// is refused up front, naming both flags.
+#[test]
+fn tune_refuses_the_cells_transport_with_a_trained_read_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    for trainable in ["gates", "all"] {
+        let err = run_err(
+            &mut tune_one_face(
+                &tmp.path().join("out"),
+                &["--transport", "cells", "--trainable", trainable],
+            ),
+            2,
+        );
+        assert!(
+            err.contains("--transport cells") && err.contains(&format!("--trainable {trainable}")),
+            "{err}"
+        );
+    }
+}
+
 /// `tune` end to end on real data (one face, one epoch), then `--resume`, then a checkpoint
 /// from another backbone refused.
 #[cfg(feature = "torch")]
