@@ -1101,6 +1101,13 @@ mod tests {
         assert!(worst < 0.01, "largest difference from the running mean: {worst}");
     }
 
+    /// The same weights, moved by the cells transport.
+    fn with_cells(w: &ConvLstmWeights) -> ConvLstmWeights {
+        let mut w = w.clone();
+        w.meta.transport = Transport::Cells;
+        w
+    }
+
     /// Near the peak, the stage on the squares around the peaks gives what it gives on whole
     /// maps, while the face (a blob) moves and the state is carried by the warp: for the
     /// smoothing start, and for a cell as fine-tuning can leave it (the read-out at half the
@@ -1108,9 +1115,7 @@ mod tests {
     #[test]
     fn windowed_stage_matches_whole_maps_near_the_peak() {
         let spec = crate::backbone::BackboneSpec::synthetic(2, 28, 28, true);
-        let mut m = ConvLstmMeta::for_backbone(&spec, 4, 1);
-        m.kernel = 1;
-        let smooth = ConvLstmWeights::smoothing(m, 0.3).unwrap();
+        let smooth = ConvLstmWeights::smoothing(ConvLstmMeta::for_backbone(&spec, 4, 1), 0.3).unwrap();
         let mut tuned = smooth.clone();
         tuned.out_w.iter_mut().for_each(|v| *v *= 0.5);
         // The input and forget gates of the map channels (not the "seen" marker's).
@@ -1119,14 +1124,7 @@ mod tests {
             tuned.gates_b[j] += 0.4 * (j as f32 - 1.0);
             tuned.gates_b[hd + j] -= 0.3 * (j as f32 - 1.0);
         }
-        let cells = |w: &ConvLstmWeights| ConvLstmWeights {
-            meta: ConvLstmMeta {
-                transport: Transport::Cells,
-                ..w.meta.clone()
-            },
-            ..w.clone()
-        };
-        let (smooth_cells, tuned_cells) = (cells(&smooth), cells(&tuned));
+        let (smooth_cells, tuned_cells) = (with_cells(&smooth), with_cells(&tuned));
         for (name, w) in [
             ("smoothing", smooth),
             ("tuned", tuned),
@@ -1142,16 +1140,8 @@ mod tests {
     #[test]
     fn cells_transport_moves_the_point_exactly_without_blur() {
         let spec = crate::backbone::BackboneSpec::synthetic(1, 28, 28, true);
-        let mut m = ConvLstmMeta::for_backbone(&spec, 4, 1);
-        m.kernel = 1;
-        let bilinear = ConvLstmWeights::smoothing(m, 0.1).unwrap();
-        let cells = ConvLstmWeights {
-            meta: ConvLstmMeta {
-                transport: Transport::Cells,
-                ..bilinear.meta.clone()
-            },
-            ..bilinear.clone()
-        };
+        let bilinear = ConvLstmWeights::smoothing(ConvLstmMeta::for_backbone(&spec, 4, 1), 0.1).unwrap();
+        let cells = with_cells(&bilinear);
         let ((sx, sy), _) = crate::decode::offset_scale_cells(&spec);
         let plane = 28 * 28;
         let pdc = crate::config::Config::default().decoder();
@@ -1387,9 +1377,7 @@ mod tests {
         );
         // The transport is part of the file; the cells transport needs the smoothing start's
         // read-out on the offset maps, which this cell (hidden 2) has not.
-        let mut m = ConvLstmMeta::for_backbone(&spec, 4, 1);
-        m.transport = Transport::Cells;
-        let cells = ConvLstmWeights::smoothing(m, 0.3).unwrap();
+        let cells = with_cells(&ConvLstmWeights::smoothing(ConvLstmMeta::for_backbone(&spec, 4, 1), 0.3).unwrap());
         cells.save(&p).unwrap();
         assert_eq!(ConvLstmWeights::load(&p).unwrap().meta.transport, Transport::Cells);
         ConvLstm::new(cells, &spec, &p).unwrap();

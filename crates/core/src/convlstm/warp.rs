@@ -498,8 +498,7 @@ mod tests {
     #[test]
     fn offset_rest_moves_a_logit_offset_by_the_rest() {
         let spec = crate::backbone::BackboneSpec::synthetic(1, 8, 8, true);
-        let mut m = super::super::ConvLstmMeta::for_backbone(&spec, 4, 1);
-        m.kernel = 1;
+        let m = super::super::ConvLstmMeta::for_backbone(&spec, 4, 1);
         let w = super::super::ConvLstmWeights::smoothing(m, 0.3).unwrap();
         let scale = crate::decode::offset_scale_cells(&spec);
         let rest = OffsetRest::new(&w, scale).unwrap();
