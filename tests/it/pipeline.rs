@@ -353,8 +353,8 @@ fn one_euro_steadies_a_still_face() {
 /// low-light faces also ≤ 85% of One Euro carried by the same motion, at NME no higher than
 /// its. The ConvLSTM alone (its state carried by the same registration, the refined lids by
 /// their own filter) must keep at most 35% of the raw jitter on the still and low-light faces
-/// at no cost in NME; under vibration 50%, and NME within 1.5% of raw (it is 1% above: the
-/// shake's blur, see the bar's note below).
+/// at no cost in NME; under vibration 50%, and NME within 0.5% of raw (it is level with raw
+/// there; the bilinear state transport, 1% above, would fail: see the bar's note below).
 #[test]
 fn default_stabilizer_meets_the_stability_bar() {
     let tmp = tempfile::tempdir().unwrap();
@@ -393,13 +393,14 @@ fn default_stabilizer_meets_the_stability_bar() {
         let (none, ours, cell) = (r["none"], r["default"], r["convlstm"]);
         let best_plain = r["one-euro"].1.min(r["shape-one-euro"].1);
         // Measured (jitter): still 0.00131 raw, 0.00024 best plain, 0.000163 One Euro with
-        // motion, 0.00033 convlstm, 0.000137 ours; vibration 0.00877, 0.00638, 0.00271, 0.00382,
-        // 0.00264; low light 0.01145, 0.00438, 0.00291, 0.00297, 0.00185. NME against raw: still
-        // −0.5% (convlstm) and −0.6% (ours), low light −2.0% and −2.5%, vibration +1.0% and +0.9%
-        // (+1.6% against One Euro with motion: under the shake's blur every chain sits near the
-        // floor the exposure sets, and the cell's bilinear state resampling widens the peaks).
+        // motion, 0.00034 convlstm, 0.000137 ours; vibration 0.00877, 0.00638, 0.00271, 0.00376,
+        // 0.00264; low light 0.01145, 0.00438, 0.00291, 0.00300, 0.00187. NME against raw: still
+        // −0.2% (convlstm) and −0.4% (ours), low light −1.8% and −2.4%, vibration −0.01% and
+        // +0.02% (+0.7% against One Euro with motion: under the shake's blur every chain sits
+        // near the floor the exposure sets). The cell moves its state by whole cells; resampled
+        // bilinearly instead, its blur widened the peaks and the cell sat 1.0% above raw there.
         // Ours against One Euro with motion: 84% and 64% of its jitter on the still and dark
-        // faces, 97.5% on the shake, which the test does not hold to 85%.
+        // faces, 97% on the shake, which the test does not hold to 85%.
         assert!(ours.1 <= 0.5 * none.1, "{kind}: jitter {} vs none {}", ours.1, none.1);
         assert!(
             ours.1 <= 0.8 * best_plain,
@@ -407,7 +408,7 @@ fn default_stabilizer_meets_the_stability_bar() {
             ours.1
         );
         let (jitter_bar, nme_bar) = if kind == "vibration" {
-            (0.5, 1.015)
+            (0.5, 1.005)
         } else {
             let oe = r["one-euro+motion"];
             assert!(
