@@ -125,7 +125,7 @@ pub fn run(a: Args) -> Result<(), Error> {
             a.seq_len, a.warmup, a.label_sigma
         )));
     }
-    if a.transport == Some(Transport::Cells) && matches!(a.trainable, Trainable::All | Trainable::Gates) {
+    if a.transport == Some(Transport::Cells) && !a.trainable.keeps_read_out() {
         return Err(Error::Usage(format!(
             "--transport cells moves the offset maps' state through the read-out and output gate that --trainable {} \
              would train: use --trainable rates or memory",

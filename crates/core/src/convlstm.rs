@@ -89,6 +89,14 @@ crate::choice::choice! {
     }
 }
 
+impl Trainable {
+    /// Whether the output gate and read-out stay as the start put them, which the cells
+    /// transport needs: it moves the offset maps' state through them.
+    pub fn keeps_read_out(self) -> bool {
+        matches!(self, Trainable::Memory | Trainable::Rates)
+    }
+}
+
 /// The running mean's weight on a new frame where `tune --init smoothing` starts.
 pub const SMOOTHING_ALPHA: f32 = 0.3;
 /// The default kernel size (see the module docs).

@@ -365,9 +365,7 @@ pub fn tune(
     if seqs.iter().any(|s| s.frames() != t) {
         return Err(Error::Usage("tune: the cached sequences differ in length".into()));
     }
-    if meta.transport == steadyface_core::convlstm::Transport::Cells
-        && matches!(p.trainable, Trainable::All | Trainable::Gates)
-    {
+    if meta.transport == steadyface_core::convlstm::Transport::Cells && !p.trainable.keeps_read_out() {
         return Err(Error::Usage(format!(
             "the cells transport moves the offset maps' state through the smoothing start's read-out and \
              constant output gate, which --trainable {} would train: use rates or memory",
