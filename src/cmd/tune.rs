@@ -1,7 +1,7 @@
 use super::ConfigArgs;
 use std::path::PathBuf;
 use steadyface::backend::Backend;
-use steadyface::convlstm::{CellInit, Trainable, Transport};
+use steadyface::convlstm::{CellInit, ConvLstmWeights, Trainable, Transport};
 use steadyface::train::{DataSource, LrSchedule, TuneArgs};
 use steadyface::Error;
 
@@ -125,10 +125,17 @@ pub fn run(a: Args) -> Result<(), Error> {
             a.seq_len, a.warmup, a.label_sigma
         )));
     }
-    if a.transport == Some(Transport::Cells) && !a.trainable.keeps_read_out() {
+    // Without --transport, --from's file keeps its own: read it now, so that a cells file with
+    // a read-out to train is refused before the backbone-output cache is built, not after.
+    let transport = match (a.transport, &a.from) {
+        (Some(t), _) => Some(t),
+        (None, Some(from)) => Some(ConvLstmWeights::load(from)?.meta.transport),
+        (None, None) => None,
+    };
+    if transport == Some(Transport::Cells) && !a.trainable.keeps_read_out() {
         return Err(Error::Usage(format!(
-            "--transport cells moves the offset maps' state through the read-out and output gate that --trainable {} \
-             would train: use --trainable rates or memory",
+            "--transport cells (given, or kept from --from's file) moves the offset maps' state through the read-out \
+             and output gate that --trainable {} would train: use --trainable rates or memory",
             a.trainable
         )));
     }

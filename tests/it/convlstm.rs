@@ -204,6 +204,29 @@ fn tune_refuses_the_cells_transport_with_a_trained_read_out() {
     }
 }
 
+/// The same refusal when the cells transport comes from `--from`'s file (lm0's shipped cell)
+/// rather than the flag: up front, before any backbone runs.
+#[test]
+fn tune_refuses_a_cells_file_with_a_trained_read_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from = root().join("models/lm0-convlstm/stabilizer.safetensors");
+    let err = run_err(
+        &mut tune_one_face(
+            &tmp.path().join("out"),
+            &["--from", from.to_str().unwrap(), "--trainable", "gates"],
+        ),
+        2,
+    );
+    assert!(
+        err.contains("kept from --from's file") && err.contains("--trainable gates"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("out").exists(),
+        "nothing was written before the refusal"
+    );
+}
+
 /// `tune` end to end on real data (one face, one epoch), then `--resume`, then a checkpoint
 /// from another backbone refused.
 #[cfg(feature = "torch")]
