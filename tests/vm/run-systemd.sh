@@ -11,7 +11,7 @@
 # Prints the guest's console; exits with check.sh's status (125: none reported).
 #
 #   STEADYFACE_VM_CACHE  kernel and rootfs cache (default ~/.cache/steadyface/vm)
-#   VM_TIMEOUT           seconds before QEMU is killed (default 600)
+#   VM_TIMEOUT           seconds before QEMU is killed (default 900)
 set -euo pipefail
 PAYLOAD=$(readlink -f "${1:?usage: $0 PAYLOAD_DIR}")
 C=${STEADYFACE_VM_CACHE:-$HOME/.cache/steadyface/vm}; mkdir -p "$C"
@@ -64,7 +64,7 @@ echo steadyface-vm > "$R/etc/hostname"
 (cd "$R" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > "$W/initrd.gz")
 rm -rf "$R"
 set +e
-timeout "${VM_TIMEOUT:-600}" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 \
+timeout "${VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 \
   -nodefaults -display none -serial stdio -monitor none -no-reboot -nic none \
   -kernel "$K/boot/vmlinuz-$KVER" -initrd "$W/initrd.gz" \
   -append "console=ttyS0 rdinit=/sbin/init panic=-1 quiet systemd.show_status=0" </dev/null | stdbuf -oL tr -d '\r' | tee "$W/log"

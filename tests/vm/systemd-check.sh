@@ -33,7 +33,10 @@ wait_for 120 sh -c "journalctl -u steadyface --since '$t' | grep -q 'configurati
 # The daemon logs the reload, then rebuilds its pipeline and only then sends READY=1, which ends
 # systemd's `reloading` state: under TCG that takes seconds, so wait for the state too.
 wait_for 240 sh -c "[ \"\$(systemctl show -p ActiveState --value steadyface)\" = active ]"
-say "after reload $(prop ActiveState) same-pid=$([ "$pid" = "$(prop MainPID)" ] && echo yes || echo no) reloaded=$(journalctl -u steadyface --since "$t" | grep -c 'configuration reloaded')"
+now=$(prop MainPID)
+say "after reload $(prop ActiveState) restarts=$(prop NRestarts) same-pid=$([ "$pid" = "$now" ] && echo yes || echo no) reloaded=$(journalctl -u steadyface --since "$t" | grep -c 'configuration reloaded') pids=$pid,$now"
+# What the daemon and systemd said around the reload, for a failure's reader (landmark lines left out).
+journalctl --since "$t" -o short-monotonic --no-pager | grep -v '"latency_ms"' | tail -n 25 | sed 's/^/SD: reload-log /'
 systemctl stop steadyface
 say "stop result=$(prop Result) $(journalctl -u steadyface -o cat --no-pager | grep 'stopped after' | tail -n 1)"
 # Restart=on-failure: a killed daemon comes back.
@@ -43,13 +46,15 @@ systemctl kill -s KILL --kill-whom=main steadyface
 wait_for 120 sh -c "[ \$(systemctl show -p NRestarts --value steadyface) -gt $before ] && systemctl is-active -q steadyface"
 say "killed restarts=$(prop NRestarts) (was $before) $(prop ActiveState)"
 # The watchdog: a source that hangs (a decoder that writes five frames, then nothing) stops
-# the pings, and systemd kills and restarts the daemon.
+# the pings, and systemd kills and restarts the daemon. The checks above ran with a long stall
+# (a TCG frame can outlast the default); this one puts the default back.
 install -m755 /usr/local/share/steadyface/ffmpeg /usr/local/bin/ffmpeg
-sed -i 's|^  kind: v4l2|  kind: replay\n  path: /usr/local/share/steadyface/hang.mkv|' /etc/steadyface/steadyface.yaml
+sed -i -e 's|^  kind: v4l2|  kind: replay\n  path: /usr/local/share/steadyface/hang.mkv|' \
+  -e 's|^  watchdog_stall_s: .*|  watchdog_stall_s: 10|' /etc/steadyface/steadyface.yaml
 t=$(date '+%Y-%m-%d %H:%M:%S')
 systemctl restart steadyface
 before=$(prop NRestarts)
-wait_for 240 sh -c "journalctl --since '$t' --no-pager | grep -q 'Watchdog timeout'"
+wait_for 360 sh -c "journalctl --since '$t' --no-pager | grep -q 'Watchdog timeout'"
 wait_for 120 sh -c "[ \$(systemctl show -p NRestarts --value steadyface) -gt $before ]"
 say "watchdog $(journalctl --since "$t" --no-pager | grep -o 'Watchdog timeout.*' | head -n 1) restarts=$(prop NRestarts) (was $before)"
 say "stalled $(journalctl -u steadyface --since "$t" -o cat --no-pager | grep -c 'stopped producing') pings-stopped $(journalctl -u steadyface --since "$t" -o cat --no-pager | grep -c 'no longer pinging')"
