@@ -6,7 +6,8 @@
 # Adapted from ../shared/recipes/v4l-vm.sh.
 #
 #   STEADYFACE_VM_CACHE  kernel cache (default ~/.cache/steadyface/vm)
-#   VM_TIMEOUT           seconds before QEMU is killed (default 400)
+#   VM_TIMEOUT           seconds before QEMU is killed (default 700: on a loaded 2-core host
+#                        a TCG frame can take a minute)
 set -euo pipefail
 PAYLOAD=$(readlink -f "${1:?usage: $0 PAYLOAD_DIR}")
 C=${STEADYFACE_VM_CACHE:-$HOME/.cache/steadyface/vm}; mkdir -p "$C"
@@ -38,7 +39,7 @@ INIT
 chmod +x "$R/init"
 (cd "$R" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > "$W/initrd.gz")
 set +e   # not -accel kvm: a stock kernel barely runs on this host's kvm_pvm
-timeout "${VM_TIMEOUT:-400}" qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 \
+timeout "${VM_TIMEOUT:-700}" qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 \
   -nodefaults -display none -serial stdio -monitor none -no-reboot -nic none \
   -kernel "$K/boot/vmlinuz-$KVER" -initrd "$W/initrd.gz" \
   -append "console=ttyS0 quiet panic=-1 oops=panic" </dev/null | tr -d '\r' | tee "$W/log"
