@@ -141,7 +141,7 @@ fn the_unit_runs_under_a_real_systemd() {
     // models.dir stays the default (`models`, in the unit's WorkingDirectory). Under TCG on a
     // loaded 2-core host a frame can take over 30 s, longer than the default 10 s stall: the
     // watchdog would then restart a healthy daemon mid-check (a reload seen as a new PID), so
-    // the checks run with a long stall, and the hanging-source check sets 10 s again.
+    // the checks run with a long stall, and the hanging-source check drops it again.
     std::fs::write(
         p.join("steadyface.yaml"),
         format!("models:\n  eye_refiner: null\n{VM_CAMERA}mqtt:\n  enabled: false\ndaemon:\n  stdout: true\n  metrics_interval_s: 5\n  watchdog_stall_s: 300\n"),
