@@ -287,7 +287,7 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
     synth_takeo("slow", 48, &clip.join("frames.y4m"), &tmp.path().join("truth.json"));
     let records = clip.join("landmarks.jsonl");
     track(&clip.join("frames.y4m"), &records, &[]);
-    // No face on frame 20 (inside the second window) or 32 (the third window's first).
+    // No face on frame 20 (inside the second and third windows) or 32 (the fifth's first).
     let lines: Vec<String> = std::fs::read_to_string(&records)
         .unwrap()
         .lines()
@@ -313,8 +313,9 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
             .args(["--device", "cpu", "--threads", "1", "--epochs", "1"]),
     );
     let e = String::from_utf8_lossy(&o.stderr);
-    // 48 frames: three 16-frame windows, the third without a face to start from.
-    assert!(e.contains("field:") && e.contains(": 2 sequences, 1 left out"), "{e}");
+    // 48 frames: five 16-frame windows, one every 8 frames, the fifth without a face to
+    // start from.
+    assert!(e.contains("field:") && e.contains(": 4 sequences, 1 left out"), "{e}");
     assert!(out.join("stabilizer.safetensors").is_file());
 }
 

@@ -368,19 +368,22 @@ fn field_degrade(f: &Frame, which: usize, rng: &mut Rng) -> Frame {
     }
 }
 
-/// Consecutive `len`-frame windows of a clip, with `label(i)` per frame. The input is
-/// a degraded copy (one degradation per window), beside the clean frame; the group is the
-/// clip and its 60-frame stretch.
+/// `len`-frame windows of a clip, starting every `stride` frames, with `label(i)` per frame.
+/// The input is a degraded copy (one degradation per window), beside the clean frame; the
+/// group is the clip and its 60-frame stretch.
 fn clip_windows(
     frames: &[Frame],
     label: &dyn Fn(usize) -> Option<Vec<Point>>,
     name: &Path,
     seed: u64,
-    len: usize,
+    (len, stride): (usize, usize),
     out: &mut dyn FnMut(RawSequence) -> Result<()>,
 ) -> Result<()> {
     let mut rng = Rng::new(seed);
-    for (si, start) in (0..frames.len().saturating_sub(len - 1)).step_by(len).enumerate() {
+    for (si, start) in (0..frames.len().saturating_sub(len - 1))
+        .step_by(stride.max(1))
+        .enumerate()
+    {
         // A window missing labels still goes out: the featurizer leaves it out and counts it.
         let labels: Vec<Option<Vec<Point>>> = (start..start + len).map(label).collect();
         let which = rng.0 as usize % 3;
@@ -412,7 +415,7 @@ impl Dataset for LabelledClip {
             &|i| self.labels.get(i).cloned().flatten(),
             &self.video,
             seed,
-            len,
+            (len, len),
             out,
         )
     }
@@ -478,7 +481,9 @@ impl Dataset for FieldClip {
             &|i| self.hints.get(i).cloned().flatten(),
             &self.path,
             seed,
-            len,
+            // Half-overlapping: a field clip is short, and a window is lost whole when the
+            // backbone loses the face in one frame of it.
+            (len, len / 2),
             out,
         )
     }
