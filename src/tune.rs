@@ -214,13 +214,15 @@ fn run(cfg: &Config, args: &TuneArgs) -> Result<()> {
         serde_json::to_string_pretty(&record).unwrap_or_default() + "\n",
     )
     .map_err(|e| Error::io(&record_path, e))?;
+    let chosen = match report.best {
+        Some(b) => format!(
+            "best epoch {} — validation error {:.4} cells (raw {:.4}), error jitter {:.4} (raw {:.4})",
+            report.best_epoch, b.error, b.error_raw, b.jitter, b.jitter_raw
+        ),
+        None => format!("epoch {}, the last (no validation set)", report.best_epoch),
+    };
     eprintln!(
-        "tune: best epoch {} — validation error {:.4} cells (raw {:.4}), error jitter {:.4} (raw {:.4}); wrote {}, {}, {}",
-        report.best_epoch,
-        report.best.error,
-        report.best.error_raw,
-        report.best.jitter,
-        report.best.jitter_raw,
+        "tune: {chosen}; wrote {}, {}, {}",
         weights_path.display(),
         onnx_path.display(),
         record_path.display()

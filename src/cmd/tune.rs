@@ -84,7 +84,8 @@ pub struct Args {
     /// ξ (cells): keeps Eq. 3 finite when the true point does not move.
     #[arg(long, default_value_t = 0.1)]
     xi: f32,
-    /// Share of the faces/clips held out for validation.
+    /// Share of the faces/clips held out for validation; the epoch best on them is kept. 0 holds
+    /// nothing out and keeps the last epoch.
     #[arg(long, default_value_t = 0.15)]
     val_fraction: f64,
     #[arg(long, default_value_t = 1)]

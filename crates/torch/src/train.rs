@@ -96,8 +96,9 @@ pub struct TuneReport {
     pub val_sequences: usize,
     pub epochs_run: usize,
     pub best_epoch: usize,
-    pub best: ValStats,
-    pub history: Vec<(usize, f64, ValStats)>,
+    /// `None` without a validation set (`--val-fraction 0`).
+    pub best: Option<ValStats>,
+    pub history: Vec<(usize, f64, Option<ValStats>)>,
     pub seconds: f64,
     pub steps_per_s: f64,
 }
@@ -312,8 +313,12 @@ fn validate(cell: &TchCell, seqs: &[CachedSeq], idx: &[usize], p: &TuneParams, t
     }
 }
 
-/// Hold out whole groups: every `1/val_fraction`-th group by a seeded hash.
+/// Hold out whole groups: every `1/val_fraction`-th group by a seeded hash. A fraction of 0
+/// holds nothing out: every sequence trains and the last epoch is the result.
 pub fn split(seqs: &[CachedSeq], val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    if val_fraction <= 0.0 {
+        return ((0..seqs.len()).collect(), Vec::new());
+    }
     let mut groups: Vec<&str> = seqs.iter().map(|s| s.group.as_str()).collect();
     groups.sort_unstable();
     groups.dedup();
@@ -416,18 +421,26 @@ pub fn tune(
     };
     let mut opt = nn::Adam::default().build(&vs, p.lr).map_err(|e| torch_err("Adam", e))?;
     let started = std::time::Instant::now();
-    let mut best = validate(&cell, seqs, &va, p, t, dev);
+    // Without a validation set there is nothing to compare: the last epoch is the result.
+    let check = |cell: &TchCell| (!va.is_empty()).then(|| validate(cell, seqs, &va, p, t, dev));
+    let mut best = check(&cell);
     let mut best_w = cell.to_weights()?;
     let mut best_epoch = start_epoch;
-    eprintln!(
-        "tune: {} train / {} validation sequences on {dev:?}; before training: error {:.4} cells, error jitter {:.4} cells (raw backbone: {:.4}, {:.4})",
-        tr.len(),
-        va.len(),
-        best.error,
-        best.jitter,
-        best.error_raw,
-        best.jitter_raw
-    );
+    match best {
+        Some(b) => eprintln!(
+            "tune: {} train / {} validation sequences on {dev:?}; before training: error {:.4} cells, error jitter {:.4} cells (raw backbone: {:.4}, {:.4})",
+            tr.len(),
+            va.len(),
+            b.error,
+            b.jitter,
+            b.error_raw,
+            b.jitter_raw
+        ),
+        None => eprintln!(
+            "tune: {} train sequences on {dev:?}, no validation set (--val-fraction 0): the last epoch is the result",
+            tr.len()
+        ),
+    }
     let mut history = vec![(start_epoch, f64::NAN, best)];
     let mut rng = steadyface_core::train::Rng::new(p.seed ^ start_epoch as u64);
     let mut steps = 0usize;
@@ -463,20 +476,24 @@ pub fn tune(
         }
         bar.finish_and_clear();
         train_loss /= order.len() as f64;
-        let v = validate(&cell, seqs, &va, p, t, dev);
-        // Without a validation set (`--val-fraction 0`) there is nothing to compare: the last
-        // epoch is the result.
-        let improved = va.is_empty() || v.loss < best.loss;
-        eprintln!(
-            "epoch {epoch}/{}: train loss {train_loss:.5}  validation loss {:.5}  error {:.4} cells (raw {:.4})  error jitter {:.4} (raw {:.4}){}",
-            p.epochs,
-            v.loss,
-            v.error,
-            v.error_raw,
-            v.jitter,
-            v.jitter_raw,
-            if improved { "  *best" } else { "" }
-        );
+        let v = check(&cell);
+        let improved = match (v, best) {
+            (Some(v), Some(b)) => v.loss < b.loss,
+            _ => true,
+        };
+        match v {
+            Some(v) => eprintln!(
+                "epoch {epoch}/{}: train loss {train_loss:.5}  validation loss {:.5}  error {:.4} cells (raw {:.4})  error jitter {:.4} (raw {:.4}){}",
+                p.epochs,
+                v.loss,
+                v.error,
+                v.error_raw,
+                v.jitter,
+                v.jitter_raw,
+                if improved { "  *best" } else { "" }
+            ),
+            None => eprintln!("epoch {epoch}/{}: train loss {train_loss:.5}", p.epochs),
+        }
         history.push((epoch, train_loss, v));
         let mut w = cell.to_weights()?;
         w.meta.command = format!("checkpoint epoch={epoch}");
@@ -617,7 +634,8 @@ mod tests {
             dir.path(),
         )
         .unwrap();
-        assert!(report.best.jitter < 0.7 * report.best.jitter_raw, "{:?}", report.best);
+        let best = report.best.expect("a validation set");
+        assert!(best.jitter < 0.7 * best.jitter_raw, "{best:?}");
         assert!(dir.path().join("checkpoint.safetensors").is_file());
     }
 
@@ -696,8 +714,9 @@ mod tests {
         let seqs = vec![seq("clip@0"), seq("clip@0"), seq("clip@0")];
         let (tr, va) = split(&seqs, 1.0, 0);
         assert_eq!((tr, va), (vec![0, 1], vec![2]));
+        // 0 holds nothing out, even where a fallback above would.
         let (tr, va) = split(&seqs, 0.0, 0);
-        assert_eq!((tr, va), (vec![0, 1], vec![2]));
+        assert_eq!((tr, va), (vec![0, 1, 2], vec![]));
         let many: Vec<_> = (0..40).map(|i| seq(&format!("face{i}"))).collect();
         let (tr, va) = split(&many, 0.25, 0);
         assert!(!tr.is_empty() && !va.is_empty() && tr.len() + va.len() == 40);
