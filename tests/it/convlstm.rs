@@ -247,7 +247,9 @@ fn torch_tune_trains_resumes_and_refuses_a_foreign_checkpoint() {
             .args(extra);
         c
     };
-    run_ok(&mut tune(&["--epochs", "1"]));
+    let o = run_ok(&mut tune(&["--epochs", "1"]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("no validation set"), "{e}");
     for f in [
         "stabilizer.safetensors",
         "stabilizer.onnx",
@@ -258,7 +260,15 @@ fn torch_tune_trains_resumes_and_refuses_a_foreign_checkpoint() {
     }
     let w = ConvLstmWeights::load(&out.join("stabilizer.safetensors")).unwrap();
     assert!(w.meta.command.contains("tune") && w.meta.backbone == "openseeface-lm0");
-    // No validation set: the trained epoch is the result, not the start.
+    // No validation set: every sequence trains and the trained epoch is the result, not the
+    // start.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    let report = &record["report"];
+    assert!(
+        report["val_sequences"] == 0 && report["best"].is_null() && report["best_epoch"] == 1,
+        "{report}"
+    );
     let start = ConvLstmWeights::smoothing(w.meta.clone(), steadyface::convlstm::SMOOTHING_ALPHA).unwrap();
     assert_ne!(w.gates_b, start.gates_b);
     let o = run_ok(&mut tune(&["--epochs", "2", "--resume"]));
