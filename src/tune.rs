@@ -215,10 +215,7 @@ fn run(cfg: &Config, args: &TuneArgs) -> Result<()> {
     )
     .map_err(|e| Error::io(&record_path, e))?;
     let chosen = match report.best {
-        Some(b) => format!(
-            "best epoch {} — validation error {:.4} cells (raw {:.4}), error jitter {:.4} (raw {:.4})",
-            report.best_epoch, b.error, b.error_raw, b.jitter, b.jitter_raw
-        ),
+        Some(b) => format!("best epoch {} — validation {b}", report.best_epoch),
         None => format!("epoch {}, the last (no validation set)", report.best_epoch),
     };
     eprintln!(

@@ -88,6 +88,17 @@ pub struct ValStats {
     pub jitter: f64,
 }
 
+/// The validation numbers as every log line shows them (the loss is printed apart).
+impl std::fmt::Display for ValStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "error {:.4} cells (raw {:.4}), error jitter {:.4} (raw {:.4})",
+            self.error, self.error_raw, self.jitter, self.jitter_raw
+        )
+    }
+}
+
 /// What `tune` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TuneReport {
@@ -428,13 +439,9 @@ pub fn tune(
     let mut best_epoch = start_epoch;
     match best {
         Some(b) => eprintln!(
-            "tune: {} train / {} validation sequences on {dev:?}; before training: error {:.4} cells, error jitter {:.4} cells (raw backbone: {:.4}, {:.4})",
+            "tune: {} train / {} validation sequences on {dev:?}; before training: {b}",
             tr.len(),
-            va.len(),
-            b.error,
-            b.jitter,
-            b.error_raw,
-            b.jitter_raw
+            va.len()
         ),
         None => eprintln!(
             "tune: {} train sequences on {dev:?}, no validation set (--val-fraction 0): the last epoch is the result",
@@ -483,13 +490,9 @@ pub fn tune(
         };
         match v {
             Some(v) => eprintln!(
-                "epoch {epoch}/{}: train loss {train_loss:.5}  validation loss {:.5}  error {:.4} cells (raw {:.4})  error jitter {:.4} (raw {:.4}){}",
+                "epoch {epoch}/{}: train loss {train_loss:.5}  validation loss {:.5}, {v}{}",
                 p.epochs,
                 v.loss,
-                v.error,
-                v.error_raw,
-                v.jitter,
-                v.jitter_raw,
                 if improved { "  *best" } else { "" }
             ),
             None => eprintln!("epoch {epoch}/{}: train loss {train_loss:.5}", p.epochs),
