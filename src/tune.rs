@@ -6,7 +6,9 @@
 use crate::config::Config;
 use crate::convlstm::ConvLstmMeta;
 use crate::error::{Error, Result};
-use crate::train::{cache, open_dataset, CachedSeq, DataSource, Featurizer, Rng, TuneArgs};
+use crate::train::{
+    cache, open_dataset, CachedSeq, DataSource, Featurizer, FieldDegradations, Rng, TuneArgs, WindowCopies,
+};
 use std::path::{Path, PathBuf};
 
 /// Build (or load) the backbone-output cache for `args.data`.
@@ -17,7 +19,7 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
         .manifest
         .model(&cfg.models.backbone)
         .ok_or_else(|| Error::Usage(format!("no backbone {:?}", cfg.models.backbone)))?;
-    let key = cache::key(&entry.sha256, &args.data, args.seed, args.seq_len, args.label_sigma);
+    let key = cache::key(&entry.sha256, args);
     let cpath = cache::path(&args.cache_dir, &key);
     let meta = ConvLstmMeta::for_backbone(&spec, args.hidden, args.kernel);
     if cpath.is_file() {
@@ -48,7 +50,7 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
     let sets = args
         .data
         .iter()
-        .map(|d| open_dataset(d, &scheme, spec.k, &mut records))
+        .map(|d| open_dataset(d, &scheme, spec.k, args.field_degradations, &mut records))
         .collect::<Result<Vec<_>>>()?;
     let mut backbone = models.load_backbone(cfg)?;
     let mut feat = Featurizer::new(backbone.as_mut(), cfg.decoder(), cfg.detector.low_light);
@@ -59,18 +61,20 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
     for (i, ds) in sets.iter().enumerate() {
         let before = seqs.len();
         let pseudo = ds.needs_pseudo_labels();
-        let mut dropped = 0usize;
+        let (mut emitted, mut dropped) = (0usize, 0usize);
+        let mut window = WindowCopies::default();
         ds.sequences(args.seed ^ (i as u64 + 1), args.seq_len, &mut |seq| {
-            match feat.featurize(&seq, pseudo, &mut rng)? {
-                Some(c) => seqs.push(c),
-                None => dropped += 1,
-            }
+            let c = feat.featurize(&seq, pseudo, &mut rng)?;
+            emitted += 1;
+            dropped += usize::from(c.is_none());
+            window.push(c, seq.copy, &mut seqs);
             Ok(())
         })?;
+        let added = seqs.len() - before;
         eprintln!(
-            "tune: {}: {} sequences, {dropped} left out (the backbone lost the face, or no labels) ({:.0} s so far)",
+            "tune: {}: {added} sequences ({} repeated for a window's lost copies), {dropped} left out (the backbone lost the face, or no labels) ({:.0} s so far)",
             ds.describe(),
-            seqs.len() - before,
+            added - (emitted - dropped),
             started.elapsed().as_secs_f64()
         );
     }
@@ -94,7 +98,7 @@ pub fn check_data(cfg: &Config, data: &[DataSource]) -> Result<()> {
         if matches!(d, DataSource::Field(p) if p.is_file()) {
             continue;
         }
-        open_dataset(d, &scheme, k, &mut |p| {
+        open_dataset(d, &scheme, k, FieldDegradations::One, &mut |p| {
             Err(Error::input(p, "a field video is tracked at tune time"))
         })?;
     }

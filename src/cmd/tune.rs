@@ -2,7 +2,7 @@ use super::ConfigArgs;
 use std::path::PathBuf;
 use steadyface::backend::Backend;
 use steadyface::convlstm::{CellInit, ConvLstmWeights, Trainable, Transport};
-use steadyface::train::{DataSource, LrSchedule, TuneArgs};
+use steadyface::train::{DataSource, FieldDegradations, LrSchedule, TuneArgs};
 use steadyface::Error;
 
 #[derive(clap::Args)]
@@ -40,6 +40,12 @@ pub struct Args {
     /// an unsmoothed target rewards following it.
     #[arg(long, default_value_t = 0.0)]
     label_sigma: f32,
+    /// Which degradations each field clip window is shown under: one (drawn per window; the
+    /// shipped weights' recipe) or all (noise, low light and blur, as three sequences; a
+    /// window the backbone loses under some keeps its weight through the others). `all` is
+    /// the field recipe's: with one, the gain on a still face varied with --seed.
+    #[arg(long, default_value = "one")]
+    field_degradations: FieldDegradations,
     /// Hidden channels per landmark (the convlstm module explains the default).
     #[arg(long, default_value_t = steadyface::convlstm::DEFAULT_HIDDEN)]
     hidden: usize,
@@ -157,6 +163,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         seq_len: a.seq_len,
         warmup: a.warmup,
         label_sigma: a.label_sigma,
+        field_degradations: a.field_degradations,
         hidden,
         kernel,
         init: a.init,

@@ -15,14 +15,20 @@ use std::path::{Path, PathBuf};
 /// What the cached sequences are made by, beyond the key's inputs: bump it when `featurize`,
 /// the datasets or `synth` (which renders the image datasets' sequences) change what a
 /// sequence holds, so a stale cache misses instead of training on the old sequences.
-const VERSION: &str = "v7";
+const VERSION: &str = "v9";
 
 /// The cache key for these inputs.
-pub fn key(backbone_sha: &str, data: &[super::DataSource], seed: u64, seq_len: usize, label_sigma: f32) -> String {
+pub fn key(backbone_sha: &str, args: &super::TuneArgs) -> String {
     let mut h = Sha256::new();
     h.update(backbone_sha.as_bytes());
-    h.update(format!("seq{seq_len}:seed{seed}:label-sigma{label_sigma}:{VERSION}").as_bytes());
-    for d in data {
+    h.update(
+        format!(
+            "seq{}:seed{}:label-sigma{}:field-{}:{VERSION}",
+            args.seq_len, args.seed, args.label_sigma, args.field_degradations
+        )
+        .as_bytes(),
+    );
+    for d in &args.data {
         let d = d.to_string();
         h.update(d.as_bytes());
         // Each path in the argument, with its size and time, so an edited file misses.

@@ -11,7 +11,8 @@
 //! - `field:PATH` — an unlabelled field clip: a clip directory saved by the daemon
 //!   (`frames.y4m` + `landmarks.jsonl`), or any video. Pseudo-labels come from the frozen
 //!   backbone on the *clean* frame, averaged over test-time augmentation (the crop shifted
-//!   and scaled 4 ways); the stabilizer then sees degraded versions (noise, low light, blur).
+//!   and scaled 4 ways); the stabilizer then sees degraded versions (noise, low light, blur;
+//!   one per window, or each window under all three: [`FieldDegradations`]).
 //!
 //! # What a sequence holds ([`CachedSeq`])
 //! For each frame: `x` = the backbone's maps on the degraded frame (the stabilizer's input
@@ -55,6 +56,10 @@ pub struct RawSequence {
     /// face is in both halves.
     pub group: String,
     pub frames: Vec<RawFrame>,
+    /// This sequence is copy `.0` of `.1` of one window (under different degradations). A
+    /// window keeps its `.1` sequences in training when only some copies survive (the
+    /// survivors are repeated), so a clip the degradations mostly lose keeps its weight.
+    pub copy: (usize, usize),
 }
 
 /// A source of training sequences.
@@ -206,6 +211,7 @@ impl Dataset for ImageSet {
                         out(RawSequence {
                             group: format!("{}#{fi}", img_path.display()),
                             frames,
+                            copy: (0, 1),
                         })?;
                     }
                 }
@@ -369,14 +375,14 @@ fn field_degrade(f: &Frame, which: usize, rng: &mut Rng) -> Frame {
 }
 
 /// `len`-frame windows of a clip, starting every `stride` frames, with `label(i)` per frame.
-/// The input is a degraded copy (one degradation per window), beside the clean frame; the
-/// group is the clip and its 60-frame stretch.
+/// The input is a degraded copy beside the clean frame; the group is the clip and its
+/// 60-frame stretch (all copies of a window share it, so none crosses the validation split).
 fn clip_windows(
     frames: &[Frame],
     label: &dyn Fn(usize) -> Option<Vec<Point>>,
     name: &Path,
     seed: u64,
-    (len, stride): (usize, usize),
+    (len, stride, degradations): (usize, usize, FieldDegradations),
     out: &mut dyn FnMut(RawSequence) -> Result<()>,
 ) -> Result<()> {
     let mut rng = Rng::new(seed);
@@ -386,22 +392,56 @@ fn clip_windows(
     {
         // A window missing labels still goes out: the featurizer leaves it out and counts it.
         let labels: Vec<Option<Vec<Point>>> = (start..start + len).map(label).collect();
-        let which = rng.0 as usize % 3;
-        let frames = labels
-            .into_iter()
-            .enumerate()
-            .map(|(i, truth)| RawFrame {
-                input: field_degrade(&frames[start + i], which + si, &mut rng),
-                clean: frames[start + i].clone(),
-                truth,
-            })
-            .collect();
-        out(RawSequence {
-            group: format!("{}@{}", name.display(), start / 60),
-            frames,
-        })?;
+        let kinds = match degradations {
+            FieldDegradations::One => (rng.0 as usize % 3 + si)..(rng.0 as usize % 3 + si + 1),
+            FieldDegradations::All => 0..3,
+        };
+        let copies = kinds.len();
+        for (ci, which) in kinds.enumerate() {
+            let frames = labels
+                .iter()
+                .enumerate()
+                .map(|(i, truth)| RawFrame {
+                    input: field_degrade(&frames[start + i], which, &mut rng),
+                    clean: frames[start + i].clone(),
+                    truth: truth.clone(),
+                })
+                .collect();
+            out(RawSequence {
+                group: format!("{}@{}", name.display(), start / 60),
+                frames,
+                copy: (ci, copies),
+            })?;
+        }
     }
     Ok(())
+}
+
+/// Gathers one window's featurized copies and hands them on together. When only some copies
+/// survive (the backbone lost the face under one degradation), the survivors are repeated to
+/// the window's count: a clip the degradations mostly lose keeps its weight in training.
+pub struct WindowCopies<T> {
+    kept: Vec<T>,
+}
+
+impl<T: Clone> Default for WindowCopies<T> {
+    fn default() -> Self {
+        Self { kept: Vec::new() }
+    }
+}
+
+impl<T: Clone> WindowCopies<T> {
+    /// `item`: this copy featurized (`None`: left out); `copy`: its [`RawSequence::copy`].
+    pub fn push(&mut self, item: Option<T>, (copy, copies): (usize, usize), out: &mut Vec<T>) {
+        self.kept.extend(item);
+        if copy + 1 >= copies {
+            let n = self.kept.len();
+            if n > 0 {
+                out.extend((0..copies.max(n)).map(|j| self.kept[j % n].clone()));
+            }
+            self.kept.clear();
+        }
+    }
 }
 
 impl Dataset for LabelledClip {
@@ -415,7 +455,7 @@ impl Dataset for LabelledClip {
             &|i| self.labels.get(i).cloned().flatten(),
             &self.video,
             seed,
-            (len, len),
+            (len, len, FieldDegradations::One),
             out,
         )
     }
@@ -430,11 +470,12 @@ pub struct FieldClip {
     video: PathBuf,
     /// Where the face is, per frame (first face of each record).
     hints: Vec<Option<Vec<Point>>>,
+    degradations: FieldDegradations,
 }
 
 impl FieldClip {
     /// `records`: landmark records for a bare video (a clip directory has its own).
-    pub fn open(path: &Path, records: Option<&Path>) -> Result<Self> {
+    pub fn open(path: &Path, records: Option<&Path>, degradations: FieldDegradations) -> Result<Self> {
         let (video, rec) = if path.is_dir() {
             let v = path.join("frames.y4m");
             if !v.is_file() {
@@ -463,6 +504,7 @@ impl FieldClip {
             path: path.into(),
             video,
             hints,
+            degradations,
         })
     }
 }
@@ -483,7 +525,7 @@ impl Dataset for FieldClip {
             seed,
             // Half-overlapping: a field clip is short, and a window is lost whole when the
             // backbone loses the face in one frame of it.
-            (len, len / 2),
+            (len, len / 2, self.degradations),
             out,
         )
     }
@@ -545,6 +587,7 @@ pub fn open_dataset(
     src: &DataSource,
     scheme: &SchemeSpec,
     k: usize,
+    field: FieldDegradations,
     records: &mut dyn FnMut(&Path) -> Result<PathBuf>,
 ) -> Result<Box<dyn Dataset>> {
     match src {
@@ -552,7 +595,7 @@ pub fn open_dataset(
         DataSource::Clip { video, labels } => Ok(Box::new(LabelledClip::open(video, labels, scheme, k)?)),
         DataSource::Field(p) => {
             let rec = if p.is_file() { Some(records(p)?) } else { None };
-            Ok(Box::new(FieldClip::open(p, rec.as_deref())?))
+            Ok(Box::new(FieldClip::open(p, rec.as_deref(), field)?))
         }
     }
 }
@@ -838,6 +881,19 @@ fn shift_scale(b: BBox, dx: f32, dy: f32, scale: f32) -> BBox {
 pub mod cache;
 
 crate::choice::choice! {
+    /// Which of the three degradations (noise, low light, blur) a field clip's windows are
+    /// shown under (`tune --field-degradations`).
+    pub enum FieldDegradations {
+        /// One per window, drawn from the seeded generator (the shipped weights' recipe).
+        One = "one",
+        /// Every window under each, as three sequences. With one drawn per window, a clip of a
+        /// few windows trains on whichever the seed drew, and a fine-tuned cell's gain on a
+        /// still face varied with the seed.
+        All = "all",
+    }
+}
+
+crate::choice::choice! {
     /// How `tune`'s learning rate changes over the epochs.
     pub enum LrSchedule {
         /// The same rate throughout.
@@ -877,6 +933,8 @@ pub struct TuneArgs {
     pub warmup: usize,
     /// σ in frames of the field pseudo-labels' smoothing (0: none).
     pub label_sigma: f32,
+    /// Which degradations each field window is shown under.
+    pub field_degradations: FieldDegradations,
     pub hidden: usize,
     pub kernel: usize,
     /// Where the cell starts (unless `from` or `resume`).
@@ -976,5 +1034,57 @@ mod tests {
         assert!((level(200) - 60.0).abs() < 1.0, "{}", level(200));
         assert!((level(30) - LOW_LIGHT_FLOOR).abs() < 1.0, "{}", level(30));
         assert!((level(15) - 15.0).abs() < 1.0, "{}", level(15));
+    }
+
+    #[test]
+    fn a_window_keeps_its_count_when_some_copies_are_lost() {
+        let mut w = WindowCopies::default();
+        let mut out = Vec::new();
+        w.push(Some('a'), (0, 3), &mut out);
+        w.push(None, (1, 3), &mut out);
+        assert!(out.is_empty(), "handed on before the window was whole");
+        w.push(Some('c'), (2, 3), &mut out);
+        assert_eq!(out, ['a', 'c', 'a']);
+        for c in 0..3 {
+            w.push(None, (c, 3), &mut out);
+        }
+        assert_eq!(out.len(), 3, "a window lost whole adds nothing");
+        w.push(Some('x'), (0, 1), &mut out);
+        assert_eq!(out, ['a', 'c', 'a', 'x']);
+    }
+
+    /// A field clip's windows come under each degradation (noise, low light, blur), a labelled
+    /// clip's under one.
+    #[test]
+    fn field_windows_come_under_every_degradation() {
+        let frames: Vec<Frame> = (0..8)
+            .map(|i| {
+                let mut f = Frame::new(16, 16);
+                f.data.fill(120 + i as u8);
+                f
+            })
+            .collect();
+        let run = |d: FieldDegradations| {
+            let mut seqs = Vec::new();
+            clip_windows(&frames, &|_| None, Path::new("c"), 5, (4, 2, d), &mut |s| {
+                seqs.push(s);
+                Ok(())
+            })
+            .unwrap();
+            seqs
+        };
+        let mean = |f: &Frame| f.data.iter().map(|&v| v as f32).sum::<f32>() / f.data.len() as f32;
+        let one = run(FieldDegradations::One);
+        assert_eq!(one.len(), 3);
+        assert!(one.iter().all(|s| s.copy == (0, 1)));
+        let all = run(FieldDegradations::All);
+        assert_eq!(all.len(), 9);
+        for w in all.chunks(3) {
+            assert_eq!(w.iter().map(|s| s.copy).collect::<Vec<_>>(), [(0, 3), (1, 3), (2, 3)]);
+            assert!(w.iter().all(|s| s.group == w[0].group && s.frames.len() == 4));
+            // The low-light copy is the dark one; noise and blur keep the level.
+            let level: Vec<f32> = w.iter().map(|s| mean(&s.frames[0].input)).collect();
+            assert!(level[1] < 0.5 * level[0] && level[1] < 0.5 * level[2], "{level:?}");
+        }
     }
 }
