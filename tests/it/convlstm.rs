@@ -382,7 +382,10 @@ fn torch_field_fine_tuning_runs_end_to_end() {
         .split_once(&format!("field:{}: ", clip.display()))
         .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no sequence count in {e}"));
-    assert!(n > 0 && n % 3 == 0, "{n} sequences from whole windows of three: {e}");
+    assert!(
+        n > 0 && n.is_multiple_of(3),
+        "{n} sequences from whole windows of three: {e}"
+    );
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
     assert_eq!(record["params"]["lr_schedule"], "cosine", "{record}");
