@@ -61,20 +61,27 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
     for (i, ds) in sets.iter().enumerate() {
         let before = seqs.len();
         let pseudo = ds.needs_pseudo_labels();
-        let (mut emitted, mut dropped) = (0usize, 0usize);
+        let mut dropped = 0usize;
         let mut window = WindowCopies::default();
+        // A window's copies share their clean frames: label the first, reuse for the rest.
+        let mut labels = None;
         ds.sequences(args.seed ^ (i as u64 + 1), args.seq_len, &mut |seq| {
-            let c = feat.featurize(&seq, pseudo, &mut rng)?;
-            emitted += 1;
+            if seq.copy.0 == 0 {
+                labels = feat.labels(&seq, pseudo)?;
+            }
+            let c = match &labels {
+                Some(l) => feat.featurize(&seq, l, &mut rng)?,
+                None => None,
+            };
             dropped += usize::from(c.is_none());
             window.push(c, seq.copy, &mut seqs);
             Ok(())
         })?;
-        let added = seqs.len() - before;
         eprintln!(
-            "tune: {}: {added} sequences ({} repeated for a window's lost copies), {dropped} left out (the backbone lost the face, or no labels) ({:.0} s so far)",
+            "tune: {}: {} sequences ({} repeated for a window's lost copies), {dropped} left out (the backbone lost the face, or no labels) ({:.0} s so far)",
             ds.describe(),
-            added - (emitted - dropped),
+            seqs.len() - before,
+            window.repeated,
             started.elapsed().as_secs_f64()
         );
     }

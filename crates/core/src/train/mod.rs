@@ -422,11 +422,16 @@ fn clip_windows(
 /// the window's count: a clip the degradations mostly lose keeps its weight in training.
 pub struct WindowCopies<T> {
     kept: Vec<T>,
+    /// Sequences handed on as repeats of a window's survivors, for the log.
+    pub repeated: usize,
 }
 
 impl<T: Clone> Default for WindowCopies<T> {
     fn default() -> Self {
-        Self { kept: Vec::new() }
+        Self {
+            kept: Vec::new(),
+            repeated: 0,
+        }
     }
 }
 
@@ -438,6 +443,7 @@ impl<T: Clone> WindowCopies<T> {
             let n = self.kept.len();
             if n > 0 {
                 out.extend((0..copies.max(n)).map(|j| self.kept[j % n].clone()));
+                self.repeated += copies.saturating_sub(n);
             }
             self.kept.clear();
         }
@@ -707,11 +713,14 @@ impl<'a> Featurizer<'a> {
         crate::convlstm::gather(&self.spec, cin, &self.out, &mut dst[n..]);
     }
 
-    /// Backbone outputs and targets for one sequence. `jitter` places the crop with a random
-    /// error of a few percent, as a tracker would.
-    pub fn featurize(&mut self, seq: &RawSequence, pseudo: bool, rng: &mut Rng) -> Result<Option<CachedSeq>> {
-        let cin = ConvLstmMeta::for_backbone(&self.spec, 1, 1).cin;
-        // Labels: truth, or pseudo-labels from test-time augmentation of the clean frames.
+    /// Each frame's labels for one sequence: the truth, or (`pseudo`) the backbone's own points
+    /// on the clean frames under test-time augmentation, smoothed in the face's frame. `None`:
+    /// the sequence cannot be labelled (a labelled clip's frame without a label, or no crop).
+    ///
+    /// The copies of one window share their clean frames, so a caller labels a window once and
+    /// hands the labels to [`Featurizer::featurize`] for each copy: pseudo-labelling is four
+    /// backbone runs per frame, two thirds of featurizing a copy.
+    pub fn labels(&mut self, seq: &RawSequence, pseudo: bool) -> Result<Option<Vec<Vec<Point>>>> {
         let mut labels: Vec<Vec<Point>> = Vec::with_capacity(seq.frames.len());
         let mut track: Option<BBox> = None;
         for f in &seq.frames {
@@ -747,6 +756,21 @@ impl<'a> Featurizer<'a> {
         if pseudo && self.label_sigma > 0.0 {
             smooth_in_face_frame(&mut labels, self.label_sigma);
         }
+        Ok(Some(labels))
+    }
+
+    /// Backbone outputs and targets for one sequence, given its [`Featurizer::labels`]. The
+    /// first crop is placed with a random error of a few percent, as a tracker would.
+    pub fn featurize(&mut self, seq: &RawSequence, labels: &[Vec<Point>], rng: &mut Rng) -> Result<Option<CachedSeq>> {
+        let cin = ConvLstmMeta::for_backbone(&self.spec, 1, 1).cin;
+        if labels.len() != seq.frames.len() {
+            return Err(Error::Usage(format!(
+                "tune: {}: {} labels for {} frames",
+                seq.group,
+                labels.len(),
+                seq.frames.len()
+            )));
+        }
         let first = BBox::around(&labels[0]).ok_or_else(|| Error::Usage("empty labels".into()))?;
         // The first crop carries a random error of a few percent; later crops follow the raw
         // landmarks past the tracker's deadband, and the state is carried between them by the
@@ -766,7 +790,7 @@ impl<'a> Featurizer<'a> {
         // The backbone's own position on the clean frames, to anchor the truth (below).
         let mut bias = vec![0f32; 2 * self.spec.k];
         let mut worst = 0f32;
-        for (f, l) in seq.frames.iter().zip(&labels) {
+        for (f, l) in seq.frames.iter().zip(labels) {
             let crop = lm_box.expand(self.spec.crop_expand[0], self.spec.crop_expand[1]);
             let ct = CropTransform::new(crop, self.spec.input_w, self.spec.input_h);
             self.run(&f.input, crop)?;
@@ -1045,12 +1069,14 @@ mod tests {
         assert!(out.is_empty(), "handed on before the window was whole");
         w.push(Some('c'), (2, 3), &mut out);
         assert_eq!(out, ['a', 'c', 'a']);
+        assert_eq!(w.repeated, 1);
         for c in 0..3 {
             w.push(None, (c, 3), &mut out);
         }
         assert_eq!(out.len(), 3, "a window lost whole adds nothing");
         w.push(Some('x'), (0, 1), &mut out);
         assert_eq!(out, ['a', 'c', 'a', 'x']);
+        assert_eq!(w.repeated, 1, "a lost window repeats nothing");
     }
 
     /// A field clip's windows come under each degradation (noise, low light, blur), a labelled
