@@ -43,7 +43,7 @@ pub struct Args {
     /// Which degradations each field clip window is shown under: one (drawn per window; the
     /// shipped weights' recipe) or all (noise, low light and blur, as three sequences; a
     /// window the backbone loses under some keeps its weight through the others). `all` is
-    /// the field recipe's: with one, the gain on a still face varied with --seed.
+    /// the field recipe's (scripts/field-tune.sh).
     #[arg(long, default_value = "one")]
     field_degradations: FieldDegradations,
     /// Hidden channels per landmark (the convlstm module explains the default).

@@ -771,7 +771,10 @@ impl<'a> Featurizer<'a> {
                 seq.frames.len()
             )));
         }
-        let first = BBox::around(&labels[0]).ok_or_else(|| Error::Usage("empty labels".into()))?;
+        let first = labels
+            .first()
+            .and_then(|l| BBox::around(l))
+            .ok_or_else(|| Error::Usage(format!("tune: {}: empty labels", seq.group)))?;
         // The first crop carries a random error of a few percent; later crops follow the raw
         // landmarks past the tracker's deadband, and the state is carried between them by the
         // registered face motion, all as the pipeline does.
@@ -911,8 +914,7 @@ crate::choice::choice! {
         /// One per window, drawn from the seeded generator (the shipped weights' recipe).
         One = "one",
         /// Every window under each, as three sequences. With one drawn per window, a clip of a
-        /// few windows trains on whichever the seed drew, and a fine-tuned cell's gain on a
-        /// still face varied with the seed.
+        /// few windows trains on whichever the seed drew.
         All = "all",
     }
 }
