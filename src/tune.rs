@@ -77,13 +77,21 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
             window.push(c, seq.copy, &mut seqs);
             Ok(())
         })?;
+        let n = seqs.len() - before;
         eprintln!(
-            "tune: {}: {} sequences ({} repeated for a window's lost copies), {dropped} left out (the backbone lost the face, or no labels) ({:.0} s so far)",
+            "tune: {}: {n} sequences ({} repeated for a window's lost copies), {dropped} left out (the backbone lost the face, or no labels) ({:.0} s so far)",
             ds.describe(),
-            seqs.len() - before,
             window.repeated,
             started.elapsed().as_secs_f64()
         );
+        // Counted above, but easy to miss among the other sources' lines: a clip that trains
+        // nothing (a night clip the degradations lose whole) is worth a warning of its own.
+        if n == 0 {
+            log::warn!(
+                "{}: no sequence from this source (the backbone lost the face in every window, or none could be labelled): it trains nothing",
+                ds.describe()
+            );
+        }
     }
     if seqs.is_empty() {
         return Err(Error::Usage("tune: the data gave no sequences".into()));

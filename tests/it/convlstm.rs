@@ -287,7 +287,8 @@ fn torch_tune_trains_resumes_and_refuses_a_foreign_checkpoint() {
 /// A recorded field clip in the daemon's format (`frames.y4m` + `landmarks.jsonl`) is training
 /// data as it is: pseudo-labels made here, one epoch run. The records only place a window's
 /// first crop, so a frame where the tracker lost the face (as in the dark) costs only the
-/// window it starts, and that window is counted.
+/// window it starts, and that window is counted; a recording that gives no window at all is
+/// warned about by name.
 #[cfg(feature = "torch")]
 #[test]
 fn torch_tune_runs_on_a_recorded_field_clip() {
@@ -310,12 +311,28 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
         })
         .collect();
     std::fs::write(&records, lines.join("\n") + "\n").unwrap();
+    // A second recording in which the tracker never found the face trains nothing: it is
+    // counted, and warned about by name, while the first one trains.
+    let blind = tmp.path().join("clip-0002");
+    std::fs::create_dir_all(&blind).unwrap();
+    std::fs::copy(clip.join("frames.y4m"), blind.join("frames.y4m")).unwrap();
+    let faceless: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+            r["faces"] = serde_json::json!([]);
+            r.to_string()
+        })
+        .collect();
+    std::fs::write(blind.join("landmarks.jsonl"), faceless.join("\n") + "\n").unwrap();
     let out = tmp.path().join("out");
     let o = run_ok(
         bin()
             .arg("tune")
             .arg("--data")
             .arg(format!("field:{}", clip.display()))
+            .arg("--data")
+            .arg(format!("field:{}", blind.display()))
             .arg("-o")
             .arg(&out)
             .arg("--cache")
@@ -326,7 +343,17 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
     // 48 frames: five 16-frame windows, one every 8 frames, the fifth without a face to
     // start from.
     assert!(
-        e.contains("field:") && e.contains(": 4 sequences (0 repeated for a window's lost copies), 1 left out"),
+        e.contains(&format!(
+            "field:{}: 4 sequences (0 repeated for a window's lost copies), 1 left out",
+            clip.display()
+        )),
+        "{e}"
+    );
+    let blind = format!("field:{}", blind.display());
+    assert!(
+        e.contains(&format!(
+            "{blind}: 0 sequences (0 repeated for a window's lost copies), 5 left out"
+        )) && e.contains(&format!("{blind}: no sequence from this source")),
         "{e}"
     );
     assert!(out.join("stabilizer.safetensors").is_file());
