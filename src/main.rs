@@ -20,16 +20,17 @@ landmarks over MQTT. To try it on the bundled clip, from the repository root:\n\
 Coordinates are input-image pixels; the centre of the top-left pixel is (0, 0)."
 )]
 struct Cli {
-    /// Log level: error, warn, info, debug, trace (or set RUST_LOG).
-    #[arg(long, global = true, default_value = "info")]
-    log: String,
+    /// Log level: off, error, warn, info, debug, trace (RUST_LOG, when set, wins and may name
+    /// modules). Given twice, the last one counts.
+    #[arg(long, global = true, default_value = "info", overrides_with = "log")]
+    log: log::LevelFilter,
     #[command(subcommand)]
     cmd: cmd::Cmd,
 }
 
 /// Log to journald when systemd connected our stderr to the journal (structured fields,
 /// priorities), else to stderr.
-fn init_logging(level: &str) {
+fn init_logging(level: log::LevelFilter) {
     let filter = std::env::var("RUST_LOG").unwrap_or(level.to_string());
     if systemd_journal_logger::connected_to_journal() {
         if let Ok(j) = systemd_journal_logger::JournalLog::new() {
@@ -47,7 +48,7 @@ fn init_logging(level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    init_logging(cli.log);
     match cli.cmd.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -173,6 +173,16 @@ fn unreadable_image_names_the_file() {
     assert!(err.contains("001.png") && err.contains("unreadable image"), "{err}");
 }
 
+/// A log level that is not one is refused with its value named, not taken as a module filter
+/// that logs everything.
+#[test]
+fn unknown_log_level_is_refused() {
+    let err = run_err(bin().args(["--log", "loud", "validate", "--no-environment"]), 2);
+    assert!(err.contains("'loud'") && err.contains("--log"), "{err}");
+    // The last of two counts: bin() gives one already.
+    run_ok(bin().args(["--log", "error", "validate", "--no-environment"]));
+}
+
 #[test]
 fn unknown_config_field_and_bad_values_all_reported() {
     let tmp = tempfile::tempdir().unwrap();
