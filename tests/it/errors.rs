@@ -173,8 +173,8 @@ fn unreadable_image_names_the_file() {
     assert!(err.contains("001.png") && err.contains("unreadable image"), "{err}");
 }
 
-/// A log level that is not one is refused with its value named, not taken as a module filter
-/// that logs everything.
+/// A log level that is not one is refused with its value named. It used to be taken as a filter
+/// for a module of that name, which silenced every other line, errors included.
 #[test]
 fn unknown_log_level_is_refused() {
     let err = run_err(bin().args(["--log", "loud", "validate", "--no-environment"]), 2);
