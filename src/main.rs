@@ -35,7 +35,8 @@ fn init_logging(level: log::LevelFilter) {
     if systemd_journal_logger::connected_to_journal() {
         if let Ok(j) = systemd_journal_logger::JournalLog::new() {
             if j.with_syslog_identifier("steadyface".into()).install().is_ok() {
-                log::set_max_level(filter.parse().unwrap_or(log::LevelFilter::Info));
+                // The journal takes one level: RUST_LOG's when it is one, else `--log`'s.
+                log::set_max_level(filter.parse().unwrap_or(level));
                 return;
             }
         }

@@ -298,33 +298,28 @@ fn torch_tune_runs_on_a_recorded_field_clip() {
     synth_takeo("slow", 48, &clip.join("frames.y4m"), &tmp.path().join("truth.json"));
     let records = clip.join("landmarks.jsonl");
     track(&clip.join("frames.y4m"), &records, &[]);
+    let tracked = std::fs::read_to_string(&records).unwrap();
+    // The tracked records with the face taken out of the frames `lost` picks.
+    let without_face = |lost: &dyn Fn(u64) -> bool| -> String {
+        tracked
+            .lines()
+            .map(|l| {
+                let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+                if r["frame"].as_u64().is_some_and(lost) {
+                    r["faces"] = serde_json::json!([]);
+                }
+                r.to_string() + "\n"
+            })
+            .collect()
+    };
     // No face on frame 20 (inside the second and third windows) or 32 (the fifth's first).
-    let lines: Vec<String> = std::fs::read_to_string(&records)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
-            if matches!(r["frame"].as_u64(), Some(20 | 32)) {
-                r["faces"] = serde_json::json!([]);
-            }
-            r.to_string()
-        })
-        .collect();
-    std::fs::write(&records, lines.join("\n") + "\n").unwrap();
+    std::fs::write(&records, without_face(&|f| matches!(f, 20 | 32))).unwrap();
     // A second recording in which the tracker never found the face trains nothing: it is
     // counted, and warned about by name, while the first one trains.
     let blind = tmp.path().join("clip-0002");
     std::fs::create_dir_all(&blind).unwrap();
     std::fs::copy(clip.join("frames.y4m"), blind.join("frames.y4m")).unwrap();
-    let faceless: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
-            r["faces"] = serde_json::json!([]);
-            r.to_string()
-        })
-        .collect();
-    std::fs::write(blind.join("landmarks.jsonl"), faceless.join("\n") + "\n").unwrap();
+    std::fs::write(blind.join("landmarks.jsonl"), without_face(&|_| true)).unwrap();
     let out = tmp.path().join("out");
     let o = run_ok(
         bin()
