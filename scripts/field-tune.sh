@@ -10,7 +10,7 @@ LIBTORCH=$(scripts/libtorch-cpu.sh); export LIBTORCH LD_LIBRARY_PATH=$LIBTORCH/l
 cargo build --release --locked --quiet --features torch
 flags=("$@")
 if [ ${#flags[@]} -eq 0 ]; then
-  flags=(--seq-len 96 --warmup 16 --trainable memory --label-sigma 2 --nu 128 --epochs 20 --lr 3e-2 --lr-schedule cosine --batch 4 --val-fraction 0 --field-degradations all)
+  flags=(--seq-len 96 --warmup 16 --trainable memory --label-sigma 2 --nu 128 --epochs 20 --lr 3e-2 --lr-schedule cosine --batch 4 --val-fraction 0 --field-degradations all --lost-frames 12)
 fi
 out=out/field-tune
 mkdir -p "$out"

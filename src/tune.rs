@@ -55,6 +55,7 @@ pub fn prepare(cfg: &Config, args: &TuneArgs) -> Result<(Vec<CachedSeq>, ConvLst
     let mut backbone = models.load_backbone(cfg)?;
     let mut feat = Featurizer::new(backbone.as_mut(), cfg.decoder(), cfg.detector.low_light);
     feat.label_sigma = args.label_sigma;
+    feat.lost_frames = args.lost_frames;
     let mut rng = Rng::new(args.seed);
     let mut seqs = Vec::new();
     let started = std::time::Instant::now();

@@ -40,6 +40,11 @@ pub struct Args {
     /// an unsmoothed target rewards following it.
     #[arg(long, default_value_t = 0.0)]
     label_sigma: f32,
+    /// The most frames of a sequence on which the backbone may lose the face (a few dark
+    /// frames) with the sequence still trained, those frames left out of the loss; more, and
+    /// the sequence is left out (0: any loss leaves it out, the shipped weights' recipe).
+    #[arg(long, default_value_t = 0)]
+    lost_frames: usize,
     /// Which degradations each field clip window is shown under: one (drawn per window; the
     /// shipped weights' recipe) or all (noise, low light and blur, as three sequences; a
     /// window the backbone loses under some keeps its weight through the others). `all` is
@@ -126,10 +131,11 @@ pub fn run(a: Args) -> Result<(), Error> {
         || a.seq_len < 2
         || a.warmup >= a.seq_len
         || !(0.0..=16.0).contains(&a.label_sigma)
+        || a.lost_frames >= a.seq_len - a.warmup
     {
         return Err(Error::Usage(format!(
-            "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0), --seq-len {} (≥ 2), --warmup {} (< --seq-len), --label-sigma {} (0..=16)",
-            a.seq_len, a.warmup, a.label_sigma
+            "--hidden {hidden} (1..=16), --kernel {kernel} (1 or 3), --batch {batch} (≥ 1), --val-fraction {val_fraction} ([0, 1)), --lr {lr}, --theta {theta}, --xi {xi} (> 0), --seq-len {} (≥ 2), --warmup {} (< --seq-len), --label-sigma {} (0..=16), --lost-frames {} (< --seq-len − --warmup)",
+            a.seq_len, a.warmup, a.label_sigma, a.lost_frames
         )));
     }
     // Without --transport, --from's file keeps its own: read it now, so that a cells file with
@@ -163,6 +169,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         seq_len: a.seq_len,
         warmup: a.warmup,
         label_sigma: a.label_sigma,
+        lost_frames: a.lost_frames,
         field_degradations: a.field_degradations,
         hidden,
         kernel,

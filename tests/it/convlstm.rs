@@ -169,10 +169,10 @@ fn tune_without_libtorch_says_how_to_build_it() {
     );
 }
 
-/// Sequences must outlast their warm-up, and the refusal names both flags (before any work,
-/// on every build).
+/// Sequences must outlast their warm-up and the frames they may lose the face on, and the
+/// refusal names the flags (before any work, on every build).
 #[test]
-fn tune_refuses_a_warmup_as_long_as_its_sequences() {
+fn tune_refuses_a_warmup_or_lost_frames_as_long_as_its_sequences() {
     let tmp = tempfile::tempdir().unwrap();
     let err = run_err(
         &mut tune_one_face(&tmp.path().join("out"), &["--seq-len", "8", "--warmup", "8"]),
@@ -182,6 +182,15 @@ fn tune_refuses_a_warmup_as_long_as_its_sequences() {
         err.contains("--seq-len 8") && err.contains("--warmup 8 (< --seq-len)"),
         "{err}"
     );
+    // Nor may the frames a sequence loses the face on be all it scores.
+    let err = run_err(
+        &mut tune_one_face(
+            &tmp.path().join("out"),
+            &["--seq-len", "8", "--warmup", "4", "--lost-frames", "4"],
+        ),
+        2,
+    );
+    assert!(err.contains("--lost-frames 4 (< --seq-len − --warmup)"), "{err}");
 }
 
 /// The cells transport needs the read-out and output gate left as they start: training them

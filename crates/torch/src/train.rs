@@ -120,6 +120,8 @@ struct Batch {
     u_hat: Tensor,
     /// `[B, T, 2, 3]`: each step's state warp as `grid_sample`'s theta.
     theta: Tensor,
+    /// `[B, T]`: 1 where the loss counts the frame, 0 where the backbone lost the face.
+    valid: Tensor,
 }
 
 /// Stack sequences `idx` into `[B, T, K·Cin... ]` tensors on `device`.
@@ -146,6 +148,7 @@ fn batch(seqs: &[CachedSeq], idx: &[usize], meta: &ConvLstmMeta, t: usize, devic
         x: cat(&|s| &s.x).reshape([b, t as i64, k, c, h, w]),
         target: cat(&|s| &s.target).reshape([b, t as i64, k, c, h, w]),
         u_hat: cat(&|s| &s.u_hat).reshape([b, t as i64, k, 2]),
+        valid: cat(&|s| &s.valid).reshape([b, t as i64]),
     }
 }
 
@@ -205,11 +208,17 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
     let mut loss = Tensor::zeros([], (Kind::Float, dev));
     let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
     let mut stats = [0f64; 4];
+    let mut prev_v: Option<Tensor> = None;
     let warm = p.warmup.min(t as usize - 1) as i64;
     for ti in 0..t {
         let x = b.x.select(1, ti).reshape([n, c, h, w]);
         let tgt = b.target.select(1, ti).reshape([n, c, h, w]);
         let uh = b.u_hat.select(1, ti).reshape([n, 2]);
+        // A frame where the backbone lost the face leaves the loss (its error is the
+        // backbone's, not the cell's), and so do the steps into and out of it: a step's
+        // jitter is only the cell's when both its frames are on the face.
+        let v = b.valid.select(1, ti).unsqueeze(1).expand([bs, k], false).reshape([n]);
+        let v2 = prev_v.as_ref().map_or_else(|| v.shallow_clone(), |pv| &v * pv);
         if ti > 0 {
             let theta = b
                 .theta
@@ -241,10 +250,10 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
         };
         let scored = ti >= warm;
         if scored {
-            loss += ((psi + lambda) * (pix + &en * p.mu)).mean(Kind::Float);
+            loss += ((psi * &v2 + lambda) * (pix + &en * p.mu) * &v).mean(Kind::Float);
             if let (Some(pe), true) = (&prev_e, p.nu > 0.0) {
                 let dj = ((&e - pe).square().sum_dim_intlist(1i64, false, Kind::Float) + 1e-4).sqrt();
-                loss += dj.mean(Kind::Float) * p.nu;
+                loss += (dj * &v2).mean(Kind::Float) * p.nu;
             }
         }
         tch::no_grad(|| {
@@ -285,6 +294,7 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
         // With its graph: the ν term's gradient reaches both frames (Ψ detaches it).
         prev_e = Some(e);
         prev_uh = Some(uh);
+        prev_v = Some(v);
     }
     // Means over the scored frames, and over the steps between them.
     let (tf, tj) = ((t - warm) as f64, (t - warm.max(1)) as f64);
@@ -591,6 +601,7 @@ mod tests {
                     target,
                     u_hat,
                     warp: MapWarp::IDENTITY.0.repeat(t),
+                    valid: vec![1.0; t],
                 }
             })
             .collect()
@@ -640,6 +651,39 @@ mod tests {
         let best = report.best.expect("a validation set");
         assert!(best.jitter < 0.7 * best.jitter_raw, "{best:?}");
         assert!(dir.path().join("checkpoint.safetensors").is_file());
+    }
+
+    /// A frame marked lost is outside the loss: wrecking its labels and target maps moves the
+    /// loss while the frame counts, and moves nothing once it is marked lost (the steps into
+    /// and out of it included).
+    #[test]
+    fn a_frame_marked_lost_leaves_the_loss() {
+        let spec = steadyface_core::backbone::BackboneSpec::synthetic(2, 12, 12, false);
+        let meta = ConvLstmMeta::for_backbone(&spec, 2, 1);
+        let cell = TchCell::from_weights(&ConvLstmWeights::smoothing(meta.clone(), 0.5).unwrap(), Device::Cpu);
+        let mut p = toy_params(Trainable::All, 1e-2, 1);
+        p.nu = 1.0;
+        let seqs = jittering_peaks(&spec);
+        let t = seqs[0].frames();
+        let f = t - 5;
+        let loss = |s: &[steadyface_core::train::CachedSeq]| {
+            run_batch(&cell, &batch(s, &[0, 1], &meta, t, Device::Cpu), &p, false)
+                .0
+                .double_value(&[])
+        };
+        let mark = |s: &mut [steadyface_core::train::CachedSeq]| s.iter_mut().for_each(|q| q.valid[f] = 0.0);
+        let mut wrecked = seqs.clone();
+        for q in &mut wrecked {
+            let (u, m) = (q.u_hat.len() / t, q.target.len() / t);
+            q.u_hat[f * u..(f + 1) * u].iter_mut().for_each(|v| *v += 5.0);
+            q.target[f * m..(f + 1) * m].iter_mut().for_each(|v| *v = 1.0 - *v);
+        }
+        let (clean, hit) = (loss(&seqs), loss(&wrecked));
+        assert!((hit - clean).abs() > 0.01 * clean, "clean {clean}, wrecked {hit}");
+        let mut masked = seqs.clone();
+        mark(&mut masked);
+        mark(&mut wrecked);
+        assert_eq!(loss(&wrecked), loss(&masked));
     }
 
     /// The cells transport moves the offset maps' state through the read-out and the output
@@ -713,6 +757,7 @@ mod tests {
             target: vec![],
             u_hat: vec![],
             warp: vec![],
+            valid: vec![],
         };
         let seqs = vec![seq("clip@0"), seq("clip@0"), seq("clip@0")];
         let (tr, va) = split(&seqs, 1.0, 0);

@@ -2,7 +2,7 @@
 //! once and reused by every epoch and every later `tune` run with the same data.
 //!
 //! Key: sha256 over the backbone file's hash, each `--data` argument with its files' sizes and
-//! modification times, the sequence length, the seed, the pseudo-labels' smoothing and the format version. Stored as safetensors (maps in f16).
+//! modification times, the sequence length, the seed, the pseudo-labels' smoothing, the lost frames allowed and the format version. Stored as safetensors (maps in f16).
 
 use super::CachedSeq;
 use crate::error::{Error, Result};
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// What the cached sequences are made by, beyond the key's inputs: bump it when `featurize`,
 /// the datasets or `synth` (which renders the image datasets' sequences) change what a
 /// sequence holds, so a stale cache misses instead of training on the old sequences.
-const VERSION: &str = "v9";
+const VERSION: &str = "v10";
 
 /// The cache key for these inputs.
 pub fn key(backbone_sha: &str, args: &super::TuneArgs) -> String {
@@ -23,8 +23,8 @@ pub fn key(backbone_sha: &str, args: &super::TuneArgs) -> String {
     h.update(backbone_sha.as_bytes());
     h.update(
         format!(
-            "seq{}:seed{}:label-sigma{}:field-{}:{VERSION}",
-            args.seq_len, args.seed, args.label_sigma, args.field_degradations
+            "seq{}:seed{}:label-sigma{}:lost-frames{}:field-{}:{VERSION}",
+            args.seq_len, args.seed, args.label_sigma, args.lost_frames, args.field_degradations
         )
         .as_bytes(),
     );
@@ -61,6 +61,7 @@ pub fn save(path: &Path, seqs: &[CachedSeq]) -> Result<()> {
         bufs.push((format!("{i}.target"), Dtype::F16, vec![s.target.len()], f16(&s.target)));
         bufs.push((format!("{i}.u_hat"), Dtype::F32, vec![s.u_hat.len()], f32b(&s.u_hat)));
         bufs.push((format!("{i}.warp"), Dtype::F32, vec![s.warp.len()], f32b(&s.warp)));
+        bufs.push((format!("{i}.valid"), Dtype::F32, vec![s.valid.len()], f32b(&s.valid)));
     }
     let views = bufs
         .iter()
@@ -118,6 +119,7 @@ pub fn load(path: &Path) -> Result<Vec<CachedSeq>> {
                 target: get(format!("{i}.target"))?,
                 u_hat: get(format!("{i}.u_hat"))?,
                 warp: get(format!("{i}.warp"))?,
+                valid: get(format!("{i}.valid"))?,
             })
         })
         .collect()

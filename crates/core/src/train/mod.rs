@@ -17,8 +17,9 @@
 //! # What a sequence holds ([`CachedSeq`])
 //! For each frame: `x` = the backbone's maps on the degraded frame (the stabilizer's input
 //! `o_t`), `target` = its maps on the clean frame (Eq. 7's `ŝ_t`), and `u_hat` = the true
-//! point in heatmap cells (Eq. 3's `û_t`; truth where labelled, else the pseudo-label), and
-//! `warp` = how the previous frame's maps sit in this frame's ([`crate::convlstm::warp`]).
+//! point in heatmap cells (Eq. 3's `û_t`; truth where labelled, else the pseudo-label),
+//! `warp` = how the previous frame's maps sit in this frame's ([`crate::convlstm::warp`]), and
+//! `valid` = whether the loss counts the frame (not where the backbone lost the face).
 //! The crops are placed as the tracker places them: the first from the first frame's
 //! landmarks with a random error, the next ones following the raw landmarks past the
 //! deadband; the warp composes the crop change with the face's registered motion.
@@ -606,8 +607,8 @@ pub fn open_dataset(
     }
 }
 
-/// A sequence is left out when the backbone's mean raw error on one of its degraded frames is
-/// above this many heatmap cells (≈ 15% of the crop): it lost the face.
+/// The backbone lost the face on a degraded frame when its mean raw error there is above this
+/// many heatmap cells (≈ 15% of the crop).
 pub const MAX_RAW_ERROR_CELLS: f32 = 4.0;
 
 /// One sequence as the trainer sees it: `[T, K, Cin, H, W]` maps and `[T, K, 2]` points.
@@ -620,6 +621,9 @@ pub struct CachedSeq {
     pub u_hat: Vec<f32>,
     /// `[T, 6]`: each frame's [`MapWarp`] from the previous frame's maps (identity first).
     pub warp: Vec<f32>,
+    /// `[T]`: 1 where the loss counts the frame, 0 where the backbone lost the face on it
+    /// (see [`Featurizer::lost_frames`]).
+    pub valid: Vec<f32>,
 }
 
 impl CachedSeq {
@@ -640,6 +644,10 @@ pub struct Featurizer<'a> {
     /// σ in frames of the pseudo-labels' smoothing in the face's frame (0: none; see
     /// [`smooth_in_face_frame`]).
     pub label_sigma: f32,
+    /// The most frames of a sequence on which the backbone may lose the face (see
+    /// [`MAX_RAW_ERROR_CELLS`]) with the sequence still trained, those frames outside the
+    /// loss; past it the sequence is left out (0: any loss leaves it out).
+    pub lost_frames: usize,
     out: Vec<f32>,
     pts: Vec<Point>,
     conf: Vec<f32>,
@@ -658,6 +666,7 @@ impl<'a> Featurizer<'a> {
             low_light,
             crop_deadband: crate::face::TrackerParams::default().crop_deadband,
             label_sigma: 0.0,
+            lost_frames: 0,
         }
     }
 
@@ -792,7 +801,8 @@ impl<'a> Featurizer<'a> {
         let mut prev_ct: Option<CropTransform> = None;
         // The backbone's own position on the clean frames, to anchor the truth (below).
         let mut bias = vec![0f32; 2 * self.spec.k];
-        let mut worst = 0f32;
+        let mut valid = Vec::with_capacity(seq.frames.len());
+        let mut frame_bias = Vec::with_capacity(seq.frames.len() * 2 * self.spec.k);
         for (f, l) in seq.frames.iter().zip(labels) {
             let crop = lm_box.expand(self.spec.crop_expand[0], self.spec.crop_expand[1]);
             let ct = CropTransform::new(crop, self.spec.input_w, self.spec.input_h);
@@ -816,22 +826,29 @@ impl<'a> Featurizer<'a> {
                 let r = self.to_cells(crop, self.pts[k]);
                 lost += (r[0] - c[0]).hypot(r[1] - c[1]) / l.len() as f32;
                 let (hx, hy, _) = self.decoder.decode_one(&self.spec, &self.out, k);
-                bias[2 * k] += (hx - c[0]) / seq.frames.len() as f32;
-                bias[2 * k + 1] += (hy - c[1]) / seq.frames.len() as f32;
+                frame_bias.extend([hx - c[0], hy - c[1]]);
                 u_hat.extend(c);
             }
-            worst = if lost.is_finite() {
-                worst.max(lost)
-            } else {
-                f32::INFINITY
-            };
+            valid.push(if lost <= MAX_RAW_ERROR_CELLS { 1.0 } else { 0.0 });
         }
-        log::debug!("tune: {}: worst mean raw error {worst:.2} cells", seq.group);
-        // The backbone lost this face on a degraded frame (dark, blurred): no stabilizer can
-        // fix that, and followed by the crop, such a sequence drifts off the face; its errors
-        // of many cells would outweigh every sequence the stage can improve.
-        if worst > MAX_RAW_ERROR_CELLS {
+        let n_valid = valid.iter().sum::<f32>();
+        let n_lost = valid.len() - n_valid as usize;
+        log::debug!("tune: {}: the face lost on {n_lost} frames", seq.group);
+        // The backbone lost this face on degraded frames (dark, blurred): no stabilizer can fix
+        // those, and their errors of many cells would outweigh every frame the stage can
+        // improve. A brief loss (a few dark frames, after which the crop finds the face again)
+        // leaves the rest of the window worth training, so only those frames leave the loss;
+        // a long one is where the crop drifted off the face, and the window goes.
+        if n_lost > self.lost_frames {
             return Ok(None);
+        }
+        let k2 = 2 * self.spec.k;
+        for (v, fb) in valid.iter().zip(frame_bias.chunks_exact(k2)) {
+            if *v > 0.0 {
+                for (b, d) in bias.iter_mut().zip(fb) {
+                    *b += d / n_valid;
+                }
+            }
         }
         // Anchor the truth's *path* at the backbone's mean clean position: datasets disagree on
         // where a landmark sits (dlib's jaw line is not lm0's), and a constant per-landmark
@@ -845,6 +862,7 @@ impl<'a> Featurizer<'a> {
             target,
             u_hat,
             warp,
+            valid,
         }))
     }
 }
@@ -959,6 +977,8 @@ pub struct TuneArgs {
     pub warmup: usize,
     /// σ in frames of the field pseudo-labels' smoothing (0: none).
     pub label_sigma: f32,
+    /// See [`Featurizer::lost_frames`].
+    pub lost_frames: usize,
     /// Which degradations each field window is shown under.
     pub field_degradations: FieldDegradations,
     pub hidden: usize,
