@@ -207,7 +207,10 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
     let (theta, xi, lambda) = (p.jitter.theta, p.jitter.xi, p.jitter.lambda);
     let mut loss = Tensor::zeros([], (Kind::Float, dev));
     let (mut prev_e, mut prev_er, mut prev_uh): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
+    // The reported error and jitter are means over the frames (and steps) on the face, like
+    // the loss: a lost frame's error is the backbone's, and would swamp the cell's.
     let mut stats = [0f64; 4];
+    let (mut on_frames, mut on_steps) = (0f64, 0f64);
     let mut prev_v: Option<Tensor> = None;
     let warm = p.warmup.min(t as usize - 1) as i64;
     for ti in 0..t {
@@ -263,30 +266,19 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
                 }
                 return;
             }
-            stats[0] += en.mean(Kind::Float).double_value(&[]);
+            let on = |x: Tensor, w: &Tensor| (x * w).sum(Kind::Float).double_value(&[]);
+            let dist = |a: &Tensor, b: &Tensor| (a - b).square().sum_dim_intlist(1i64, false, Kind::Float).sqrt();
+            on_frames += v.sum(Kind::Float).double_value(&[]);
+            stats[0] += on(en.shallow_clone(), &v);
             if let Some(pe) = &prev_e {
-                stats[1] += (&e - pe)
-                    .square()
-                    .sum_dim_intlist(1i64, false, Kind::Float)
-                    .sqrt()
-                    .mean(Kind::Float)
-                    .double_value(&[]);
+                on_steps += v2.sum(Kind::Float).double_value(&[]);
+                stats[1] += on(dist(&e, pe), &v2);
             }
             if want_raw {
                 let er = soft_pdc(&x, p, m) - &uh;
-                stats[2] += er
-                    .square()
-                    .sum_dim_intlist(1i64, false, Kind::Float)
-                    .sqrt()
-                    .mean(Kind::Float)
-                    .double_value(&[]);
+                stats[2] += on(er.square().sum_dim_intlist(1i64, false, Kind::Float).sqrt(), &v);
                 if let Some(pr) = &prev_er {
-                    stats[3] += (&er - pr)
-                        .square()
-                        .sum_dim_intlist(1i64, false, Kind::Float)
-                        .sqrt()
-                        .mean(Kind::Float)
-                        .double_value(&[]);
+                    stats[3] += on(dist(&er, pr), &v2);
                 }
                 prev_er = Some(er);
             }
@@ -296,17 +288,11 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
         prev_uh = Some(uh);
         prev_v = Some(v);
     }
-    // Means over the scored frames, and over the steps between them.
-    let (tf, tj) = ((t - warm) as f64, (t - warm.max(1)) as f64);
-    (
-        loss / tf,
-        [
-            stats[0] / tf,
-            stats[1] / tj.max(1.0),
-            stats[2] / tf,
-            stats[3] / tj.max(1.0),
-        ],
-    )
+    // The loss: a mean over the scored frames. The stats: over the landmarks on the face on
+    // them, and over the steps between two such frames.
+    let tf = (t - warm) as f64;
+    let (nf, nj) = (on_frames.max(1.0), on_steps.max(1.0));
+    (loss / tf, [stats[0] / nf, stats[1] / nj, stats[2] / nf, stats[3] / nj])
 }
 
 /// Validation over `idx` in batches.
@@ -653,9 +639,9 @@ mod tests {
         assert!(dir.path().join("checkpoint.safetensors").is_file());
     }
 
-    /// A frame marked lost is outside the loss: wrecking its labels and target maps moves the
-    /// loss while the frame counts, and moves nothing once it is marked lost (the steps into
-    /// and out of it included).
+    /// A frame marked lost is outside the loss and the reported error and jitter: wrecking its
+    /// labels and target maps moves them while the frame counts, and moves nothing once it is
+    /// marked lost (the steps into and out of it included).
     #[test]
     fn a_frame_marked_lost_leaves_the_loss() {
         let spec = steadyface_core::backbone::BackboneSpec::synthetic(2, 12, 12, false);
@@ -666,10 +652,10 @@ mod tests {
         let seqs = jittering_peaks(&spec);
         let t = seqs[0].frames();
         let f = t - 5;
+        // The loss and the reported error and jitter (the cell's and the raw maps').
         let loss = |s: &[steadyface_core::train::CachedSeq]| {
-            run_batch(&cell, &batch(s, &[0, 1], &meta, t, Device::Cpu), &p, false)
-                .0
-                .double_value(&[])
+            let (l, stats) = run_batch(&cell, &batch(s, &[0, 1], &meta, t, Device::Cpu), &p, true);
+            (l.double_value(&[]), stats)
         };
         let mark = |s: &mut [steadyface_core::train::CachedSeq]| s.iter_mut().for_each(|q| q.valid[f] = 0.0);
         let mut wrecked = seqs.clone();
@@ -678,8 +664,11 @@ mod tests {
             q.u_hat[f * u..(f + 1) * u].iter_mut().for_each(|v| *v += 5.0);
             q.target[f * m..(f + 1) * m].iter_mut().for_each(|v| *v = 1.0 - *v);
         }
-        let (clean, hit) = (loss(&seqs), loss(&wrecked));
+        let ((clean, clean_stats), (hit, hit_stats)) = (loss(&seqs), loss(&wrecked));
         assert!((hit - clean).abs() > 0.01 * clean, "clean {clean}, wrecked {hit}");
+        for (a, b) in clean_stats.iter().zip(&hit_stats) {
+            assert!((a - b).abs() > 0.01 * a, "clean {clean_stats:?}, wrecked {hit_stats:?}");
+        }
         let mut masked = seqs.clone();
         mark(&mut masked);
         mark(&mut wrecked);

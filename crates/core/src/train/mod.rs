@@ -842,6 +842,9 @@ impl<'a> Featurizer<'a> {
         if n_lost > self.lost_frames {
             return Ok(None);
         }
+        // Each kept frame's offset is divided before it is added, in frame order, as the
+        // running sum did before frames could be lost: with none lost, the anchor (and so every
+        // cached label) is the old one to the bit.
         let k2 = 2 * self.spec.k;
         for (v, fb) in valid.iter().zip(frame_bias.chunks_exact(k2)) {
             if *v > 0.0 {
