@@ -266,19 +266,19 @@ fn run_batch(cell: &TchCell, b: &Batch, p: &TuneParams, want_raw: bool) -> (Tens
                 }
                 return;
             }
-            let on = |x: Tensor, w: &Tensor| (x * w).sum(Kind::Float).double_value(&[]);
-            let dist = |a: &Tensor, b: &Tensor| (a - b).square().sum_dim_intlist(1i64, false, Kind::Float).sqrt();
+            let norm = |a: &Tensor| a.square().sum_dim_intlist(1i64, false, Kind::Float).sqrt();
+            let on = |x: &Tensor, w: &Tensor| (x * w).sum(Kind::Float).double_value(&[]);
             on_frames += v.sum(Kind::Float).double_value(&[]);
-            stats[0] += on(en.shallow_clone(), &v);
+            stats[0] += on(&en, &v);
             if let Some(pe) = &prev_e {
                 on_steps += v2.sum(Kind::Float).double_value(&[]);
-                stats[1] += on(dist(&e, pe), &v2);
+                stats[1] += on(&norm(&(&e - pe)), &v2);
             }
             if want_raw {
                 let er = soft_pdc(&x, p, m) - &uh;
-                stats[2] += on(er.square().sum_dim_intlist(1i64, false, Kind::Float).sqrt(), &v);
+                stats[2] += on(&norm(&er), &v);
                 if let Some(pr) = &prev_er {
-                    stats[3] += on(dist(&er, pr), &v2);
+                    stats[3] += on(&norm(&(&er - pr)), &v2);
                 }
                 prev_er = Some(er);
             }
