@@ -113,6 +113,17 @@ impl Similarity {
         )
     }
 
+    /// This similarity applied after `first`: `self.after(first).apply(p) = self.apply(first.apply(p))`.
+    pub fn after(&self, first: &Similarity) -> Similarity {
+        // Complex form z ↦ m·z + t: m = m_self·m_first, t = m_self·t_first + t_self.
+        Similarity {
+            a: self.a * first.a - self.b * first.b,
+            b: self.a * first.b + self.b * first.a,
+            tx: self.a * first.tx - self.b * first.ty + self.tx,
+            ty: self.b * first.tx + self.a * first.ty + self.ty,
+        }
+    }
+
     /// The similarity that undoes this one; `None` when it collapses the plane (`m = 0`).
     pub fn inverse(&self) -> Option<Self> {
         let d = self.a * self.a + self.b * self.b;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// What the cached sequences are made by, beyond the key's inputs: bump it when `featurize`,
 /// the datasets or `synth` (which renders the image datasets' sequences) change what a
 /// sequence holds, so a stale cache misses instead of training on the old sequences.
-const VERSION: &str = "v10";
+const VERSION: &str = "v11";
 
 /// The cache key for these inputs.
 pub fn key(backbone_sha: &str, args: &super::TuneArgs) -> String {
