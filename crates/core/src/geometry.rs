@@ -215,6 +215,32 @@ impl CropTransform {
 mod tests {
     use super::*;
 
+    /// `f.after(g)` applies `g` first; with `g`'s inverse it is the identity.
+    #[test]
+    fn a_similarity_after_another_applies_the_other_first() {
+        let f = Similarity {
+            a: 0.9,
+            b: 0.3,
+            tx: 5.0,
+            ty: -2.0,
+        };
+        let g = Similarity {
+            a: 1.1,
+            b: -0.2,
+            tx: -1.0,
+            ty: 4.0,
+        };
+        let p = Point::new(3.0, 7.0);
+        let (want, got) = (f.apply(g.apply(p)), f.after(&g).apply(p));
+        assert!(
+            (want.x - got.x).abs() < 1e-4 && (want.y - got.y).abs() < 1e-4,
+            "{want:?} against {got:?}"
+        );
+        assert_ne!(g.after(&f).apply(p), got, "composition does not commute here");
+        let back = g.inverse().unwrap().after(&g).apply(p);
+        assert!((back.x - p.x).abs() < 1e-4 && (back.y - p.y).abs() < 1e-4, "{back:?}");
+    }
+
     #[test]
     fn crop_transform_round_trips_and_maps_centres() {
         // A 4-pixel-wide box starting at the left edge of pixel 10 resampled to 2 pixels:
