@@ -922,9 +922,6 @@ pub fn smooth_in_face_frame(labels: &mut [Vec<Point>], motion: &[Option<Similari
             .take(t + radius + 1)
             .skip(t.saturating_sub(radius))
         {
-            if r.len() != l.len() {
-                continue;
-            }
             let d = (u as f64 - t as f64) / sigma as f64;
             let w = (-0.5 * d * d).exp();
             for (a, p) in acc.iter_mut().zip(r) {
