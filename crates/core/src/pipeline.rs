@@ -251,8 +251,7 @@ impl Pipeline {
         obs: &mut FaceObs,
     ) -> Result<Option<Option<Similarity>>> {
         let s = &self.spec;
-        let crop = lm_box.expand(s.crop_expand[0], s.crop_expand[1]);
-        let ct = CropTransform::new(crop, s.input_w, s.input_h);
+        let (crop, ct) = s.crop(lm_box);
         let (w, h, norm) = (s.input_w, s.input_h, s.normalize);
         let t0 = Instant::now();
         resample_planar(frame, crop, w, h, &norm, lut, sampling, self.backbone.input_mut());
@@ -427,12 +426,7 @@ impl Pipeline {
                         continue;
                     };
                     if let Some(slot) = self.map_slot(id) {
-                        let s = &self.spec;
-                        let ct = CropTransform::new(
-                            crop_box.expand(s.crop_expand[0], s.crop_expand[1]),
-                            s.input_w,
-                            s.input_h,
-                        );
+                        let (_, ct) = self.spec.crop(crop_box);
                         // The track's first points are the stage's, as all later ones are.
                         let k = self.spec.k;
                         let mut raw = [Point::default(); MAX_POINTS];

@@ -14,6 +14,7 @@ pub use self::onnx::OnnxBackbone;
 
 use crate::error::{Error, Result};
 use crate::frame::Normalize;
+use crate::geometry::{BBox, CropTransform};
 use crate::models::{Align, ConfidenceSpec, ModelEntry, OffsetSpec};
 use std::path::Path;
 
@@ -99,6 +100,13 @@ impl BackboneSpec {
             cell_shift: e.io.cell_shift.unwrap_or([0.0, 0.0]),
             confidence: e.tracker.unwrap_or(DEFAULT_CONFIDENCE),
         })
+    }
+
+    /// The crop around landmark box `lm_box` (widened by `crop_expand`) and its transform
+    /// into the input raster.
+    pub fn crop(&self, lm_box: BBox) -> (BBox, CropTransform) {
+        let crop = lm_box.expand(self.crop_expand[0], self.crop_expand[1]);
+        (crop, CropTransform::new(crop, self.input_w, self.input_h))
     }
 
     /// Floats in one input raster.

@@ -808,8 +808,7 @@ impl<'a> Featurizer<'a> {
         let mut valid = Vec::with_capacity(seq.frames.len());
         let mut frame_bias = Vec::with_capacity(seq.frames.len() * 2 * self.spec.k);
         for (f, l) in seq.frames.iter().zip(labels) {
-            let crop = lm_box.expand(self.spec.crop_expand[0], self.spec.crop_expand[1]);
-            let ct = CropTransform::new(crop, self.spec.input_w, self.spec.input_h);
+            let (crop, ct) = self.spec.crop(lm_box);
             self.run(&f.input, crop)?;
             self.gather(cin, &mut x);
             crate::pipeline::RAW_DECODER.decode_all(&self.spec, &self.out, &ct, &mut self.pts, &mut self.conf);
